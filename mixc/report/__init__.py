@@ -1,0 +1,32 @@
+"""Renderers of a plan: terminal table, JSON, Markdown, CSV (and HTML timeline, PNG charts)."""
+
+from __future__ import annotations
+
+import json
+
+from ..plan import Plan
+from .data import plan_data
+from .text import render_csv, render_markdown, render_terminal
+
+
+def render(plan: Plan, fmt: str, output: str | None = None) -> str | None:
+    """Text for text formats; binary formats are written to `output` and return None."""
+    data = plan_data(plan)
+    if fmt == "table":
+        return render_terminal(data)
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    if fmt == "markdown":
+        return render_markdown(data)
+    if fmt == "csv":
+        return render_csv(data)
+    if fmt == "html":
+        from .html import render_html
+
+        return render_html(plan, data)
+    if fmt == "png":
+        from .png import render_png
+
+        render_png(plan, data, output)
+        return None
+    raise ValueError(f"unknown report format {fmt}")

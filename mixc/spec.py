@@ -1,0 +1,569 @@
+"""The spec pass: pydantic models of catalogs, mixes and recipes, loaded from YAML.
+
+Every model is plain data. Loading keeps YAML positions (see `locyaml`) so that a
+validation error names file:line:column and the offending key. Cross-file checks
+(unknown sources, missing mixes, phase extents) also live here; arithmetic does not
+(that is `plan`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .locyaml import Located, Location, SpecError, SpecErrors, load_file
+
+CATEGORIES = ("web", "code", "math", "reasoning")
+FORMATS = ("parquet", "jsonl", "hf")
+DEFAULT_LANGUAGE = "eng_Latn"
+
+_SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_count(value: Any) -> Any:
+    """Accept 1000, 1e12, '8.14T', '47B', '1_000' for token and step counts."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, str):
+        text = value.strip().replace("_", "").replace(",", "")
+        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMBGT]?)", text)
+        if not m:
+            raise ValueError(f"expected a count such as 1000, 2.5e9 or '8.14T', got '{value}'")
+        return round(float(m.group(1)) * _SUFFIX.get(m.group(2), 1))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite count, got {value}")
+        if value != int(value):
+            raise ValueError(f"expected a whole number, got {value}")
+        return int(value)
+    return value
+
+
+def _check_number(value: Any) -> Any:
+    """Weights and rates: real numbers only (YAML 'yes' or '0.3' strings are mistakes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(parse_count), Field(ge=0)]
+PositiveCount = Annotated[int, BeforeValidator(parse_count), Field(gt=0)]
+Number = Annotated[float, BeforeValidator(_check_number)]
+
+
+@lru_cache(maxsize=1)
+def _iso_tables() -> tuple[frozenset[str], frozenset[str]]:
+    import pycountry
+
+    languages = frozenset(lang.alpha_3 for lang in pycountry.languages)
+    scripts = frozenset(s.alpha_4 for s in pycountry.scripts)
+    return languages, scripts
+
+
+def check_language(code: str) -> str:
+    """ISO 639-3 language plus ISO 15924 script, e.g. 'fra_Latn' or 'cmn_Hani'."""
+    m = re.fullmatch(r"([a-z]{3})_([A-Z][a-z]{3})", code)
+    if not m:
+        raise ValueError(f"language '{code}' is not ISO 639-3 plus script such as 'fra_Latn'")
+    languages, scripts = _iso_tables()
+    if m.group(1) not in languages:
+        raise ValueError(f"unknown ISO 639-3 language code '{m.group(1)}' in '{code}'")
+    if m.group(2) not in scripts:
+        raise ValueError(f"unknown ISO 15924 script '{m.group(2)}' in '{code}'")
+    return code
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Filter(Strict):
+    """Optional per-source document filters applied before tokenization."""
+
+    min_chars: Count | None = None
+    max_chars: Count | None = None
+
+
+class SourceFields(Strict):
+    """What a source is and where its data lives (shared by catalog and inline entries)."""
+
+    category: Literal["web", "code", "math", "reasoning"]
+    language: str = DEFAULT_LANGUAGE
+    format: Literal["parquet", "jsonl", "hf"] = "parquet"
+    path: str | None = Field(None, description="local path, file://, hf://datasets/... or sample://...")
+    dataset: str | None = Field(None, description="Hugging Face dataset id")
+    config: str | None = None
+    data_dir: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    glob: str | None = None
+    verified: bool = Field(True, description="false when the location could not be confirmed")
+    tokens: Count | None = Field(None, description="approximate size in tokens, for epoch estimates")
+    programming_language: str | None = None
+    filter: Filter | None = None
+    note: str | None = None
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        return check_language(v)
+
+    @model_validator(mode="after")
+    def _has_location(self) -> SourceFields:
+        if not self.path and not self.dataset:
+            raise ValueError("a source needs a 'path' or a 'dataset' to read from")
+        return self
+
+
+class Source(SourceFields):
+    name: str
+
+    @property
+    def multilingual(self) -> bool:
+        """Multilingual means web text in a language other than English."""
+        return self.category == "web" and not self.language.startswith("eng_")
+
+    @property
+    def url(self) -> str:
+        """Where a reader starts: the explicit path, else the dataset on the hub."""
+        if self.path:
+            return self.path
+        base = f"hf://datasets/{self.dataset}"
+        return f"{base}/{self.data_dir}" if self.data_dir else base
+
+
+class Catalog(Strict):
+    description: str | None = None
+    sources: dict[str, SourceFields]
+
+    @field_validator("sources")
+    @classmethod
+    def _nonempty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("a catalog needs at least one source")
+        return v
+
+
+class InlineEntry(Strict):
+    weight: Number
+    # An inline entry either only reweights a catalog source, or defines it fully.
+    category: Literal["web", "code", "math", "reasoning"] | None = None
+    language: str | None = None
+    format: Literal["parquet", "jsonl", "hf"] | None = None
+    path: str | None = None
+    dataset: str | None = None
+    config: str | None = None
+    data_dir: str | None = None
+    split: str | None = None
+    text_column: str | None = None
+    glob: str | None = None
+    verified: bool | None = None
+    tokens: Count | None = None
+    programming_language: str | None = None
+    filter: Filter | None = None
+    note: str | None = None
+
+
+def _entry(value: Any) -> Any:
+    """A mix entry is a bare weight, or a mapping with 'weight' (and optional inline source fields)."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a weight (a number) or a mapping with 'weight', got {type(value).__name__} {value!r}")
+    return {"weight": value}
+
+
+class Mix(Strict):
+    name: str | None = None
+    description: str | None = None
+    catalog: str | None = Field(None, description="catalog file, relative to this mix")
+    weights: Literal["relative", "absolute"] = Field(
+        "absolute", description="'relative': weights are normalized when compiled; 'absolute': they must sum to 1"
+    )
+    sources: dict[str, Annotated[InlineEntry, BeforeValidator(_entry)]]
+
+    @field_validator("sources")
+    @classmethod
+    def _nonempty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("a mix needs at least one source")
+        return v
+
+
+class Schedule(Strict):
+    """Learning-rate schedule of one optimizer run. Steps are 1-based, as nanotron counts them."""
+
+    type: Literal["wsd", "cosine", "constant"]
+    peak_lr: Number = Field(gt=0)
+    warmup_steps: Count = 0
+    decay_start_step: PositiveCount | None = Field(None, description="wsd: first step of the decay")
+    decay_steps: Count | None = Field(None, description="wsd: length of the decay")
+    final_lr: Number = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _wsd(self) -> Schedule:
+        if self.type == "wsd" and (self.decay_start_step is None or self.decay_steps is None):
+            raise ValueError("a wsd schedule needs decay_start_step and decay_steps")
+        if self.final_lr > self.peak_lr:
+            raise ValueError("final_lr is above peak_lr")
+        return self
+
+
+class Optimizer(Strict):
+    type: Literal["adamw"] = "adamw"
+    beta1: Number = 0.9
+    beta2: Number = 0.95
+    eps: Number = 1e-8
+    weight_decay: Number = Field(0.1, ge=0)
+    grad_clip: Number = Field(1.0, ge=0)
+    z_loss: Number = Field(0.0, ge=0)
+
+
+class Phase(Strict):
+    name: str
+    stage: int | None = Field(None, ge=1, description="the user's stage number (1, 2, 3 for pretraining)")
+    mix: str = Field(description="mix file, relative to the recipe")
+    steps: PositiveCount | None = None
+    tokens: PositiveCount | None = None
+    start_step: PositiveCount | None = Field(None, description="optional check: first step of this phase")
+    sequence_length: PositiveCount
+    rope_theta: Number = Field(gt=0)
+    run: str = Field("main", description="phases of one run share a step counter and a schedule")
+    schedule: Schedule | None = None
+
+    @model_validator(mode="after")
+    def _extent(self) -> Phase:
+        if self.steps is None and self.tokens is None:
+            raise ValueError("a phase needs 'steps' or 'tokens'")
+        return self
+
+
+class Recipe(Strict):
+    name: str
+    description: str | None = None
+    tokenizer: str
+    model: str
+    global_batch_tokens: PositiveCount
+    seed: int = 0
+    epoch_warning: Number = Field(4.0, gt=0, description="warn when a source is seen more epochs than this")
+    schedule: Schedule
+    optimizer: Optimizer = Optimizer()
+    phases: list[Phase]
+
+    @field_validator("phases")
+    @classmethod
+    def _nonempty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("a recipe needs at least one phase")
+        return v
+
+
+# ---------------------------------------------------------------------------
+# Loading: YAML -> models, with errors located
+
+
+def _kind_of(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    if "phases" in data:
+        return "recipe"
+    if "sources" in data and isinstance(data["sources"], dict):
+        values = list(data["sources"].values())
+        if "catalog" in data or "weights" in data or any(isinstance(v, (int, float)) for v in values):
+            return "mix"
+        if values and all(isinstance(v, dict) and "weight" not in v for v in values):
+            return "catalog"
+        return "mix"
+    return None
+
+
+def _pydantic_errors(exc: ValidationError, located: Located) -> SpecErrors:
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        # Union members add their type name to the path; drop what is not a real key.
+        path: list[Any] = []
+        for part in loc:
+            if isinstance(part, str) and part not in _path_keys(located, tuple(path)):
+                if part in ("float", "InlineEntry") or "[" in part or part.startswith("function-"):
+                    continue
+            path.append(part)
+        key = ".".join(str(p) for p in path) or None
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            suggestion = _suggest(str(path[-1]), _allowed_keys(exc.title, path)) if path else ""
+            msg = f"unknown key{suggestion}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        msg = msg.removeprefix("Value error, ")
+        errors.append(SpecError(msg, located.where(tuple(path)), key))
+    return SpecErrors(_dedupe(errors))
+
+
+def _path_keys(located: Located, path: tuple) -> set:
+    node = located.data
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return set()
+    return set(node) if isinstance(node, dict) else set()
+
+
+def _allowed_keys(title: str, path: list) -> list[str]:
+    for model in (Recipe, Mix, Catalog, Phase, Schedule, Optimizer, SourceFields, InlineEntry):
+        if model.__name__ == title:
+            break
+    else:
+        return []
+    return _fields_along(model, path[:-1])
+
+
+def _fields_along(model: Any, path: list) -> list[str]:
+    nested = {
+        ("Recipe", "phases"): Phase,
+        ("Recipe", "schedule"): Schedule,
+        ("Recipe", "optimizer"): Optimizer,
+        ("Phase", "schedule"): Schedule,
+        ("Catalog", "sources"): SourceFields,
+        ("Mix", "sources"): InlineEntry,
+        ("SourceFields", "filter"): Filter,
+        ("InlineEntry", "filter"): Filter,
+    }
+    for part in path:
+        if isinstance(part, int) or (model in (SourceFields, InlineEntry) and part not in model.model_fields):
+            continue
+        model = nested.get((model.__name__, part), model)
+    return list(model.model_fields)
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _dedupe(errors: list[SpecError]) -> list[SpecError]:
+    seen, out = set(), []
+    for e in errors:
+        key = (str(e.location), e.key, e.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+def _validate(model: type[BaseModel], located: Located) -> Any:
+    if not isinstance(located.data, dict):
+        what = "empty" if located.data is None else f"a {type(located.data).__name__}"
+        raise SpecErrors([SpecError(f"expected a mapping at the top level, the file is {what}", located.where(()))])
+    try:
+        return model.model_validate(located.data)
+    except ValidationError as exc:
+        raise _pydantic_errors(exc, located) from None
+
+
+def load_catalog(path: str | Path) -> tuple[dict[str, Source], Located]:
+    located = load_file(path)
+    catalog = _validate(Catalog, located)
+    sources = {name: Source(name=name, **fields.model_dump(exclude_unset=True)) for name, fields in catalog.sources.items()}
+    return sources, located
+
+
+class ResolvedMix(BaseModel):
+    """A mix with every entry bound to a full source definition."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    path: str
+    name: str
+    weights_mode: str
+    entries: list[tuple[Source, float]]
+    positions: dict[str, Location]
+
+    @property
+    def weight_sum(self) -> float:
+        return math.fsum(w for _, w in self.entries)
+
+
+def _check_weight(name: str, weight: float, where: Location) -> SpecError | None:
+    if math.isnan(weight):
+        return SpecError("weight is NaN", where, f"sources.{name}")
+    if math.isinf(weight):
+        return SpecError("weight is infinite", where, f"sources.{name}")
+    if weight < 0:
+        return SpecError(f"weight is negative ({weight})", where, f"sources.{name}")
+    return None
+
+
+def load_mix(path: str | Path, catalog: dict[str, Source] | None = None) -> ResolvedMix:
+    located = load_file(path)
+    mix = _validate(Mix, located)
+    errors: list[SpecError] = []
+    if catalog is None and mix.catalog:
+        cat_path = relative_to_file(path, mix.catalog)
+        if not cat_path.exists():
+            raise SpecErrors([SpecError(f"catalog file '{mix.catalog}' not found", located.where(("catalog",)), "catalog")])
+        catalog, _ = load_catalog(cat_path)
+    catalog = catalog or {}
+    entries: list[tuple[Source, float]] = []
+    positions: dict[str, Location] = {}
+    for name, entry in mix.sources.items():
+        where = located.where(("sources", name))
+        positions[name] = where
+        weight = entry.weight
+        if (err := _check_weight(name, weight, where)) is not None:
+            errors.append(err)
+            continue
+        inline = entry.model_dump(exclude_unset=True, exclude={"weight"})
+        if name in catalog:
+            fields = catalog[name].model_dump(exclude={"name"}, exclude_unset=True) | inline
+        elif inline.get("category"):
+            fields = inline
+        else:
+            hint = _suggest(name, list(catalog))
+            known = "" if catalog else " (the mix names no catalog and defines no inline source)"
+            errors.append(SpecError(f"unknown source '{name}'{hint}{known}", where, f"sources.{name}"))
+            continue
+        try:
+            entries.append((Source(name=name, **fields), weight))
+        except ValidationError as exc:
+            for e in exc.errors():
+                key = ".".join(["sources", name, *map(str, e["loc"])])
+                errors.append(SpecError(e["msg"].removeprefix("Value error, "), where, key))
+    if not errors and entries and all(w == 0 for _, w in entries):
+        errors.append(SpecError("all weights are zero", located.where(("sources",)), "sources"))
+    if errors:
+        raise SpecErrors(errors)
+    name = mix.name or Path(path).stem
+    return ResolvedMix(path=str(path), name=name, weights_mode=mix.weights, entries=entries, positions=positions)
+
+
+class ResolvedRecipe(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    path: str
+    recipe: Recipe
+    mixes: list[ResolvedMix]  # one per phase, in order
+    positions: dict[str, Location]
+
+
+def load_recipe(path: str | Path) -> ResolvedRecipe:
+    located = load_file(path)
+    recipe: Recipe = _validate(Recipe, located)
+    errors: list[SpecError] = []
+    mixes: list[ResolvedMix] = []
+    names: dict[str, int] = {}
+    stages: dict[int, int] = {}
+    for i, phase in enumerate(recipe.phases):
+        where = located.where(("phases", i))
+        if phase.name in names:
+            errors.append(SpecError(f"duplicate phase name '{phase.name}'", located.where(("phases", i, "name")), f"phases[{i}].name"))
+        names[phase.name] = i
+        if phase.stage is not None:
+            if phase.stage in stages:
+                errors.append(SpecError(f"stage {phase.stage} is already phase {stages[phase.stage] + 1}", located.where(("phases", i, "stage")), f"phases[{i}].stage"))
+            stages[phase.stage] = i
+        if phase.steps and phase.tokens and phase.tokens != phase.steps * recipe.global_batch_tokens:
+            errors.append(SpecError(
+                f"steps ({phase.steps}) x global_batch_tokens ({recipe.global_batch_tokens}) = {phase.steps * recipe.global_batch_tokens} disagrees with tokens ({phase.tokens}); give one of them",
+                where, f"phases[{i}]"))
+        if recipe.global_batch_tokens % phase.sequence_length:
+            errors.append(SpecError(
+                f"global_batch_tokens ({recipe.global_batch_tokens}) is not a multiple of sequence_length ({phase.sequence_length})",
+                located.where(("phases", i, "sequence_length")), f"phases[{i}].sequence_length"))
+        mix_path = relative_to_file(path, phase.mix)
+        if not mix_path.is_file():
+            errors.append(SpecError(f"mix file '{phase.mix}' not found", located.where(("phases", i, "mix")), f"phases[{i}].mix"))
+            continue
+        try:
+            mixes.append(load_mix(mix_path))
+        except SpecError as exc:
+            errors.append(exc)
+        except SpecErrors as exc:
+            errors.extend(exc.errors)
+    errors.extend(_check_runs(recipe, located))
+    if errors:
+        raise SpecErrors(errors)
+    positions = {phase.name: located.where(("phases", i)) for i, phase in enumerate(recipe.phases)}
+    return ResolvedRecipe(path=str(path), recipe=recipe, mixes=mixes, positions=positions)
+
+
+def relative_to_file(spec_path: str | Path, ref: str) -> Path:
+    """A path written in a spec file is relative to that file; 'recipes/../mixes' prints as 'mixes'."""
+    return Path(os.path.normpath(Path(spec_path).parent / ref))
+
+
+def phase_steps(recipe: Recipe, phase: Phase) -> int:
+    """A phase's extent in optimizer steps: given, or derived from its token budget."""
+    if phase.steps is not None:
+        return phase.steps
+    return -(-phase.tokens // recipe.global_batch_tokens)  # ceil: never train on less than asked
+
+
+def _check_runs(recipe: Recipe, located: Located) -> list[SpecError]:
+    """Phases of a run must tile its steps: no overlap, no gap; a new run brings its schedule."""
+    errors = []
+    step, run = 0, None
+    for i, phase in enumerate(recipe.phases):
+        new_run = phase.run != run
+        if new_run:
+            if run is not None and phase.run in {p.run for p in recipe.phases[:i]}:
+                errors.append(SpecError(f"run '{phase.run}' resumes after another run; keep a run's phases together", located.where(("phases", i, "run")), f"phases[{i}].run"))
+            if i > 0 and phase.schedule is None:
+                errors.append(SpecError(f"phase starts run '{phase.run}' and needs its own schedule", located.where(("phases", i)), f"phases[{i}].schedule"))
+            step, run = 0, phase.run
+        elif phase.schedule is not None:
+            errors.append(SpecError(f"a schedule may only be given on the first phase of run '{run}'", located.where(("phases", i, "schedule")), f"phases[{i}].schedule"))
+        first = step + 1
+        if phase.start_step is not None and phase.start_step != first:
+            kind = "overlaps the previous phase" if phase.start_step < first else "leaves a gap after the previous phase"
+            errors.append(SpecError(f"start_step {phase.start_step} {kind} (expected {first})", located.where(("phases", i, "start_step")), f"phases[{i}].start_step"))
+        step += phase_steps(recipe, phase) if (phase.steps or phase.tokens) else 0
+        if new_run:
+            sched = phase.schedule if i > 0 else recipe.schedule
+            errors.extend(_check_schedule(sched, recipe, i, located))
+    return errors
+
+
+def _check_schedule(sched: Schedule | None, recipe: Recipe, first_index: int, located: Located) -> list[SpecError]:
+    if sched is None:
+        return []
+    run = recipe.phases[first_index].run
+    total = sum(phase_steps(recipe, p) for p in recipe.phases if p.run == run)
+    key = "schedule" if first_index == 0 else f"phases[{first_index}].schedule"
+    where = located.where(("schedule",) if first_index == 0 else ("phases", first_index, "schedule"))
+    errors = []
+    if sched.warmup_steps > total:
+        errors.append(SpecError(f"warmup_steps ({sched.warmup_steps}) exceed the run's {total} steps", where, key + ".warmup_steps"))
+    if sched.type == "wsd":
+        end = sched.decay_start_step + sched.decay_steps - 1
+        if end > total:
+            errors.append(SpecError(f"decay ends at step {end}, after the run's last step {total}", where, key + ".decay_steps"))
+        if sched.decay_start_step <= sched.warmup_steps:
+            errors.append(SpecError("decay_start_step falls inside the warmup", where, key + ".decay_start_step"))
+    return errors
+
+
+def detect_kind(path: str | Path) -> str:
+    """'recipe', 'mix' or 'catalog', from the file's top-level keys."""
+    located = load_file(path)
+    kind = _kind_of(located.data)
+    if kind is None:
+        raise SpecError("not a mixc spec: expected top-level 'phases' (recipe) or 'sources' (mix or catalog)", located.where(()))
+    return kind
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of each spec file kind, for editors and `mixc schema`."""
+    return {
+        "recipe": Recipe.model_json_schema(),
+        "mix": Mix.model_json_schema(),
+        "catalog": Catalog.model_json_schema(),
+    }
