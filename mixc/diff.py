@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from .plan import PhasePlan
-from .report.text import _table, pct
+from .report.text import CATEGORY_ORDER, _table, pct
 
 
 def _factor(before: float, after: float) -> float | None:
     return after / before if before > 0 else None
+
+
+def _category_rank(row: dict[str, Any]) -> int:
+    return CATEGORY_ORDER.index(row["name"]) if row["name"] in CATEGORY_ORDER else len(CATEGORY_ORDER)
 
 
 def diff_phases(a: PhasePlan, b: PhasePlan) -> dict[str, Any]:
@@ -33,13 +37,15 @@ def diff_phases(a: PhasePlan, b: PhasePlan) -> dict[str, Any]:
         "added": [{"source": n, "share": sb[n]} for n in sb if n not in sa],
         "removed": [{"source": n, "share": sa[n]} for n in sa if n not in sb],
         "changed": changed,
-        "categories": shifts(a.categories(), b.categories()),
+        "categories": sorted(shifts(a.categories(), b.categories()), key=_category_rank),
         "languages": sorted(shifts(a.languages(), b.languages()), key=lambda r: -abs(r["delta"])),
     }
 
 
-def _factor_text(f: float | None) -> str:
-    return "new" if f is None else f"x{f:.2f}"
+def _factor_text(f: float | None, after: float = 1.0) -> str:
+    if f is None:
+        return "new" if after > 0 else "-"
+    return f"x{f:.2f}"
 
 
 def _points(d: float) -> str:
@@ -48,7 +54,7 @@ def _points(d: float) -> str:
 
 def render_diff(d: dict[str, Any]) -> str:
     out = [f"{d['from']} -> {d['to']}", "", "categories (share of tokens):"]
-    rows = [[r["name"], pct(r["before"]), pct(r["after"]), _points(r["delta"]), _factor_text(r["factor"])] for r in d["categories"]]
+    rows = [[r["name"], pct(r["before"]), pct(r["after"]), _points(r["delta"]), _factor_text(r["factor"], r["after"])] for r in d["categories"]]
     out += ["  " + line for line in _table(["category", "before", "after", "change", "factor"], rows, "lrrrr")]
     if d["added"]:
         out += ["", f"added ({len(d['added'])}):"] + [f"  + {r['source']}  {100 * r['share']:.3f}%" for r in d["added"]]
@@ -56,12 +62,12 @@ def render_diff(d: dict[str, Any]) -> str:
         out += ["", f"removed ({len(d['removed'])}):"] + [f"  - {r['source']}  {100 * r['share']:.3f}%" for r in d["removed"]]
     if d["changed"]:
         out += ["", f"reweighted ({len(d['changed'])}):"]
-        rows = [[r["source"], f"{100 * r['before']:.3f}%", f"{100 * r['after']:.3f}%", _points(r["delta"]), _factor_text(r["factor"])]
+        rows = [[r["source"], f"{100 * r['before']:.3f}%", f"{100 * r['after']:.3f}%", _points(r["delta"]), _factor_text(r["factor"], r["after"])]
                 for r in d["changed"]]
         out += ["  " + line for line in _table(["source", "before", "after", "change", "factor"], rows, "lrrrr")]
     moved = [r for r in d["languages"] if abs(r["delta"]) >= 5e-5]
     if moved:
         out += ["", "languages:"]
-        rows = [[r["name"], pct(r["before"]), pct(r["after"]), _points(r["delta"]), _factor_text(r["factor"])] for r in moved]
+        rows = [[r["name"], pct(r["before"]), pct(r["after"]), _points(r["delta"]), _factor_text(r["factor"], r["after"])] for r in moved]
         out += ["  " + line for line in _table(["language", "before", "after", "change", "factor"], rows, "lrrrr")]
     return "\n".join(out) + "\n"

@@ -7,7 +7,10 @@ to its (line, column) and duplicates become located errors.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import yaml
 from .errors import MixcError
 
 KeyPath = tuple[Any, ...]
+MAX_VALUES = 1_000_000  # far beyond any real spec file
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,25 @@ _Loader.add_implicit_resolver(
 )
 
 
+def key_path(path: KeyPath) -> str:
+    """('phases', 2, 'steps') -> 'phases[2].steps': the form every error message uses."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def _mark(file: str, node: yaml.Node) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _convert(node: yaml.Node, file: str, path: KeyPath, positions: dict, loader: _Loader) -> Any:
+def _convert(node: yaml.Node, file: str, path: KeyPath, positions: dict, loader: _Loader, active: frozenset = frozenset()) -> Any:
     positions.setdefault(path, _mark(file, node))
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        # An alias may point at one of its own ancestors ('a: &x [*x]'): that data is infinite.
+        if id(node) in active:
+            raise SpecError("recursive YAML alias (an anchor refers to itself)", _mark(file, node), key_path(path) or None)
+        active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
@@ -104,14 +121,47 @@ def _convert(node: yaml.Node, file: str, path: KeyPath, positions: dict, loader:
                 raise SpecError(
                     f"duplicate key '{key}' (first defined at line {first.line})" if first else f"duplicate key '{key}'",
                     _mark(file, key_node),
-                    key=".".join(map(str, path + (key,))),
+                    key=key_path(path + (key,)),
                 )
             positions[path + (key,)] = _mark(file, key_node)
-            out[key] = _convert(value_node, file, path + (key,), positions, loader)
+            out[key] = _convert(value_node, file, path + (key,), positions, loader, active)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, file, path + (i,), positions, loader) for i, item in enumerate(node.value)]
+        return [_convert(item, file, path + (i,), positions, loader, active) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values the node graph becomes once aliases are copied out, counted without
+    copying: aliases of aliases can make a few lines expand exponentially ('billion laughs')."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 0  # in progress: a recursive alias counts once here; _convert reports it
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    memo[id(node)] = size = 1 + sum(_expanded_size(child, memo) for child in children)
+    return size
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's message plus what usually caused it: tabs, indentation, an unclosed bracket."""
+    problem = exc.problem or exc.context or "malformed YAML"
+    context = exc.context or ""
+    if "'\\t'" in problem:
+        return f"{problem} (indent with spaces, not tabs)"
+    if problem.startswith("mapping values are not allowed"):
+        return f"{problem} (check the indentation, or quote a value that contains ': ')"
+    if context.startswith("while parsing a flow") and exc.context_mark is not None:
+        opener = "[" if "sequence" in context else "{"
+        return f"{problem} (the '{opener}' opened at line {exc.context_mark.line + 1} is not closed)"
+    if context.startswith("while scanning a quoted scalar") and exc.context_mark is not None:
+        return f"{problem} (the quote opened at line {exc.context_mark.line + 1} is not closed)"
+    if context and not context.startswith("while") and exc.problem:
+        return f"{context}, {problem}"  # e.g. 'expected a single document in the stream, but found another document'
+    return problem
 
 
 def load_text(text: str, file: str) -> Located:
@@ -120,14 +170,17 @@ def load_text(text: str, file: str) -> Located:
     try:
         node = loader.get_single_node()
         positions: dict[KeyPath, Location] = {}
+        if node is not None and _expanded_size(node, {}) > MAX_VALUES:
+            raise SpecError(f"the YAML expands to more than {MAX_VALUES:,} values (aliases of aliases?)", _mark(file, node))
         data = None if node is None else _convert(node, file, (), positions, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise SpecError(f"malformed YAML: {problem}", loc) from None
+        raise SpecError(f"malformed YAML: {_yaml_problem(exc)}", loc) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"malformed YAML: {exc}", Location(file, 1, 1)) from None
+    except RecursionError:
+        raise SpecError("malformed YAML: nested too deeply", Location(file, 1, 1)) from None
     finally:
         loader.dispose()
     return Located(data, file, positions)
@@ -147,5 +200,22 @@ def load_file(path: str | Path) -> Located:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SpecError(f"not UTF-8 text (byte {exc.start})", Location(str(path), line, 1)) from None
-    return load_text(text, str(path))
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"not UTF-8 text (invalid byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                        Location(str(path), line, column)) from None
+    # A catalog is read once per mix that names it, and PyYAML is slow: parse each distinct
+    # (name, content) once. Callers get their own copy of the data.
+    cache_key = (str(path), hashlib.sha1(raw).digest())
+    located = _parsed.get(cache_key)
+    if located is None:
+        located = load_text(text, str(path))
+        _parsed[cache_key] = located
+        while len(_parsed) > _PARSED_MAX:
+            _parsed.popitem(last=False)
+    else:
+        _parsed.move_to_end(cache_key)
+    return Located(copy.deepcopy(located.data), located.file, dict(located.positions))
+
+
+_PARSED_MAX = 64
+_parsed: OrderedDict[tuple[str, bytes], Located] = OrderedDict()

@@ -194,10 +194,13 @@ def plan_recipe(resolved: ResolvedRecipe, source_tokens: Mapping[str, int] | Non
     step = 0
     run = None
     schedule = recipe.schedule
+    run_steps: dict[str, int] = {}
+    for phase in recipe.phases:
+        run_steps[phase.run] = run_steps.get(phase.run, 0) + phase_steps(recipe, phase)
     for i, (phase, mix) in enumerate(zip(recipe.phases, resolved.mixes)):
         if phase.run != run:
             step, run = 0, phase.run
-            schedule = phase.schedule or recipe.schedule
+            schedule = _complete(phase.schedule or recipe.schedule, run_steps[run])
         steps = phase_steps(recipe, phase)
         tokens = steps * recipe.global_batch_tokens
         phases.append(
@@ -228,6 +231,14 @@ def plan_recipe(resolved: ResolvedRecipe, source_tokens: Mapping[str, int] | Non
     plan = Plan(recipe.name, resolved.path, recipe, phases, recipe.epoch_warning)
     plan.warnings.extend(epoch_warnings(plan))
     return plan
+
+
+def _complete(schedule: Schedule, run_steps: int) -> Schedule:
+    """A cosine without decay_steps decays over the rest of its run: write that length in, so
+    that `lr_at(phase.schedule, step)` is right wherever the plan's schedules are used."""
+    if schedule.type == "cosine" and schedule.decay_steps is None:
+        return schedule.model_copy(update={"decay_steps": max(run_steps - schedule.warmup_steps, 1)})
+    return schedule
 
 
 def plan_mixes(mixes: Sequence[ResolvedMix], tokens: int | None = None, epoch_warning: float = DEFAULT_EPOCH_WARNING) -> Plan:
@@ -270,8 +281,12 @@ def lr_at(schedule: Schedule, step: int | np.ndarray) -> float | np.ndarray:
     Linear warmup reaches peak at step `warmup_steps`. WSD then holds the peak until
     `decay_start_step` and decays linearly so that the last decay step
     (decay_start_step + decay_steps - 1) trains at `final_lr`. Cosine decays from the end of
-    warmup to `final_lr` at `decay_steps` after warmup (or the run's end, see `run_lr`).
+    warmup to `final_lr` at step warmup_steps + decay_steps; a recipe's cosine may leave
+    decay_steps out (meaning: the rest of the run), which `plan_recipe` fills in, so pass the
+    plan's `phase.schedule` (or `run_schedule`) rather than the raw recipe schedule.
     """
+    if schedule.type == "cosine" and schedule.decay_steps is None:
+        raise ValueError("a cosine schedule without decay_steps has no length; use the plan's phase.schedule")
     s = np.asarray(step, dtype=np.float64)
     peak, final = schedule.peak_lr, schedule.final_lr
     warm = schedule.warmup_steps

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .locyaml import Located, Location, SpecError, SpecErrors, load_file
+from .locyaml import Located, Location, SpecError, SpecErrors, key_path, load_file
 
 CATEGORIES = ("web", "code", "math", "reasoning")
 FORMATS = ("parquet", "jsonl", "hf")
@@ -36,7 +36,10 @@ def parse_count(value: Any) -> Any:
         m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKMBGT]?)", text)
         if not m:
             raise ValueError(f"expected a count such as 1000, 2.5e9 or '8.14T', got '{value}'")
-        return round(float(m.group(1)) * _SUFFIX.get(m.group(2), 1))
+        number = float(m.group(1)) * _SUFFIX.get(m.group(2), 1)
+        if not m.group(2) and number != int(number):  # '8.14T' is approximate by nature; '2.5' is a mistake
+            raise ValueError(f"expected a whole number, got '{value}'")
+        return round(number)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"expected a finite count, got {value}")
@@ -53,8 +56,12 @@ def _check_number(value: Any) -> Any:
     return value
 
 
-Count = Annotated[int, BeforeValidator(parse_count), Field(ge=0)]
-PositiveCount = Annotated[int, BeforeValidator(parse_count), Field(gt=0)]
+# What a count may be written as, for the JSON Schema (editors should accept '8.14T' too).
+_CountText = Annotated[str, Field(pattern=r"^\s*[0-9][0-9_,]*\.?[0-9_]*([eE][+-]?[0-9]+)?\s*[kKMBGT]?\s*$")]
+# The bound goes before the validator so that it constrains the parsed int (and shows in the
+# schema as 'minimum'/'exclusiveMinimum').
+Count = Annotated[int, Field(ge=0), BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(ge=0)] | _CountText)]
+PositiveCount = Annotated[int, Field(gt=0), BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(gt=0)] | _CountText)]
 Number = Annotated[float, BeforeValidator(_check_number)]
 
 
@@ -187,7 +194,7 @@ class Mix(Strict):
     weights: Literal["relative", "absolute"] = Field(
         "absolute", description="'relative': weights are normalized when compiled; 'absolute': they must sum to 1"
     )
-    sources: dict[str, Annotated[InlineEntry, BeforeValidator(_entry)]]
+    sources: dict[str, Annotated[InlineEntry, BeforeValidator(_entry, json_schema_input_type=float | InlineEntry)]]
 
     @field_validator("sources")
     @classmethod
@@ -274,14 +281,15 @@ def _kind_of(data: Any) -> str | None:
         return None
     if "phases" in data:
         return "recipe"
-    if "sources" in data and isinstance(data["sources"], dict):
-        values = list(data["sources"].values())
-        if "catalog" in data or "weights" in data or any(isinstance(v, (int, float)) for v in values):
-            return "mix"
-        if values and all(isinstance(v, dict) and "weight" not in v for v in values):
-            return "catalog"
+    if "sources" not in data:
+        return None
+    if "catalog" in data or "weights" in data or not isinstance(data["sources"], dict):
         return "mix"
-    return None
+    # A mix entry has a weight (bare or as 'weight:'); a catalog entry never does. Go by the
+    # majority so that one mistyped entry is reported against the right kind of file.
+    values = list(data["sources"].values())
+    weighted = sum(1 for v in values if not isinstance(v, dict) or "weight" in v)
+    return "mix" if weighted * 2 >= len(values) and values else "catalog" if values else None
 
 
 def _pydantic_errors(exc: ValidationError, located: Located) -> SpecErrors:
@@ -295,16 +303,34 @@ def _pydantic_errors(exc: ValidationError, located: Located) -> SpecErrors:
                 if part in ("float", "InlineEntry") or "[" in part or part.startswith("function-"):
                     continue
             path.append(part)
-        key = ".".join(str(p) for p in path) or None
+        key = key_path(path) or None
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             suggestion = _suggest(str(path[-1]), _allowed_keys(exc.title, path)) if path else ""
             msg = f"unknown key{suggestion}"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "literal_error":
+            allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+            suggestion = _suggest(str(err["input"]), allowed) if isinstance(err["input"], str) else ""
+            msg = f"unknown value {err['input']!r}{suggestion}; expected one of: {', '.join(allowed)}"
+        elif err["type"] in ("model_type", "dict_type", "model_attributes_type"):
+            msg = f"expected a mapping, got {_describe(err['input'])}"
+        elif err["type"] == "list_type":
+            msg = f"expected a list, got {_describe(err['input'])}"
+        elif err["type"] in ("string_type", "int_type", "int_parsing", "bool_type", "bool_parsing", "float_type", "float_parsing"):
+            msg = f"{msg}, got {_describe(err['input'])}"
+        elif err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            msg = f"{msg.replace('Input should be', 'must be')}, got {err['input']!r}"
         msg = msg.removeprefix("Value error, ")
         errors.append(SpecError(msg, located.where(tuple(path)), key))
     return SpecErrors(_dedupe(errors))
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
 
 
 def _path_keys(located: Located, path: tuple) -> set:
@@ -359,10 +385,15 @@ def _dedupe(errors: list[SpecError]) -> list[SpecError]:
     return out
 
 
+def _not_a_mapping(located: Located) -> SpecError:
+    if located.data is None:
+        return SpecError("the file is empty; expected a recipe, mix or catalog mapping", located.where(()))
+    return SpecError(f"expected a mapping at the top level, the file holds {_describe(located.data)[:60]}", located.where(()))
+
+
 def _validate(model: type[BaseModel], located: Located) -> Any:
     if not isinstance(located.data, dict):
-        what = "empty" if located.data is None else f"a {type(located.data).__name__}"
-        raise SpecErrors([SpecError(f"expected a mapping at the top level, the file is {what}", located.where(()))])
+        raise SpecErrors([_not_a_mapping(located)])
     try:
         return model.model_validate(located.data)
     except ValidationError as exc:
@@ -408,8 +439,10 @@ def load_mix(path: str | Path, catalog: dict[str, Source] | None = None) -> Reso
     errors: list[SpecError] = []
     if catalog is None and mix.catalog:
         cat_path = relative_to_file(path, mix.catalog)
-        if not cat_path.exists():
+        if not cat_path.is_file():
             raise SpecErrors([SpecError(f"catalog file '{mix.catalog}' not found", located.where(("catalog",)), "catalog")])
+        if (kind := detect_kind(cat_path)) != "catalog":
+            raise SpecErrors([SpecError(f"'{mix.catalog}' is a {kind}, not a catalog", located.where(("catalog",)), "catalog")])
         catalog, _ = load_catalog(cat_path)
     catalog = catalog or {}
     entries: list[tuple[Source, float]] = []
@@ -483,6 +516,9 @@ def load_recipe(path: str | Path) -> ResolvedRecipe:
             errors.append(SpecError(f"mix file '{phase.mix}' not found", located.where(("phases", i, "mix")), f"phases[{i}].mix"))
             continue
         try:
+            if (kind := detect_kind(mix_path)) != "mix":
+                errors.append(SpecError(f"'{phase.mix}' is a {kind}, not a mix", located.where(("phases", i, "mix")), f"phases[{i}].mix"))
+                continue
             mixes.append(load_mix(mix_path))
         except SpecError as exc:
             errors.append(exc)
@@ -537,26 +573,37 @@ def _check_schedule(sched: Schedule | None, recipe: Recipe, first_index: int, lo
         return []
     run = recipe.phases[first_index].run
     total = sum(phase_steps(recipe, p) for p in recipe.phases if p.run == run)
-    key = "schedule" if first_index == 0 else f"phases[{first_index}].schedule"
-    where = located.where(("schedule",) if first_index == 0 else ("phases", first_index, "schedule"))
+    base = ("schedule",) if first_index == 0 else ("phases", first_index, "schedule")
+
+    def error(field: str, message: str) -> SpecError:
+        return SpecError(message, located.where(base + (field,)), key_path(base + (field,)))
+
     errors = []
     if sched.warmup_steps > total:
-        errors.append(SpecError(f"warmup_steps ({sched.warmup_steps}) exceed the run's {total} steps", where, key + ".warmup_steps"))
+        errors.append(error("warmup_steps", f"warmup_steps ({sched.warmup_steps}) exceed the run's {total} steps"))
     if sched.type == "wsd":
         end = sched.decay_start_step + sched.decay_steps - 1
         if end > total:
-            errors.append(SpecError(f"decay ends at step {end}, after the run's last step {total}", where, key + ".decay_steps"))
+            errors.append(error("decay_steps", f"decay ends at step {end}, after the run's last step {total}"))
         if sched.decay_start_step <= sched.warmup_steps:
-            errors.append(SpecError("decay_start_step falls inside the warmup", where, key + ".decay_start_step"))
+            errors.append(error("decay_start_step", f"decay_start_step ({sched.decay_start_step}) falls inside the warmup"
+                                                   f" ({sched.warmup_steps} steps)"))
     return errors
 
 
 def detect_kind(path: str | Path) -> str:
     """'recipe', 'mix' or 'catalog', from the file's top-level keys."""
     located = load_file(path)
+    if not isinstance(located.data, dict):
+        raise _not_a_mapping(located)
     kind = _kind_of(located.data)
+    if kind is None and isinstance(located.data.get("sources"), dict):
+        raise SpecError("is empty; a mix or a catalog needs at least one source", located.where(("sources",)), "sources")
     if kind is None:
-        raise SpecError("not a mixc spec: expected top-level 'phases' (recipe) or 'sources' (mix or catalog)", located.where(()))
+        keys = ", ".join(map(str, located.data)) or "none"
+        raise SpecError(
+            f"not a mixc spec: expected top-level 'phases' (recipe) or 'sources' (mix or catalog), found keys: {keys}",
+            located.where(()))
     return kind
 
 

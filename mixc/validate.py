@@ -91,6 +91,7 @@ def validate_paths(paths: list[str], strict: bool = False) -> Validation:
         except SpecError as exc:
             result.errors.append(exc)
     result.errors = _unique(result.errors)
+    result.warnings = list(dict.fromkeys(result.warnings))  # a mix used by several phases warns once
     if not files:
         result.errors.append(SpecError(f"no YAML files found in {', '.join(paths)}"))
     return result

@@ -1,0 +1,304 @@
+"""Samples with document boundaries, the curriculum stream, and the torch loader.
+
+A source's token stream is all its shards in manifest order, cut into disjoint samples of
+`seq_len + 1` tokens (datatrove and nanotron cut the same way). A sample gives the model
+`input_ids = t[:-1]` and `labels = t[1:]`.
+
+Document boundaries. `position_ids` restart at 0 at the sample start and at every document
+start; `cu_seqlens` lists the same boundaries for variable-length attention. Labels are the
+plain next token everywhere, including across a boundary: the EOS that closes document A is
+labelled with the first token of document B. We keep that label because the model must still
+learn what documents begin with, and under intra-document attention the prediction cannot see
+document A's text beyond the EOS position itself; the trainer decides whether to mask it
+(see mixc/train/model.py). A document cut by a sample end continues in the next sample of the
+same source stream, restarting at position 0.
+
+The stream of a whole recipe is a pure function of (plan, shard manifests, seed): global step
+g belongs to one phase; its `samples_per_step` samples are blend indices of that phase; the
+blend maps each to (source, sample of that source); data-parallel rank r of W takes a
+contiguous slice of every global batch. Nothing here holds an entry per sample.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .blend import Blend
+from .errors import MixcError
+from .plan import Plan
+
+
+class SourceStream:
+    """The memory-mapped token stream of one source: its .ds shards end to end."""
+
+    def __init__(self, name: str, files: Sequence[str | Path], token_size: int, vocab_size: int | None = None):
+        if token_size not in (2, 4):
+            raise MixcError(f"source '{name}': token size {token_size} is neither 2 nor 4 bytes")
+        self.name = name
+        self.files = [Path(f) for f in files]
+        self.token_size = token_size
+        self.vocab_size = vocab_size
+        self.dtype = np.uint16 if token_size == 2 else np.uint32
+        sizes = []
+        for f in self.files:
+            try:
+                nbytes = f.stat().st_size
+            except FileNotFoundError:
+                raise MixcError(f"source '{name}': shard {f} is missing") from None
+            if nbytes % token_size:
+                raise MixcError(f"source '{name}': shard {f} has {nbytes} bytes, not a multiple of the token size {token_size}")
+            sizes.append(nbytes // token_size)
+        self.file_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self._tokens: list[np.ndarray] | None = None
+        self._ends: list[np.ndarray] | None = None
+
+    def __getstate__(self):
+        # Worker processes reopen the maps themselves; never pickle mapped pages.
+        state = dict(self.__dict__)
+        state["_tokens"] = state["_ends"] = None
+        return state
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.file_starts[-1])
+
+    def n_samples(self, seq_len: int) -> int:
+        return self.n_tokens // (seq_len + 1)
+
+    def _open(self) -> None:
+        tokens, ends = [], []
+        for f in self.files:
+            tokens.append(np.memmap(f, dtype=self.dtype, mode="r") if f.stat().st_size else np.zeros(0, self.dtype))
+            index = Path(str(f) + ".index")
+            ends.append(np.memmap(index, dtype=np.uint64, mode="r").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
+        self._tokens, self._ends = tokens, ends
+
+    def window(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens [start, start+length) as int64, and the offsets in the window where a document starts."""
+        if self._tokens is None:
+            self._open()
+        if start < 0 or start + length > self.n_tokens:
+            raise MixcError(f"source '{self.name}': read [{start}, {start + length}) past its {self.n_tokens} tokens")
+        out = np.empty(length, dtype=np.int64)
+        starts = [np.zeros(1, np.int64)]
+        f = bisect.bisect_right(self.file_starts, start) - 1
+        pos = start
+        while pos < start + length:
+            base = int(self.file_starts[f])
+            lo, hi = pos - base, min(start + length, int(self.file_starts[f + 1])) - base
+            out[pos - start : pos - start + hi - lo] = self._tokens[f][lo:hi]
+            # Document starts inside this file: offset 0 of the file and every doc end before its last.
+            ends = self._ends[f]
+            doc_starts = np.concatenate([[0], ends[:-1]]) if len(ends) else np.zeros(1, np.int64)
+            inside = doc_starts[(doc_starts > lo) & (doc_starts < hi)] if lo > 0 else doc_starts[doc_starts < hi]
+            starts.append(inside - lo + (pos - start))
+            pos = base + hi
+            f += 1
+        return out, np.unique(np.concatenate(starts))
+
+
+@dataclass(frozen=True)
+class Sample:
+    tokens: np.ndarray  # seq_len + 1 token ids
+    doc_starts: np.ndarray  # offsets where a document starts (always includes 0)
+    source: int
+    source_sample: int
+    epoch: int
+
+
+def positions_from_starts(length: int, doc_starts: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... restarting at every document start."""
+    pos = np.arange(length, dtype=np.int64)
+    starts = doc_starts[doc_starts < length]
+    seg = np.searchsorted(starts, pos, side="right") - 1
+    return pos - starts[seg]
+
+
+class PhaseStream:
+    """One phase: the blend over its sources' streams at the phase's sequence length."""
+
+    def __init__(self, name: str, seq_len: int, samples: int, names: list[str], weights: list[float],
+                 streams: list[SourceStream], seed: int, offsets: Sequence[int] | None = None):
+        self.name, self.seq_len, self.samples = name, seq_len, samples
+        self.names, self.streams = names, streams
+        sizes = [s.n_samples(seq_len) for s in streams]
+        for n, w, size in zip(names, weights, sizes):
+            if w > 0 and size == 0:
+                raise MixcError(f"phase '{name}': source '{n}' has a positive weight but fewer than {seq_len + 1} tokens")
+        self.blend = Blend(weights, sizes, seed, offsets=offsets, names=names)
+
+    def sample(self, i: int) -> Sample:
+        src, idx, epoch = (int(a[0]) for a in self.blend.lookup(np.array([i], dtype=np.int64)))
+        length = self.seq_len + 1
+        tokens, starts = self.streams[src].window(idx * length, length)
+        return Sample(tokens, starts, src, idx, epoch)
+
+    def consumed(self) -> np.ndarray:
+        """How many samples of each source this phase draws, for the phases after it."""
+        return np.asarray(self.blend.counts(self.samples), dtype=np.int64)
+
+
+def collate(samples: Sequence[Sample]) -> dict:
+    """A micro-batch: input_ids, labels, position_ids [B, L] and cu_seqlens over the flattened batch."""
+    tokens = np.stack([s.tokens for s in samples])
+    length = tokens.shape[1] - 1
+    positions = np.stack([positions_from_starts(length, s.doc_starts) for s in samples])
+    # cu_seqlens: every position-0 in the flattened [B*L] batch starts a sequence.
+    flat_starts = np.flatnonzero(positions.reshape(-1) == 0)
+    cu = np.concatenate([flat_starts, [positions.size]]).astype(np.int32)
+    return {
+        "input_ids": tokens[:, :-1],
+        "labels": tokens[:, 1:],
+        "position_ids": positions,
+        "cu_seqlens": cu,
+        "max_seqlen": int(np.diff(cu).max()),
+        "sources": np.array([s.source for s in samples], dtype=np.int32),
+    }
+
+
+class CurriculumStream:
+    """Every global step of a recipe, as blend indices into per-phase streams."""
+
+    def __init__(self, plan: Plan, source_streams: dict[str, SourceStream], seed: int | None = None):
+        self.plan = plan
+        self.seed = plan.recipe.seed if seed is None and plan.recipe else (seed or 0)
+        missing = sorted({s.name for p in plan.phases for s in p.sources if s.share > 0} - set(source_streams))
+        if missing:
+            raise MixcError(f"no shards for source(s) {', '.join(missing)}; build them first (mixc build)")
+        self.step_starts = np.cumsum([0] + [p.steps for p in plan.phases]).tolist()
+        self.phases: list[PhaseStream] = []
+        consumed_tokens: dict[str, int] = {}
+        for p in plan.phases:
+            names = [s.name for s in p.sources]
+            streams = [source_streams[n] for n in names]
+            # Continue each source where earlier phases stopped (in samples of this phase's length).
+            offsets = [-(-consumed_tokens.get(n, 0) // (p.sequence_length + 1)) for n in names]
+            phase = PhaseStream(p.name, p.sequence_length, p.samples, names, [s.share for s in p.sources], streams,
+                                self.seed + 1000003 * p.index, offsets)
+            for n, c in zip(names, phase.consumed()):
+                consumed_tokens[n] = consumed_tokens.get(n, 0) + int(c) * (p.sequence_length + 1)
+            self.phases.append(phase)
+
+    @property
+    def total_steps(self) -> int:
+        return self.step_starts[-1]
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """Global 0-based step -> (phase index, 0-based step within the phase)."""
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} outside the curriculum's {self.total_steps} steps")
+        p = bisect.bisect_right(self.step_starts, step) - 1
+        return p, step - self.step_starts[p]
+
+    def rank_indices(self, step: int, rank: int = 0, world_size: int = 1) -> tuple[int, range]:
+        """The phase and blend indices rank `rank` trains on at global step `step`."""
+        p, local = self.locate(step)
+        spp = self.plan.phases[p].samples_per_step
+        if spp % world_size:
+            raise MixcError(f"phase '{self.plan.phases[p].name}': {spp} samples per step do not split over {world_size} ranks")
+        per_rank = spp // world_size
+        first = local * spp + rank * per_rank
+        return p, range(first, first + per_rank)
+
+
+class MicroBatches:
+    """Map-style view: item j -> the j-th micro-batch of one rank, from a given start step.
+
+    Used by torch's DataLoader so worker processes build batches in order; the loader's
+    position (step, micro) is all the state a resumed run needs.
+    """
+
+    def __init__(self, stream: CurriculumStream, micro_batch_size: int, rank: int = 0, world_size: int = 1):
+        self.stream, self.mbs, self.rank, self.world = stream, micro_batch_size, rank, world_size
+        self.micro_per_step = []
+        for p in stream.plan.phases:
+            per_rank = p.samples_per_step // world_size
+            if per_rank % micro_batch_size:
+                raise MixcError(f"phase '{p.name}': {per_rank} samples per rank per step are not a multiple of the micro-batch {micro_batch_size}")
+            self.micro_per_step.append(per_rank // micro_batch_size)
+        self.micro_starts = np.cumsum([0] + [m * p.steps for m, p in zip(self.micro_per_step, stream.plan.phases)]).tolist()
+
+    def __len__(self) -> int:
+        return self.micro_starts[-1]
+
+    def position(self, j: int) -> tuple[int, int, int]:
+        """Micro-batch j -> (global step, phase index, micro index within the step)."""
+        p = bisect.bisect_right(self.micro_starts, j) - 1
+        local = j - self.micro_starts[p]
+        step_in_phase, micro = divmod(local, self.micro_per_step[p])
+        return self.stream.step_starts[p] + step_in_phase, p, micro
+
+    def first_of_step(self, step: int) -> int:
+        p, local = self.stream.locate(step)
+        return self.micro_starts[p] + local * self.micro_per_step[p]
+
+    def __getitem__(self, j: int) -> dict:
+        step, p, micro = self.position(j)
+        _, indices = self.stream.rank_indices(step, self.rank, self.world)
+        phase = self.stream.phases[p]
+        batch = collate([phase.sample(i) for i in indices[micro * self.mbs : (micro + 1) * self.mbs]])
+        batch.update(step=step, phase=p, micro=micro, micro_per_step=self.micro_per_step[p])
+        return batch
+
+
+class CurriculumLoader:
+    """Batches for one rank, in curriculum order, with exact resume.
+
+    Each item is a micro-batch dict (numpy arrays; `as_torch` converts). `state_dict()` is
+    the index of the next micro-batch; loading it continues at exactly the next sample.
+    """
+
+    def __init__(self, stream: CurriculumStream, micro_batch_size: int, rank: int = 0, world_size: int = 1,
+                 num_workers: int = 0, as_torch: bool = True):
+        self.batches = MicroBatches(stream, micro_batch_size, rank, world_size)
+        self.num_workers, self.as_torch = num_workers, as_torch
+        self.next_index = 0
+
+    def state_dict(self) -> dict:
+        return {"next_micro_batch": self.next_index, "rank": self.batches.rank, "world_size": self.batches.world}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state.get("rank"), state.get("world_size")) != (self.batches.rank, self.batches.world):
+            raise MixcError("loader state comes from a different rank layout; resume with the same world size")
+        self.next_index = int(state["next_micro_batch"])
+
+    def seek_step(self, step: int) -> None:
+        """Start at the first micro-batch of global 0-based step `step`."""
+        self.next_index = self.batches.first_of_step(step)
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.next_index
+
+    def __iter__(self) -> Iterator[dict]:
+        start = self.next_index
+        indices = range(start, len(self.batches))
+        if self.num_workers > 0:
+            import torch
+
+            it = iter(torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=indices,
+                                                  num_workers=self.num_workers, collate_fn=_identity,
+                                                  persistent_workers=False, prefetch_factor=4))
+        else:
+            it = (self.batches[j] for j in indices)
+        for j, batch in zip(indices, it):
+            self.next_index = j + 1
+            yield to_torch(batch) if self.as_torch else batch
+
+
+def _identity(x):
+    return x
+
+
+def to_torch(batch: dict) -> dict:
+    import torch
+
+    out = dict(batch)
+    for key in ("input_ids", "labels", "position_ids", "sources"):
+        out[key] = torch.from_numpy(np.ascontiguousarray(batch[key]).astype(np.int64))
+    out["cu_seqlens"] = torch.from_numpy(batch["cu_seqlens"])
+    return out

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set up a fresh machine (only python3 needed) and run the demo or the tests.
+
+    python3 scripts/dev.py demo    # set up .venv, then run the main job
+    python3 scripts/dev.py test    # set up .venv, then run the test suite
+
+Set-up is idempotent: .venv is created once and reinstalled only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".mixc-setup"
+
+
+def run(*cmd: str, **kw) -> None:
+    print("+", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, **kw)
+
+
+def setup() -> None:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest:
+        return
+    if not (BIN / "python").exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # torch is pinned to the CPU build; install it first so nothing pulls a CUDA build.
+    run(*pip, "torch==2.13.0")
+    run(*pip, "-e", ".[train,dev]")
+    STAMP.write_text(digest)
+
+
+def demo(out: str) -> None:
+    mixc = str(BIN / "mixc")
+    run(mixc, "validate", "--strict", "mixes", "recipes")
+    run(mixc, "report", "recipes/smollm3-3b.yaml")
+    run(mixc, "diff", "--recipe", "recipes/smollm3-3b.yaml", "1", "2")
+    Path(ROOT / out).mkdir(exist_ok=True)
+    run(mixc, "report", "recipes/smollm3-3b.yaml", "--format", "json", "-o", f"{out}/smollm3-3b.report.json")
+
+
+def test(args: list[str]) -> None:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    workers = ["-n", "2"] if "-n" not in args else []
+    run(str(BIN / "python"), "-m", "pytest", "-q", *workers, *args, env=env)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup"):
+        sys.exit(__doc__)
+    setup()
+    if sys.argv[1] == "demo":
+        demo("demo-out")
+    elif sys.argv[1] == "test":
+        test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except subprocess.CalledProcessError as exc:
+        sys.exit(exc.returncode)
