@@ -160,3 +160,66 @@ def diff(a: str, b: str, recipe: str | None, fmt: str) -> None:
             raise MixcError(exc.args[0]) from None
     d = diff_phases(pa, pb)
     click.echo(json.dumps(d, indent=2) if fmt == "json" else render_diff(d), nl=fmt == "json")
+
+
+# --------------------------------------------------------------------------- interop
+
+
+@main.group(name="import")
+def import_group() -> None:
+    """Bring other tools' training configs into mixc."""
+
+
+@import_group.command("nanotron")
+@click.argument("configs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for recipe.yaml and mixes/.")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), help="Reference this catalog's sources by name instead of defining them inline.")
+@click.option("--name", help="Recipe name (default: the first config's general.project).")
+@click.option("--names", "naming", type=click.Choice(["read-path", "folder"]), default="read-path", show_default=True,
+              help="Name sources after dataset_read_path (when given) or always after dataset_folder.")
+@click.option("--model", help="The recipe's model name (default: recognized from model_config, e.g. smollm3-3b).")
+def import_nanotron_command(configs, out_dir, catalog, name, naming, model) -> None:
+    """Turn nanotron training configs into a recipe and one mix per data stage.
+
+    Give the configs in training order. A config whose first data stages repeat the previous
+    one's resumes that run (it replaces it, as SmolLM3's stage 2 and 3 configs do); any other
+    config starts a new run (a long-context extension).
+    """
+    from .interop.nanotron import import_nanotron
+
+    result = import_nanotron(list(configs), out_dir, catalog=catalog, name=name, naming=naming, model=model)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"wrote {result.recipe} and {len(result.mixes)} mixes in {result.recipe.parent / 'mixes'}")
+
+
+@main.group()
+def export() -> None:
+    """Write a recipe (or a checkpoint) in another tool's format."""
+
+
+@export.command("nanotron")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(), help="A file (one run), or a folder of NN-<run>.yaml (several runs). Default: stdout.")
+@click.option("--shards", default="shards", show_default=True, help="The shard store the data stages read (one folder per source).")
+@click.option("--run", help="Export only this run of the recipe.")
+@click.option("--dp", type=click.IntRange(min=1), default=1, show_default=True, help="Data-parallel replicas.")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Sequences per replica per micro batch.")
+@click.option("--vocab-size", type=click.IntRange(min=1), help="Also write vocab_size and token_size_in_bytes (else nanotron reads them from the shards).")
+def export_nanotron_command(recipe, output, shards, run, dp, micro_batch_size, vocab_size) -> None:
+    """nanotron's data_stages, tokens and learning-rate blocks for each run of RECIPE.
+
+    Gradient accumulation is derived so that sequence x micro batch x accumulation x dp is
+    the recipe's global batch.
+    """
+    from .interop.nanotron import export_nanotron, write_export
+    from .spec import load_recipe
+
+    resolved = load_recipe(recipe)
+    configs = export_nanotron(resolved, shards=shards, dp=dp, micro_batch_size=micro_batch_size, vocab_size=vocab_size, run=run)
+    written = write_export(resolved, configs, output)
+    if isinstance(written, str):
+        click.echo(written, nl=False)
+    else:
+        for path in written:
+            click.echo(f"wrote {path}", err=True)

@@ -123,20 +123,27 @@ class PhaseStream:
     """One phase: the blend over its sources' streams at the phase's sequence length."""
 
     def __init__(self, name: str, seq_len: int, samples: int, names: list[str], weights: list[float],
-                 streams: list[SourceStream], seed: int, offsets: Sequence[int] | None = None):
+                 streams: list[SourceStream], seed: int, offsets: Sequence[int] | None = None, batch_size: int = 1):
         self.name, self.seq_len, self.samples = name, seq_len, samples
         self.names, self.streams = names, streams
         sizes = [s.n_samples(seq_len) for s in streams]
         for n, w, size in zip(names, weights, sizes):
             if w > 0 and size == 0:
                 raise MixcError(f"phase '{name}': source '{n}' has a positive weight but fewer than {seq_len + 1} tokens")
-        self.blend = Blend(weights, sizes, seed, offsets=offsets, names=names)
+        self.blend = Blend(weights, sizes, seed, offsets=offsets, names=names, batch_size=batch_size)
+
+    def samples_at(self, indices: range | np.ndarray) -> list[Sample]:
+        """Blend indices -> samples; one vectorized blend lookup for the whole batch."""
+        src, idx, epoch = self.blend.lookup(np.asarray(indices, dtype=np.int64))
+        length = self.seq_len + 1
+        out = []
+        for s, i, e in zip(src.tolist(), idx.tolist(), epoch.tolist()):
+            tokens, starts = self.streams[s].window(i * length, length)
+            out.append(Sample(tokens, starts, s, i, e))
+        return out
 
     def sample(self, i: int) -> Sample:
-        src, idx, epoch = (int(a[0]) for a in self.blend.lookup(np.array([i], dtype=np.int64)))
-        length = self.seq_len + 1
-        tokens, starts = self.streams[src].window(idx * length, length)
-        return Sample(tokens, starts, src, idx, epoch)
+        return self.samples_at(np.array([i]))[0]
 
     def consumed(self) -> np.ndarray:
         """How many samples of each source this phase draws, for the phases after it."""
@@ -178,8 +185,10 @@ class CurriculumStream:
             streams = [source_streams[n] for n in names]
             # Continue each source where earlier phases stopped (in samples of this phase's length).
             offsets = [-(-consumed_tokens.get(n, 0) // (p.sequence_length + 1)) for n in names]
+            # One seed for every phase: a source keeps its per-epoch order across phases, so
+            # continuing at an offset really skips what earlier phases read.
             phase = PhaseStream(p.name, p.sequence_length, p.samples, names, [s.share for s in p.sources], streams,
-                                self.seed + 1000003 * p.index, offsets)
+                                self.seed, offsets, batch_size=p.samples_per_step)
             for n, c in zip(names, phase.consumed()):
                 consumed_tokens[n] = consumed_tokens.get(n, 0) + int(c) * (p.sequence_length + 1)
             self.phases.append(phase)
@@ -215,12 +224,16 @@ class MicroBatches:
 
     def __init__(self, stream: CurriculumStream, micro_batch_size: int, rank: int = 0, world_size: int = 1):
         self.stream, self.mbs, self.rank, self.world = stream, micro_batch_size, rank, world_size
-        self.micro_per_step = []
+        self.micro_per_step, self.micro_sizes = [], []
         for p in stream.plan.phases:
+            if p.samples_per_step % world_size:
+                raise MixcError(f"phase '{p.name}': {p.samples_per_step} samples per step do not split over {world_size} ranks")
             per_rank = p.samples_per_step // world_size
-            if per_rank % micro_batch_size:
-                raise MixcError(f"phase '{p.name}': {per_rank} samples per rank per step are not a multiple of the micro-batch {micro_batch_size}")
-            self.micro_per_step.append(per_rank // micro_batch_size)
+            # Longer-context phases have fewer, longer samples per step: the micro-batch is the
+            # largest divisor of a rank's share not above the requested size.
+            size = max(d for d in range(1, min(micro_batch_size, per_rank) + 1) if per_rank % d == 0)
+            self.micro_sizes.append(size)
+            self.micro_per_step.append(per_rank // size)
         self.micro_starts = np.cumsum([0] + [m * p.steps for m, p in zip(self.micro_per_step, stream.plan.phases)]).tolist()
 
     def __len__(self) -> int:
@@ -241,7 +254,8 @@ class MicroBatches:
         step, p, micro = self.position(j)
         _, indices = self.stream.rank_indices(step, self.rank, self.world)
         phase = self.stream.phases[p]
-        batch = collate([phase.sample(i) for i in indices[micro * self.mbs : (micro + 1) * self.mbs]])
+        size = self.micro_sizes[p]
+        batch = collate(phase.samples_at(indices[micro * size : (micro + 1) * size]))
         batch.update(step=step, phase=p, micro=micro, micro_per_step=self.micro_per_step[p])
         return batch
 

@@ -1,0 +1,422 @@
+"""The blend: which source, and which sample of it, feeds global sample i of a phase.
+
+A phase draws from its sources in fixed proportions. The blend is the map
+
+    i  ->  (source s, sample j of s, epoch e)
+
+a pure function of (normalized weights, source sizes in samples, seed, per-source start
+offsets, batch size). Nothing here holds an entry per sample: set-up costs O(sources), and the
+map is evaluated lazily for any numpy array of indices.
+
+Interleave (which source feeds sample i). We want every prefix of the stream, and every
+global batch, to carry the mix's composition rather than a random draw of it. The counts are
+fixed by bisection. For a segment [a, c) whose end counts are known, the counts at its midpoint
+m are the integer vector nearest to the ideal line weight * m (largest remainder), subject to a
+box that keeps both halves feasible; then each half is split again, down to single samples.
+Two boxes:
+
+- segments of several global batches split at a batch boundary, and each half must be able to
+  give every source floor(w*B) or ceil(w*B) samples per batch. So every global batch holds
+  floor or ceil of its share: per-batch deviation < 1 by construction.
+- inside a batch, each half must hold between 0 and its length of every source.
+
+Both boxes are always feasible (a convexity argument: the box sums bracket the half's length),
+and every split point is rounded against the ideal line itself, not against its parent, so
+errors do not accumulate with depth: on the 56 SmolLM3 decay weights the largest prefix
+deviation is about 0.97 samples (the greedy interleave of Megatron/nanotron reaches 1.36) and
+the per-batch deviation stays below 1 (greedy: 1.19). The root segment is fixed (2**42
+samples or more, rounded up to whole batches) so the map never depends on the phase length:
+`counts(n)` for any n agrees with `lookup`.
+
+Cost: a lookup walks the bisection from the root, ~42 levels of O(sources) work, shared by
+all requested indices in the same segment; inside a segment shorter than the number of
+sources, only the sources present are carried. A contiguous range of indices (what the loader
+asks for) costs O(1) amortized per sample; scattered indices cost a root-to-leaf walk each.
+
+Within a source. Draw d of source s (d counts from the source's start offset, so a later phase
+continues where earlier phases stopped) is epoch e = d // N_s at position d % N_s of a keyed
+permutation of [0, N_s): a Feistel network on the next power of four, cycle-walked back into
+range. The key mixes (seed, source name, epoch), so each epoch has its own order, every
+sample is visited exactly once per epoch, and the same source in two phases follows the same
+permutation: pass the same seed and names in every phase.
+
+API
+    Blend(weights, source_samples, seed=0, offsets=None, names=None, batch_size=1)
+    Blend.lookup(idx)    -> (source int32, sample int64, epoch int64)
+    Blend.sources(idx)   -> source int32                (the interleave alone)
+    Blend.draws_at(idx)  -> (source int32, draw int64)  draw = rank among the source's
+                            occurrences in this phase (add offsets for the overall draw)
+    Blend.counts(n)      -> int64 per source, occurrences among samples [0, n)
+    Blend.epochs(n)      -> per-source draws and epochs for a phase of n samples
+    permutation(seed, source_key, epoch, size, positions) -> the per-epoch bijection
+    greedy_index(weights, n), shuffled_index(weights, n, seed): materialized baselines
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MixcError
+
+ROOT_BITS = 42  # the bisection covers at least 2**42 samples (~4.4e12) of a phase
+FEISTEL_ROUNDS = 6
+
+
+class BlendError(MixcError, ValueError):
+    """Bad blend input: weights, sizes or offsets that cannot describe a mixture."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Interleave: bisection with boxed largest-remainder rounding.
+
+
+def _nearest_in_box(target: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per row, the integer vector in [lo, hi] summing to `total` that is nearest to `target`.
+
+    Start from floor(target) clipped to the box, then hand out the missing (or surplus) units
+    one per source, to the most under-served (or over-served) sources first; ties go to the
+    lower column, and columns are always in source order, so the result is deterministic.
+    """
+    counts = np.clip(np.floor(target).astype(np.int64), lo, hi)
+    missing = total - counts.sum(axis=1)
+    while True:
+        rows = np.flatnonzero(missing)
+        if rows.size == 0:
+            return counts
+        c, m = counts[rows], missing[rows]
+        up = (m > 0)[:, None]
+        # Ascending key: the first |m| eligible columns of each row move by one unit. The
+        # deficit target - count says how under-served a source is at the split point.
+        deficit = target[rows] - c
+        eligible = np.where(up, c < hi[rows], c > lo[rows])
+        key = np.where(eligible, np.where(up, -deficit, deficit), np.inf)
+        need = np.minimum(np.abs(m), eligible.sum(axis=1))
+        if need.max() == 1:
+            first = np.argmin(key, axis=1)[:, None]  # argmin takes the lowest column on ties
+        else:
+            first = np.argsort(key, axis=1, kind="stable")[:, : need.max()]
+        move = np.arange(first.shape[1])[None, :] < need[:, None]
+        r, j = np.nonzero(move)
+        counts[rows[r], first[r, j]] += np.where(m[r] > 0, 1, -1)
+        missing = total - counts.sum(axis=1)
+
+
+class _Bisection:
+    """The interleave over sources with positive weight (columns 0..k-1)."""
+
+    def __init__(self, weights: np.ndarray, batch_size: int):
+        self.w = weights
+        self.k = len(weights)
+        self.batch = batch_size
+        self.floor_per_batch = np.floor(weights * batch_size).astype(np.int64)
+        min_batches = -(-(1 << ROOT_BITS) // batch_size)
+        self.root_batches = 1 << (min_batches - 1).bit_length()
+        self.length = self.root_batches * batch_size
+        lo = self.root_batches * self.floor_per_batch
+        target = weights[None, :] * float(self.length)
+        self.root_counts = _nearest_in_box(target, lo[None, :], lo[None, :] + self.root_batches,
+                                           np.array([self.length]))[0]
+
+    def split(self, a, c, A, C, cols):
+        """Midpoints m and counts at m of segments [a, c) with counts A at a and C at c.
+
+        `cols` maps the carried columns to sources (segments may carry a subset)."""
+        B = self.batch
+        length = c - a
+        multi = length > B  # spans whole batches: split at a batch boundary
+        m = np.where(multi, a + (length // B // 2) * B, a + length // 2)
+        left, right = (m - a)[:, None], (c - m)[:, None]
+        q = C - A
+        # Inside a batch: each half holds 0..its length of every source.
+        lo = np.maximum(0, q - right)
+        hi = np.minimum(q, left)
+        if multi.any():
+            # Across batches: each half can still give floor/ceil(w*B) per batch.
+            F = self.floor_per_batch[cols]
+            nl, nr = left // B, right // B
+            extra = q - (nl + nr) * F  # units above the per-batch floor, 0..batches
+            lo = np.where(multi[:, None], nl * F + np.maximum(0, extra - nr), lo)
+            hi = np.where(multi[:, None], nl * F + np.minimum(nl, extra), hi)
+        target = self.w[cols] * m[:, None].astype(np.float64) - A
+        return m, A + _nearest_in_box(target, lo, hi, m - a)
+
+    def walk(self, idx: np.ndarray):
+        """Source column and rank within that source for each sorted, unique index."""
+        n = len(idx)
+        col_out = np.empty(n, np.int64)
+        rank_out = np.empty(n, np.int64)
+        a = np.zeros(1, np.int64)
+        c = np.full(1, self.length, np.int64)
+        A = np.zeros((1, self.k), np.int64)
+        C = self.root_counts[None, :].copy()
+        cols = np.arange(self.k)[None, :]
+        while a.size:
+            leaf = (c - a) == 1
+            if leaf.any():
+                j = np.argmax(C[leaf] - A[leaf], axis=1)
+                where = np.searchsorted(idx, a[leaf])
+                col_out[where] = cols[leaf][np.arange(j.size), j]
+                rank_out[where] = A[leaf][np.arange(j.size), j]
+                keep = ~leaf
+                a, c, A, C, cols = a[keep], c[keep], A[keep], C[keep], cols[keep]
+                if not a.size:
+                    break
+            m, M = self.split(a, c, A, C, cols)
+            # Children stay in position order (left, right, left, right, ...).
+            width = cols.shape[1]
+            a = np.stack([a, m], axis=1).ravel()
+            c = np.stack([m, c], axis=1).ravel()
+            A = np.stack([A, M], axis=1).reshape(-1, width)
+            C = np.stack([M, C], axis=1).reshape(-1, width)
+            cols = np.repeat(cols, 2, axis=0)
+            # Keep only the halves that hold a requested index.
+            wanted = np.searchsorted(idx, c) > np.searchsorted(idx, a)
+            if not wanted.all():
+                a, c, A, C, cols = a[wanted], c[wanted], A[wanted], C[wanted], cols[wanted]
+            # A segment of length L holds at most L sources: carry only those present.
+            present = (C - A) > 0
+            width = int(present.sum(axis=1).max(initial=0))
+            if width < cols.shape[1]:
+                r, j = np.nonzero(present)
+                dest = (np.cumsum(present, axis=1) - 1)[r, j]
+                A2 = np.zeros((len(a), width), np.int64)
+                C2 = np.zeros((len(a), width), np.int64)
+                cols2 = np.zeros((len(a), width), np.int64)
+                A2[r, dest], C2[r, dest], cols2[r, dest] = A[r, j], C[r, j], cols[r, j]
+                A, C, cols = A2, C2, cols2
+        return col_out, rank_out
+
+    def counts_at(self, n: int) -> np.ndarray:
+        """Occurrences of each column among samples [0, n)."""
+        a, c = np.zeros(1, np.int64), np.full(1, self.length, np.int64)
+        A, C = np.zeros((1, self.k), np.int64), self.root_counts[None, :].copy()
+        cols = np.arange(self.k)[None, :]
+        while True:
+            if n == a[0]:
+                return A[0]
+            if n == c[0]:
+                return C[0]
+            m, M = self.split(a, c, A, C, cols)
+            if n < m[0]:
+                c, C = m, M
+            else:
+                a, A = m, M
+
+
+# ---------------------------------------------------------------------------------------------
+# Within a source: a keyed bijection of [0, N) per epoch.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a bijective, well-mixing hash of uint64 (wraps mod 2**64)."""
+    x = np.atleast_1d(np.asarray(x, dtype=np.uint64))
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def _bit_length(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.uint64)
+    out = np.zeros(v.shape, np.uint64)
+    for s in (32, 16, 8, 4, 2, 1):
+        big = v >= np.uint64(1 << s)
+        out += big.astype(np.uint64) * np.uint64(s)
+        v = np.where(big, v >> np.uint64(s), v)
+    return out + (v > 0).astype(np.uint64)
+
+
+def source_key(name: str) -> int:
+    """A stable 64-bit key for a source name (the same in every phase and on every machine)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+def permutation(seed: int, key, epoch, size, positions) -> np.ndarray:
+    """Position -> sample under the keyed permutation of [0, size) for (seed, source key, epoch).
+
+    All array arguments broadcast together. A balanced Feistel network on 2h bits (4**h >= size)
+    is a bijection of [0, 4**h); cycle-walking (re-encrypting until the value falls below size)
+    restricts it to a bijection of [0, size).
+    """
+    key, epoch, size, x = np.broadcast_arrays(np.asarray(key, np.uint64), np.asarray(epoch, np.int64),
+                                              np.asarray(size, np.int64), np.asarray(positions, np.int64))
+    if np.any(size <= 0) or np.any((x < 0) | (x >= size)):
+        raise BlendError("permutation position outside [0, size)")
+    base = _mix64(_mix64(np.uint64(seed & (2**64 - 1))) ^ key.ravel())
+    with np.errstate(over="ignore"):
+        epoch_key = _mix64(base + epoch.ravel().astype(np.uint64) * _GOLDEN)
+        round_keys = [_mix64(epoch_key + np.uint64((r + 1) * 0x9E3779B97F4A7C15 % 2**64)) for r in range(FEISTEL_ROUNDS)]
+    bound = size.ravel().astype(np.uint64)
+    half = np.maximum(np.uint64(1), (_bit_length(bound - np.uint64(1)) + np.uint64(1)) // np.uint64(2))
+    mask = (np.uint64(1) << half) - np.uint64(1)
+
+    def encrypt(v, rows):
+        h, msk = half[rows], mask[rows]
+        for rk in round_keys:
+            left, right = v >> h, v & msk
+            v = (right << h) | (left ^ (_mix64(right ^ rk[rows]) & msk))
+        return v
+
+    rows = np.arange(bound.size)
+    y = encrypt(x.ravel().astype(np.uint64), rows)
+    walking = np.flatnonzero(y >= bound)
+    while walking.size:  # cycle-walk: expected < 4 rounds since 4**h < 4 * size
+        y[walking] = encrypt(y[walking], walking)
+        walking = walking[y[walking] >= bound[walking]]
+    return y.astype(np.int64).reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# The blend of one phase.
+
+
+@dataclass(frozen=True)
+class SourceEpochs:
+    """One source's draws in a phase of n samples, and what they amount to in epochs."""
+
+    name: str
+    weight: float
+    samples: int  # N_s, the source's size in samples
+    offset: int  # draws consumed by earlier phases
+    draws: int  # draws in this phase
+    epochs: float  # draws / N_s
+    cumulative_epochs: float  # (offset + draws) / N_s
+    wraps: int  # epoch boundaries crossed in this phase
+
+
+class Blend:
+    """The lazy sample map of one phase. See the module docstring."""
+
+    def __init__(self, weights: Sequence[float], source_samples: Sequence[int], seed: int = 0,
+                 offsets: Sequence[int] | None = None, names: Sequence[str] | None = None, batch_size: int = 1):
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        sizes = np.asarray(source_samples).ravel()
+        names = [str(x) for x in names] if names is not None else [f"source {i}" for i in range(len(w))]
+        offs = np.zeros(len(w), np.int64) if offsets is None else np.asarray(offsets).ravel()
+        if not (len(w) == len(sizes) == len(names) == len(offs)):
+            raise BlendError(f"blend: {len(w)} weights, {len(sizes)} sizes, {len(offs)} offsets and {len(names)} names differ in length")
+        if len(w) == 0:
+            raise BlendError("blend: no sources")
+        for label, arr in (("size", sizes), ("offset", offs)):
+            if not np.issubdtype(arr.dtype, np.integer):
+                if not np.all(np.isfinite(arr.astype(np.float64))) or np.any(arr != np.floor(arr)):
+                    raise BlendError(f"blend: every source {label} must be a whole number of samples")
+        sizes, offs = sizes.astype(np.int64), offs.astype(np.int64)
+        for i, name in enumerate(names):
+            if not np.isfinite(w[i]) or w[i] < 0:
+                raise BlendError(f"blend: source '{name}' has weight {w[i]}; weights must be finite and >= 0")
+            if sizes[i] < 0 or offs[i] < 0:
+                raise BlendError(f"blend: source '{name}' has a negative size or offset")
+            if w[i] > 0 and sizes[i] == 0:
+                raise BlendError(f"blend: source '{name}' has weight {w[i]:g} but no samples")
+        if w.sum() <= 0:
+            raise BlendError("blend: all weights are zero")
+        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise BlendError(f"blend: batch size must be a positive integer, got {batch_size!r}")
+        self.weights = w / w.sum()
+        self.sizes, self.offsets, self.names = sizes, offs, names
+        self.seed, self.batch_size = int(seed), int(batch_size)
+        self.keys = np.array([source_key(n) for n in names], dtype=np.uint64)
+        self.active = np.flatnonzero(self.weights > 0)  # bisection column -> source index
+        self._bisection = _Bisection(self.weights[self.active], self.batch_size)
+
+    @property
+    def capacity(self) -> int:
+        """Indices 0 .. capacity-1 are valid (at least 2**42)."""
+        return self._bisection.length
+
+    def _check(self, idx) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.dtype.kind not in "iu":
+            raise BlendError("blend: indices must be integers")
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.capacity):
+            raise BlendError(f"blend: index outside [0, {self.capacity})")
+        return idx
+
+    def draws_at(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        """For each index: its source and its rank among that source's samples in this phase."""
+        idx = self._check(idx)
+        uniq, inverse = np.unique(idx.ravel(), return_inverse=True)
+        col, rank = self._bisection.walk(uniq)
+        source = self.active[col].astype(np.int32)
+        return source[inverse].reshape(idx.shape), rank[inverse].reshape(idx.shape)
+
+    def sources(self, idx) -> np.ndarray:
+        return self.draws_at(idx)[0]
+
+    def lookup(self, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Global sample indices of this phase -> (source, sample within source, epoch)."""
+        source, rank = self.draws_at(idx)
+        draw = self.offsets[source] + rank
+        size = self.sizes[source]
+        epoch, position = np.divmod(draw, size)
+        sample = permutation(self.seed, self.keys[source], epoch, size, position) if draw.size else position
+        return source, sample, epoch
+
+    def counts(self, n: int) -> np.ndarray:
+        """How many of the first n samples come from each source (closed form, O(log n) work)."""
+        n = int(n)
+        if not 0 <= n <= self.capacity:
+            raise BlendError(f"blend: count position {n} outside [0, {self.capacity}]")
+        out = np.zeros(len(self.weights), np.int64)
+        out[self.active] = self._bisection.counts_at(n)
+        return out
+
+    def epochs(self, n: int) -> list[SourceEpochs]:
+        """Each source's draws and epochs over a phase of n samples, given the start offsets."""
+        draws = self.counts(n)
+        out = []
+        for i, name in enumerate(self.names):
+            size, off, d = int(self.sizes[i]), int(self.offsets[i]), int(draws[i])
+            if size == 0:
+                out.append(SourceEpochs(name, float(self.weights[i]), 0, off, 0, 0.0, 0.0, 0))
+                continue
+            wraps = (off + d - 1) // size - off // size if d else 0
+            out.append(SourceEpochs(name, float(self.weights[i]), size, off, d, d / size, (off + d) / size, wraps))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Materialized baselines (benchmarks and tests only): one entry per sample.
+
+
+def greedy_index(weights: Sequence[float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Megatron/nanotron's greedy interleave: sample i goes to the source with the largest
+    w * (i + 1) - count. Returns (source int16, rank within source int64), 10 bytes a sample."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    source = np.empty(n, np.int16)
+    rank = np.empty(n, np.int64)
+    count = np.zeros(len(w))
+    buf = np.empty(len(w))
+    for i in range(n):
+        np.multiply(w, i + 1, out=buf)
+        buf -= count
+        s = int(buf.argmax())
+        source[i] = s
+        rank[i] = count[s]
+        count[s] += 1
+    return source, rank
+
+
+def shuffled_index(weights: Sequence[float], n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Nanoset-like: each source's share of n (largest remainder), the whole index shuffled."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    share = _nearest_in_box((w * n)[None, :], np.zeros((1, len(w)), np.int64), np.full((1, len(w)), n), np.array([n]))[0]
+    source = np.repeat(np.arange(len(w), dtype=np.int16), share)
+    np.random.default_rng(seed).shuffle(source)
+    rank = np.empty(n, np.int64)
+    for s in range(len(w)):
+        at = np.flatnonzero(source == s)
+        rank[at] = np.arange(at.size)
+    return source, rank

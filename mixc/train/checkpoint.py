@@ -1,0 +1,94 @@
+"""Checkpoints: atomic (write a temporary folder, then rename), keep the last K, find the latest.
+
+A checkpoint folder `step-000123/` holds `state.pt` (model, optimizer, RNG states, loader
+state, step) and `meta.json` (what a person or `mixc export` needs without torch.load of the
+whole state). A folder without `meta.json` was never finished and is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import MixcError
+
+PREFIX = "step-"
+
+
+def checkpoint_dirs(root: str | Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest(root: str | Path) -> Path | None:
+    dirs = checkpoint_dirs(root)
+    return dirs[-1] if dirs else None
+
+
+def save(root: str | Path, step: int, state: dict[str, Any], meta: dict[str, Any], keep: int = 3) -> Path:
+    """Write checkpoint `step` atomically, then drop all but the newest `keep`."""
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:09d}"
+    tmp = root / f".tmp-{PREFIX}{step:09d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    torch.save(state, tmp / "state.pt")
+    # meta.json last: its presence marks the checkpoint complete.
+    with open(tmp / "meta.json", "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(f".tmp-{PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    path = Path(path)
+    if not (path / "meta.json").is_file() or not (path / "state.pt").is_file():
+        raise MixcError(f"{path} is not a complete mixc checkpoint (expected state.pt and meta.json)")
+    meta = json.loads((path / "meta.json").read_text())
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    return state, meta
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder whose latest checkpoint is meant."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    for candidate in (path, path / "checkpoints"):
+        found = latest(candidate)
+        if found:
+            return found
+    raise MixcError(f"no complete checkpoint found at {path}")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,234 @@
+"""The HTML curriculum timeline (checked in a real Chromium) and the PNG charts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from spec_fixtures import REPO, run_cli, write_project
+
+from mixc.plan import epochs_at_token, lr_at_token
+from mixc.project import load_plan
+from mixc.report import render
+from mixc.report.data import plan_data
+
+RECIPE = REPO / "recipes" / "smollm3-3b.yaml"
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _embedded(html: str) -> dict:
+    m = re.search(r'<script type="application/json" id="timeline-data">(.*?)</script>', html, re.S)
+    assert m, "the page embeds its data"
+    return json.loads(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return load_plan([str(RECIPE)])
+
+
+@pytest.fixture(scope="module")
+def page_file(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("timeline") / "smollm3-3b.html"
+    result = run_cli(["report", str(RECIPE), "--format", "html", "-o", str(out)], cwd=REPO)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_page_is_one_self_contained_deterministic_file(page_file, plan):
+    html = page_file.read_text(encoding="utf-8")
+    assert html == render(plan, "html"), "same plan, same bytes"
+    # Nothing is fetched: no external scripts, styles, images or fonts.
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", html)
+    assert not re.search(r"url\(|@import", html)
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", html))
+    assert urls <= {"http://www.w3.org/2000/svg"}, urls  # the SVG namespace name, not a request
+    # The embedded data is the JSON report itself, plus the x-axis segments of the runs.
+    data = _embedded(html)
+    assert data["report"] == json.loads(json.dumps(plan_data(plan)))
+    assert [r["name"] for r in data["runs"]] == ["main", "long-context-32k", "long-context-64k"]
+    assert data["runs"][0]["end_token"] == 4_720_000 * 2_359_296  # pretraining ends at 11.14T
+    assert data["runs"][0]["x0"] == 0 and data["runs"][-1]["x1"] == 1
+    # The two long-context runs (under 1% of tokens) still get a scrubbable share of the axis.
+    assert [round(r["x1"] - r["x0"], 9) for r in data["runs"][1:]] == [0.08, 0.08]
+    # A phase-to-phase diff for each consecutive pair, with its real numbers.
+    assert html.count('<details class="diff"') == 4
+    assert "stable-1 → stable-2" in html and "×3.36" in html  # math rises 2.7% -> 9.1%
+
+
+def test_a_source_name_cannot_break_out_of_the_page(tmp_path):
+    write_project(tmp_path, {"catalog.yaml": ("  math-a:", "  '</script><b>x</b>':"),
+                             "mix.yaml": ("  math-a: 0.05", "  '</script><b>x</b>': 0.05")})
+    result = run_cli(["report", "recipe.yaml", "--format", "html", "-o", "t.html"], cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "t.html").read_text()
+    assert "</script><b>" not in html
+    names = [s["name"] for s in _embedded(html)["report"]["phases"][0]["sources"]]
+    assert "</script><b>x</b>" in names
+
+
+def test_timeline_needs_a_recipe(tmp_path):
+    write_project(tmp_path)
+    for fmt in ("html", "png"):
+        result = run_cli(["report", "mix.yaml", "--format", fmt, "-o", f"out.{fmt}"], cwd=tmp_path)
+        assert result.exit_code == 1
+        assert "needs a recipe" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / f"out.{fmt}").exists()
+
+
+def test_png_has_the_same_charts_as_a_valid_deterministic_image(tmp_path, plan):
+    out = tmp_path / "timeline.png"
+    result = run_cli(["report", str(RECIPE), "--format", "png", "-o", str(out)], cwd=REPO)
+    assert result.exit_code == 0, result.output
+    raw = out.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", raw[16:24])
+    assert width >= 1200 and height >= 900
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(out)
+    assert pixels.shape[:2] == (height, width)
+    assert pixels[..., :3].std() > 0.1  # drawn, not blank
+    again = tmp_path / "again.png"
+    render(plan, "png", str(again))
+    assert again.read_bytes() == raw
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+
+def _chromium() -> str | None:
+    for path in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser")):
+        if path and Path(path).exists():
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("Chromium not found (Debian package 'chromium'; .ci/run installs it): the timeline's browser test cannot run")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _shown(page) -> dict:
+    """Everything the page displays at its cursor, read back from the DOM."""
+    return page.evaluate("""() => {
+        const a = (id, k) => document.getElementById(id).getAttribute(k);
+        const rows = (sel, k) => Object.fromEntries([...document.querySelectorAll(sel)].map(
+            (r) => [r.getAttribute(k[0]), Number(r.getAttribute(k[1]))]));
+        return {
+            token: Number(a("cur-token", "data-token")), phase: a("cur-phase", "data-phase"),
+            step: Number(a("cur-step", "data-step")), lr: Number(a("cur-lr", "data-lr")),
+            lrText: document.getElementById("cur-lr").textContent,
+            seq: Number(a("cur-seq", "data-seq")), rope: Number(a("cur-rope", "data-rope")),
+            categories: rows("#cur-categories li", ["data-category", "data-share"]),
+            bar: rows("#cur-mixbar div", ["data-category", "data-share"]),
+            top: rows("#cur-top tbody tr", ["data-source", "data-share"]),
+            epochs: rows("#cur-epochs tbody tr", ["data-source", "data-epochs"]),
+            openDiffs: [...document.querySelectorAll("details.diff[open]")].map((d) => d.id),
+            active: document.activeElement.id,
+        };
+    }""")
+
+
+def _check_against_report(shown: dict, plan, data: dict) -> None:
+    token = shown["token"]
+    assert token == int(token) and 0 <= token <= plan.total_tokens
+    phase = plan.at_token(token)
+    expected = data["phases"][phase.index]
+    assert shown["phase"] == phase.name
+    assert shown["step"] == min(phase.first_step + (token - phase.start_token) // phase.global_batch_tokens, phase.last_step)
+    assert shown["lr"] == lr_at_token(plan, token), (token, shown["lr"])
+    assert shown["seq"] == expected["sequence_length"] and shown["rope"] == expected["rope_theta"]
+    assert shown["categories"] == expected["categories"] | {}
+    assert set(shown["categories"]) == {"web", "multilingual", "code", "math", "reasoning"}
+    assert shown["bar"]["multilingual"] == expected["categories"]["multilingual"]
+    assert sum(shown["bar"].values()) == pytest.approx(1.0, abs=1e-9)
+    shares = {s["name"]: s["share"] for s in expected["sources"]}
+    top = dict(shown["top"])
+    other = top.pop("(other)", 0.0)
+    assert len(top) == min(10, len(shares)) and all(shares[name] == share for name, share in top.items())
+    assert min(top.values()) >= max((v for k, v in shares.items() if k not in top), default=0)
+    assert other == pytest.approx(1.0 - sum(top.values()), abs=1e-9)
+    expected_epochs = epochs_at_token(plan, token)
+    assert set(shown["epochs"]) == set(expected_epochs)
+    for name, epochs in expected_epochs.items():
+        assert shown["epochs"][name] == pytest.approx(epochs, rel=1e-12)
+
+
+@pytest.mark.browser
+def test_scrubbing_the_timeline_shows_the_reports_numbers(browser, page_file, plan):
+    data = plan_data(plan)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests, errors = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(page_file.as_uri())
+    page.wait_for_selector('#app[data-ready="1"]', timeout=10_000)
+    assert page.locator("#overview").text_content().count("end of pretraining · 11.14T") == 1
+
+    starts = [p.start_token for p in plan.phases]
+    page.keyboard.press("Tab")  # the slider is the first thing the keyboard reaches
+    seen = []
+
+    def at(expect_token=None):
+        shown = _shown(page)
+        assert shown["active"] == "slider"
+        if expect_token is not None:
+            assert shown["token"] == expect_token
+        _check_against_report(shown, plan, data)
+        seen.append(shown)
+        return shown
+
+    shown = at(0)  # the start: stable-1, first warmup step
+    assert shown["phase"] == "stable-1" and shown["lr"] == 2e-4 / 2000 and shown["lrText"] == "1.000e−7"
+    page.keyboard.press("ArrowRight")
+    at()
+    page.keyboard.press("2")  # jump to phase 2
+    assert at(starts[1])["phase"] == "stable-2"
+    page.keyboard.press("PageDown")  # next phase: the decay, where the LR starts to fall
+    shown = at(starts[2])
+    assert shown["phase"] == "decay" and shown["step"] == 4_198_001 and shown["openDiffs"] == ["diff-2"]
+    for _ in range(5):
+        page.keyboard.press("Shift+ArrowRight")
+    shown = at()
+    assert shown["phase"] == "decay" and 0 < shown["lr"] < 2e-4
+    page.keyboard.press("PageDown")  # past the end of pretraining: the 32k run restarts its steps
+    shown = at(starts[3])
+    assert (shown["phase"], shown["step"], shown["seq"], shown["rope"]) == ("long-context-32k", 1, 32768, 2_000_000)
+    page.keyboard.press("End")
+    shown = at(plan.total_tokens)
+    assert shown["phase"] == "long-context-64k" and shown["lr"] == 0.0
+    page.keyboard.press("PageUp")
+    assert at(starts[4])["phase"] == "long-context-64k"
+    page.keyboard.press("Home")
+    at(0)
+
+    # Dragging the slider: set a position and fire the input event, as the browser does.
+    for position in (1234, 5000, 7777, 8100, 8365, 8800, 9123, 9650, 9999):
+        page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
+                      " s.dispatchEvent(new Event('input', {bubbles: true})); }", position)
+        at()
+    assert {s["phase"] for s in seen} == {p.name for p in plan.phases}
+    assert any(s["epochs"] for s in seen)  # some sources have known sizes in the catalog
+
+    page.keyboard.press("3")
+    page.evaluate("window.scrollTo(0, 0)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "timeline-smollm3-3b.png"), full_page=True)
+    assert not errors, errors
+    assert requests and all(url.startswith("file://") for url in requests), requests
+    page.close()
