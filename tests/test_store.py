@@ -9,8 +9,8 @@ from mixc.build.store import read_manifest, source_streams, source_token_counts
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
 from mixc.spec import load_recipe
-from tests.store_fixtures import make_store
-from tests.test_loader import MIX_ONE, MIX_TWO, RECIPE
+from store_fixtures import make_store
+from test_loader import MIX_ONE, MIX_TWO, RECIPE
 
 
 def _docs(seed, n):
