@@ -184,6 +184,28 @@ def test_round_trip_of_the_shipped_recipe(tmp_path):
     assert_same_curriculum(again, load_recipe(SHIPPED))
 
 
+def test_export_points_at_the_built_store_folders_and_imports_back(tmp_path):
+    """With a built store, dataset_folder names the phase manifests' folders (sources/<name>/<key>)."""
+    from store_fixtures import make_store
+
+    write_project(tmp_path)
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    plan = plan_recipe(recipe)
+    names = sorted({s.name for p in plan.phases for s in p.sources})
+    rng = np.random.default_rng(0)
+    docs = {n: [rng.integers(1, 50, 10) for _ in range(3)] for n in names}
+    store = make_store(tmp_path, recipe.recipe.name, {p.name: {s.name: s.weight for s in p.sources} for p in plan.phases}, docs)
+    result = run_cli(["export", "nanotron", "recipe.yaml", "--shards", str(store), "-o", "nt"], cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "nt").glob("*.yaml"))
+    folders = yaml.safe_load(files[0].read_text())["data_stages"][0]["data"]["dataset"]["dataset_folder"]
+    for folder in folders:
+        assert re.fullmatch(rf"{re.escape(str(store))}/sources/[\w.-]+/[0-9a-f]{{12}}", folder), folder
+        assert (Path(folder) / "manifest.json").is_file()
+    again = load_recipe(import_(tmp_path, *files, extra=("--model", "m")))
+    assert_same_curriculum(again, recipe, categories=False)
+
+
 def test_round_trip_without_a_catalog(tmp_path):
     """Inline sources: the same curriculum (categories are guessed, so they may differ)."""
     write_project(tmp_path)

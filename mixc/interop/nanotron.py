@@ -150,6 +150,9 @@ def source_name(path: str) -> str:
         return path.strip()
     if len(parts) > 1 and parts[-1].lower() in LAYOUT_WORDS:
         return parts[-2]
+    # mixc's own store: .../sources/<source>/<12-hex key>
+    if len(parts) > 2 and re.fullmatch(r"[0-9a-f]{12}", parts[-1]) and parts[-3] == "sources":
+        return parts[-2]
     return parts[-1]
 
 
@@ -648,9 +651,24 @@ def _lr_scheduler(s: Schedule, train_steps: int) -> dict[str, Any]:
     return out
 
 
-def shard_folder(shards: str, source: str) -> str:
-    """Where `mixc build` puts a source's shards under a store (one folder per source)."""
+def shard_folder(shards: str, source: str, built: dict[str, str] | None = None) -> str:
+    """A source's shard folder: the one the store's phase manifests name, else `<shards>/<source>`."""
+    if built and source in built:
+        return f"{shards.rstrip('/')}/{built[source]}"
     return f"{shards.rstrip('/')}/{source}"
+
+
+def _built_folders(shards: str, recipe_name: str) -> dict[str, str]:
+    """Source -> folder (relative to the store) from the phase manifests of a built store, if any."""
+    from pathlib import Path
+
+    from ..build.store import PHASE_FORMAT, _read_json
+
+    folders: dict[str, str] = {}
+    for path in sorted((Path(shards) / "phases" / recipe_name).glob("*.json")):
+        for s in _read_json(path, "phase manifest", PHASE_FORMAT)["sources"]:
+            folders.setdefault(s["name"], s["folder"])
+    return folders
 
 
 def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 1, micro_batch_size: int = 1,
@@ -660,6 +678,7 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
 
     plan = plan_recipe(resolved)
     recipe = resolved.recipe
+    built = _built_folders(shards, recipe.name)
     runs: dict[str, list] = {}
     for p in plan.phases:
         runs.setdefault(p.run, []).append(p)
@@ -690,7 +709,7 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
                 "start_training_step": p.first_step,
                 "data": {
                     "dataset": {
-                        "dataset_folder": [shard_folder(shards, s.name) for s in p.sources],
+                        "dataset_folder": [shard_folder(shards, s.name, built) for s in p.sources],
                         "dataset_weights": [s.weight for s in p.sources],
                         **dataset_extra,
                     },
