@@ -198,7 +198,9 @@ def test_export_points_at_the_built_store_folders_and_imports_back(tmp_path):
     result = run_cli(["export", "nanotron", "recipe.yaml", "--shards", str(store), "-o", "nt"], cwd=tmp_path)
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "nt").glob("*.yaml"))
-    folders = yaml.safe_load(files[0].read_text())["data_stages"][0]["data"]["dataset"]["dataset_folder"]
+    dataset = yaml.safe_load(files[0].read_text())["data_stages"][0]["data"]["dataset"]
+    assert (dataset["vocab_size"], dataset["token_size_in_bytes"]) == (1000, 2)  # from the store's manifests
+    folders = dataset["dataset_folder"]
     for folder in folders:
         assert re.fullmatch(rf"{re.escape(str(store))}/sources/[\w.-]+/[0-9a-f]{{12}}", folder), folder
         assert (Path(folder) / "manifest.json").is_file()

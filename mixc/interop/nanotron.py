@@ -671,6 +671,16 @@ def _built_folders(shards: str, recipe_name: str) -> dict[str, str]:
     return folders
 
 
+def _built_vocab_size(shards: str, recipe_name: str) -> int | None:
+    from pathlib import Path
+
+    from ..build.store import PHASE_FORMAT, _read_json
+
+    for path in sorted((Path(shards) / "phases" / recipe_name).glob("*.json")):
+        return int(_read_json(path, "phase manifest", PHASE_FORMAT)["tokenizer"]["vocab_size"])
+    return None
+
+
 def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 1, micro_batch_size: int = 1,
                     vocab_size: int | None = None, run: str | None = None) -> dict[str, dict[str, Any]]:
     """Per run of the recipe, the nanotron config blocks that describe its data and schedule."""
@@ -679,6 +689,8 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
     plan = plan_recipe(resolved)
     recipe = resolved.recipe
     built = _built_folders(shards, recipe.name)
+    if built and vocab_size is None:
+        vocab_size = _built_vocab_size(shards, recipe.name)
     runs: dict[str, list] = {}
     for p in plan.phases:
         runs.setdefault(p.run, []).append(p)
