@@ -1,0 +1,25 @@
+"""The build pass: a recipe's phases -> datatrove pipelines -> a store of tokenized shards.
+
+    lower.py     sources -> one datatrove pipeline each (reader, filter, tokenizer step) + store keys
+    tokenize.py  the tokenizer step (batched encode, numpy arrays)
+    shards.py    the datatrove-format shard writer
+    run.py       executors (local, ray, slurm), crash-safe finalize, phase manifests
+    store.py     the store layout: reading and writing manifests
+
+`build(...)` is imported lazily: readers of the store (the loader, the report) should not pay
+for importing datatrove.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import BuildResult
+
+
+def build(*args: Any, **kwargs: Any) -> BuildResult:
+    """See `mixc.build.run.build`."""
+    from .run import build as run_build
+
+    return run_build(*args, **kwargs)

@@ -144,3 +144,98 @@ def source_streams(store: str | Path, plan: Plan) -> dict[str, SourceStream]:
         if streams[name].n_tokens != int(m["tokens"]):
             raise MixcError(f"{folder}: shards hold {streams[name].n_tokens} tokens, the manifest says {m['tokens']}; run mixc verify")
     return streams
+
+
+# --------------------------------------------------------------------------- write side
+# Used by the build pass. A source folder is filled in its `.work/` area by the tokenize tasks
+# (see mixc/build/tokenize.py), then `finalize_source` moves the shards to their final names
+# and writes the manifest last.
+
+LOCK = "store.lock"
+
+
+class StoreLock:
+    """An exclusive fcntl lock on STORE/store.lock for the duration of a build.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a killed build never
+    leaves the store locked.
+    """
+
+    def __init__(self, store: str | Path):
+        self.path = Path(store) / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> StoreLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise MixcError(f"{self.path.parent}: another mixc build is writing to this store ({holder}); "
+                            "wait for it to finish or build into another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+def tokenizer_file(store: str | Path, name: str, fingerprint: str, definition: str) -> str:
+    """Save a resolved tokenizer's definition in the store (once); its path relative to the store."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "tokenizer"
+    rel = f"tokenizers/{slug}-{fingerprint[:12]}.json"
+    path = Path(store) / rel
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(definition)
+        os.replace(tmp, path)
+    return rel
+
+
+def finalize_source(folder: str | Path, task_summaries: list[dict], manifest: dict) -> dict:
+    """Move the tasks' shards from `folder/.work/shards` to 00000.ds, 00001.ds, ... and write the manifest.
+
+    `task_summaries` in rank order; `manifest` holds everything but the files and counts. The
+    renames follow a plan written first, so a finalize killed halfway resumes where it stopped.
+    """
+    import shutil
+
+    folder = Path(folder)
+    work = folder / ".work"
+    plan_path = work / "finalize.json"
+    if plan_path.exists():
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    else:
+        files = [f for summary in task_summaries for f in summary["files"]]
+        plan = [dict(f, work=f["path"], path=f"{i:05d}.ds") for i, f in enumerate(files)]
+        write_json_atomic(plan_path, plan)
+    for f in plan:
+        for suffix in ("", ".index", ".metadata"):
+            src, dst = work / "shards" / (f["work"] + suffix), folder / (f["path"] + suffix)
+            if src.exists():
+                os.replace(src, dst)
+            elif not dst.exists():
+                raise MixcError(f"{folder}: shard {f['work'] + suffix} of an interrupted build is missing; delete {folder} and rebuild")
+    files = [{k: f[k] for k in ("path", "tokens", "documents", "sha256", "index_sha256")} for f in plan]
+    manifest = dict(manifest, format=SHARDS_FORMAT, files=files,
+                    documents=sum(f["documents"] for f in files), tokens=sum(f["tokens"] for f in files))
+    write_json_atomic(folder / MANIFEST, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def write_phase_manifest(store: str | Path, recipe_name: str, phase_name: str, data: dict) -> Path:
+    path = phase_manifest_path(store, recipe_name, phase_name)
+    write_json_atomic(path, dict(data, format=PHASE_FORMAT, recipe=recipe_name, phase=phase_name))
+    return path

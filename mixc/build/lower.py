@@ -1,0 +1,225 @@
+"""The lowering pass: the sources of a plan's phases -> one datatrove pipeline per source.
+
+Each source becomes [reader, optional length filter, TokenizeStep]: the reader chosen by the
+source's format (strict parquet/jsonl readers on a datatrove data folder — local path, file://,
+hf://... — or HuggingFaceDatasetReader for `format: hf`), or mixc's sample reader for
+`sample://` locations and `--sample` builds.
+
+Lowering also fixes the source's store key: sha256 over its input fingerprint, the tokenizer
+fingerprint and the options that change bytes. Input fingerprints:
+  - local files: every file's path (relative to the source folder), size and mtime in ns.
+    Editing or replacing a file changes its mtime, so the key changes; hashing terabytes of
+    parquet on every build would cost more than tokenizing them.
+  - remote files (hf://, s3://): path, size and whatever content id the filesystem reports
+    (blob id / ETag / sha256).
+  - `format: hf` datasets: dataset id, config, split, data_dir and the hub revision sha.
+  - sample sources: `sample_fingerprint(source, seed, documents)`.
+The task count is not part of the key: any complete tokenization of the same input with the
+same tokenizer and options is an equally valid copy, and reruns stay incremental.
+
+Nothing here runs a pipeline or writes a file; it only lists the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MixcError
+from ..plan import PhasePlan
+from ..spec import Source
+from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
+from .shards import DEFAULT_SHARD_TOKENS
+from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
+
+DEFAULT_GLOBS = {"parquet": "**/*.parquet", "jsonl": "**/*.jsonl*"}
+WORK = ".work"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    shard_tokens: int = DEFAULT_SHARD_TOKENS
+    shuffle_seed: int | None = None  # shuffle documents within each shard
+    sample: bool = False  # read every source's sample instead of its location
+    sample_documents: int = 500
+    seed: int = 0  # the recipe's seed: picks the sample documents
+    tasks: int = 1  # datatrove tasks per source
+    batch_documents: int = DEFAULT_BATCH_DOCUMENTS
+    threads: int | None = None  # RAYON_NUM_THREADS per worker (1 when several workers run)
+    fast_encoder: bool = True  # tiktoken where proven token-identical to the HF tokenizer
+
+
+@dataclass
+class SourceBuild:
+    """One source lowered: where its shards go and the datatrove pipeline that writes them."""
+
+    name: str
+    key: str
+    folder: str  # relative to the store: sources/<name>/<key>
+    input: dict
+    options: dict
+    tasks: int
+    pipeline: list = field(repr=False)
+
+    def path(self, store: str | Path) -> Path:
+        return Path(store) / self.folder
+
+    def work(self, store: str | Path) -> Path:
+        return self.path(store) / WORK
+
+
+def canonical_sha256(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def is_sample(source: Source, options: BuildOptions) -> bool:
+    return options.sample or (source.path or "").startswith("sample://")
+
+
+def sample_location(source: Source) -> str:
+    if (source.path or "").startswith("sample://"):
+        return source.path
+    return f"sample://{source.category}/{source.language}/{source.name}"
+
+
+def _local_path(url: str) -> Path | None:
+    """The local path of a location, or None for a remote one."""
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    if "://" in url:
+        return None
+    return Path(url)
+
+
+def _disk_location(source: Source) -> tuple[str, str, bool]:
+    """(data folder, glob pattern, recursive) of a file source, as datatrove's readers take them."""
+    url = source.url
+    glob = source.glob or DEFAULT_GLOBS[source.format]
+    local = _local_path(url)
+    if local is not None:
+        if not local.exists():
+            raise MixcError(f"source '{source.name}': path '{url}' does not exist")
+        if local.is_file():  # one file: its folder, matched by name
+            return str(local.parent.resolve()), local.name, False
+        return str(local.resolve()), glob, True
+    return url, glob, True
+
+
+def input_fingerprint(source: Source, options: BuildOptions) -> dict:
+    """What the source's bytes depend on, with a digest of it."""
+    if is_sample(source, options):
+        from .sample import sample_fingerprint
+
+        info: dict[str, Any] = {"location": sample_location(source),
+                                "sample": sample_fingerprint(source, seed=options.seed, documents=options.sample_documents)}
+    elif source.format == "hf":
+        info = {"location": f"hf-dataset://{source.dataset}", "dataset": source.dataset, "config": source.config,
+                "split": source.split, "data_dir": source.data_dir, "revision": _hub_revision(source)}
+    else:
+        folder, glob, recursive = _disk_location(source)
+        info = {"location": source.url, "files": _list_files(source, folder, glob, recursive)}
+    info["fingerprint"] = canonical_sha256(info)
+    return info
+
+
+def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list[dict]:
+    from datatrove.io import get_datafolder
+
+    try:
+        data = get_datafolder(folder)
+        names = data.list_files(recursive=recursive, glob_pattern=glob)
+    except Exception as exc:
+        raise MixcError(f"source '{source.name}': cannot list {folder}: {exc}") from None
+    if not names:
+        raise MixcError(f"source '{source.name}': no {source.format} files match '{glob}' in {folder}")
+    files = []
+    if data.is_local():
+        for name in names:
+            st = os.stat(os.path.join(data.path, name))
+            files.append({"path": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    else:
+        for name in names:
+            info = data.info(name)
+            ident = next((str(info[k]) for k in ("sha256", "blob_id", "ETag", "etag", "md5", "mtime") if info.get(k)), None)
+            lfs = info.get("lfs") or {}
+            files.append({"path": name, "size": info.get("size"), "id": lfs.get("sha256") or ident})
+    return files
+
+
+def _hub_revision(source: Source) -> str:
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(source.dataset).sha
+    except Exception as exc:
+        raise MixcError(f"source '{source.name}': cannot reach the Hugging Face hub to pin dataset '{source.dataset}' ({exc})") from None
+
+
+def byte_options(source: Source, options: BuildOptions) -> dict:
+    """Build options that change the shards' bytes (part of the key)."""
+    return {
+        "shard_tokens": options.shard_tokens,
+        "shuffle_seed": options.shuffle_seed,
+        "filter": source.filter.model_dump() if source.filter else None,
+        "text_column": None if is_sample(source, options) else source.text_column,
+    }
+
+
+def source_key(input_info: dict, tokenizer_fingerprint: str, options: dict) -> str:
+    return canonical_sha256({"input": input_info["fingerprint"], "tokenizer": tokenizer_fingerprint, "options": options})[:12]
+
+
+def reader_for(source: Source, options: BuildOptions):
+    if is_sample(source, options):
+        from .sample import sample_reader
+
+        return sample_reader(source, seed=options.seed, documents=options.sample_documents)
+    if source.format == "hf":
+        from datatrove.pipeline.readers import HuggingFaceDatasetReader
+
+        dataset_options = {"split": source.split}
+        if source.config:
+            dataset_options["name"] = source.config
+        if source.data_dir:
+            dataset_options["data_dir"] = source.data_dir
+        return HuggingFaceDatasetReader(source.dataset, dataset_options=dataset_options, text_key=source.text_column)
+    folder, glob, recursive = _disk_location(source)
+    cls = StrictParquetReader if source.format == "parquet" else StrictJsonlReader
+    return cls(folder, source_name=source.name, text_key=source.text_column, glob_pattern=glob, recursive=recursive)
+
+
+def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, options: BuildOptions) -> SourceBuild:
+    """One source -> its key, its folder in the store and its datatrove pipeline."""
+    info = input_fingerprint(source, options)
+    opts = byte_options(source, options)
+    key = source_key(info, tokenizer.fingerprint, opts)
+    folder = f"sources/{source.name}/{key}"
+    tasks = max(1, options.tasks)
+    if "files" in info:  # a task per file at most: datatrove splits file sources by file
+        tasks = min(tasks, len(info["files"]))
+    pipeline: list = [reader_for(source, options)]
+    if source.filter and (source.filter.min_chars is not None or source.filter.max_chars is not None):
+        pipeline.append(LengthFilter(source.filter.min_chars, source.filter.max_chars))
+    work = (Path(store) / folder / WORK).resolve()
+    pipeline.append(TokenizeStep(source.name, tokenizer, work, shard_tokens=options.shard_tokens,
+                                 batch_documents=options.batch_documents, shuffle_seed=options.shuffle_seed,
+                                 threads=options.threads, fast=options.fast_encoder))
+    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline)
+
+
+def phase_sources(phases: list[PhasePlan]) -> list[Source]:
+    """Every source of the given phases, once each, in first-use order."""
+    out: dict[str, Source] = {}
+    for phase in phases:
+        for s in phase.sources:
+            out.setdefault(s.name, s.source)
+    return list(out.values())
+
+
+def lower(phases: list[PhasePlan], tokenizer: TokenizerRef, store: str | Path, options: BuildOptions) -> list[SourceBuild]:
+    """The union of the phases' sources, each lowered to its pipeline."""
+    return [lower_source(s, tokenizer, store, options) for s in phase_sources(phases)]

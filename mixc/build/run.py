@@ -1,0 +1,494 @@
+"""The run pass: execute the lowered pipelines and turn their output into a finished store.
+
+A build is one datatrove job whatever the executor: its tasks are the (source, rank) pairs
+still to tokenize, in source order, and a small dispatching step runs the right source's
+pipeline for each. So two workers keep two cores busy across many small sources, and a
+cluster gets one job array for a whole phase.
+
+Crash safety. Each source is tokenized into `sources/<name>/<key>/.work/`:
+  - `job.json`         the task count of this attempt (a rerun with another count starts over)
+  - `shards/`          `{rank:05d}_{k:05d}.ds` (+ .index, .metadata) written by the tasks
+  - `tasks/{rank}.json` written by a task after its last shard is closed: its completion marker
+A rerun skips tasks with a marker and redoes the others from scratch (tokenize.clear_task), so
+datatrove's own completion files are not trusted: its logging folder is fresh for every run.
+When every task of a source has its marker, `finalize_source` renames the shards to
+00000.ds, 00001.ds, ... in (rank, k) order and writes manifest.json last. A build killed at
+any moment and run again therefore yields the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from datatrove.pipeline.base import PipelineStep
+
+from .. import __version__
+from ..errors import MixcError
+from .lower import WORK, BuildOptions, SourceBuild, lower
+from .progress import ProgressDisplay, SourceProgress, human
+from .store import MANIFEST, StoreLock, finalize_source, read_manifest, tokenizer_file, write_phase_manifest
+from .tokenize import TokenizerRef, task_error, task_marker
+
+EXECUTORS = ("local", "ray", "slurm")
+
+
+# --------------------------------------------------------------------------- what a build is
+
+
+@dataclass
+class PhaseEntry:
+    name: str
+    stage: int | None
+    sequence_length: int
+    budget_tokens: int
+    shares: dict[str, float]  # source -> normalized weight
+
+
+@dataclass
+class BuildContext:
+    """Everything needed to finish a build once its tasks are done (pickled into a slurm job)."""
+
+    store: str
+    recipe: str
+    tokenizer: dict  # as written in manifests
+    token_size: int
+    sources: list[SourceBuild]
+    phases: list[PhaseEntry]
+    options: BuildOptions
+    run_dir: str
+
+
+@dataclass
+class SourceResult:
+    name: str
+    folder: str
+    documents: int
+    tokens: int
+    reused: bool
+
+
+@dataclass
+class BuildResult:
+    store: Path
+    recipe: str
+    sources: list[SourceResult]
+    phase_manifests: list[Path]
+    seconds: float
+    tokenizer: str
+    executor: str
+    submitted: list[str] = field(default_factory=list)  # slurm job ids
+
+    @property
+    def built_tokens(self) -> int:
+        return sum(s.tokens for s in self.sources if not s.reused)
+
+    def summary(self) -> str:
+        if self.submitted:
+            return (f"submitted slurm jobs {', '.join(self.submitted)} for {len(self.sources)} sources into {self.store}; "
+                    f"the last job writes the manifests (run mixc build again afterwards to see the summary)")
+        lines = []
+        width = max((len(s.name) for s in self.sources), default=6)
+        for s in self.sources:
+            state = "reused" if s.reused else "built"
+            lines.append(f"  {s.name:<{width}}  {s.documents:>10,} docs  {s.tokens:>14,} tokens  {state:<6}  {s.folder}")
+        built = [s for s in self.sources if not s.reused]
+        rate = self.built_tokens / self.seconds if self.seconds > 0 else 0.0
+        lines.append(
+            f"{len(built)} source(s) tokenized, {len(self.sources) - len(built)} reused; "
+            f"{human(self.built_tokens)} new tokens in {self.seconds:.1f}s ({human(rate)} tok/s) with {self.tokenizer}; "
+            f"shards in {self.store}/sources, phase manifests: "
+            + (", ".join(str(p) for p in self.phase_manifests) or "none")
+        )
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the dispatching step
+
+
+class BuildTasks(PipelineStep):
+    """Task `rank` of the build = rank `local` of one source's own pipeline."""
+
+    name = "mixc build"
+    type = "🔢 - TOKENIZER"
+
+    def __init__(self, jobs: list[tuple[str, int, list, str]], table: list[tuple[int, int]]):
+        super().__init__()
+        self.jobs = jobs  # (source, tasks, pipeline, work folder)
+        self.table = table  # global rank -> (job, local rank)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        job, local = self.table[rank]
+        _, tasks, pipeline, work = self.jobs[job]
+        if task_marker(work, local).exists():
+            return
+        stream = None
+        for step in pipeline:
+            stream = step(stream, local, tasks)
+        for _ in stream or ():
+            pass
+        return
+        yield
+
+
+class FinishBuild(PipelineStep):
+    """The last slurm job of a build: check the tasks and write the manifests."""
+
+    name = "mixc finish"
+    type = "📦 - STORE"
+
+    def __init__(self, context: BuildContext):
+        super().__init__()
+        self.context = context
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        with StoreLock(self.context.store):
+            finish(self.context)
+        return
+        yield
+
+
+class _Discard:
+    def write(self, text) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _QuietTasks:
+    """datatrove prints each task's log (and any traceback) on stderr; mixc keeps them in the
+    task log files under the run folder and reports failures itself, in one line."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        with contextlib.redirect_stderr(_Discard()):
+            return super()._run_for_rank(rank, local_rank, node_rank)
+
+
+def _local_executor(pipeline, tasks: int, workers: int, run_dir: Path):
+    from datatrove.executor import LocalPipelineExecutor
+
+    class QuietLocal(_QuietTasks, LocalPipelineExecutor):
+        pass
+
+    return QuietLocal(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(run_dir / "logs"),
+                      skip_completed=False)
+
+
+def _ray_executor(pipeline, tasks: int, workers: int, run_dir: Path, threads: int | None):
+    import ray
+    from datatrove.executor import RayPipelineExecutor
+
+    class QuietRay(_QuietTasks, RayPipelineExecutor):
+        pass
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
+    env = {"RAYON_NUM_THREADS": str(threads)} if threads else {}
+    with contextlib.redirect_stderr(_Discard()):  # the "shared filesystem" warning for a local logging dir
+        return QuietRay(pipeline, tasks=tasks, workers=workers, logging_dir=str(run_dir / "logs"), skip_completed=False,
+                        cpus_per_task=1, mem_per_cpu_gb=2, ray_remote_kwargs={"runtime_env": {"env_vars": env}} if env else None)
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    time: str = "24:00:00"
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: int = 2
+    env_command: str | None = None  # how a job activates mixc's environment; default: this venv
+    qos: str | None = None
+
+
+def _slurm_executors(pipeline, tasks: int, workers: int, run_dir: Path, context: BuildContext, slurm: SlurmOptions, job_name: str):
+    from datatrove.executor import SlurmPipelineExecutor
+
+    if not slurm.partition:
+        raise MixcError("--executor slurm needs --slurm-partition")
+    env_command = slurm.env_command
+    if env_command is None and sys.prefix != sys.base_prefix:
+        env_command = f"source {sys.prefix}/bin/activate"
+    # One tokenizer thread per task (sbatch's --export on the command line would override a directive).
+    env_command = " && ".join(c for c in (env_command, "export RAYON_NUM_THREADS=1") if c)
+    common = dict(time=slurm.time, partition=slurm.partition, env_command=env_command, qos=slurm.qos or "",
+                  logging_dir=str(run_dir / "logs"), requeue=True, mail_type="NONE")
+    tokenize = SlurmPipelineExecutor(pipeline, tasks=tasks, workers=workers, cpus_per_task=slurm.cpus_per_task,
+                                     mem_per_cpu_gb=slurm.mem_per_cpu_gb, job_name=job_name, **common)
+    finish_step = FinishBuild(replace(context, sources=[replace(s, pipeline=[]) for s in context.sources]))
+    finisher = SlurmPipelineExecutor([finish_step], tasks=1, cpus_per_task=1, mem_per_cpu_gb=4, job_name=f"{job_name}-finish",
+                                     depends=tokenize, **dict(common, logging_dir=str(run_dir / "finish-logs")))
+    return tokenize, finisher
+
+
+# --------------------------------------------------------------------------- preparing and finishing
+
+
+def _prepare(store: Path, sb: SourceBuild) -> bool:
+    """Get a source folder ready; False when it is already complete."""
+    folder = sb.path(store)
+    work = folder / WORK
+    if (folder / MANIFEST).exists():
+        shutil.rmtree(work, ignore_errors=True)  # a build killed just after writing the manifest
+        return False
+    job = {"key": sb.key, "tasks": sb.tasks}
+    if (work / "finalize.json").exists():
+        return True  # every task finished; only the renames and the manifest are left
+    try:
+        same = json.loads((work / "job.json").read_text()) == job
+    except (OSError, ValueError):
+        same = False
+    if not same:  # nothing, or an attempt with another task count: start the source over
+        shutil.rmtree(folder, ignore_errors=True)
+        (work / "shards").mkdir(parents=True)
+        (work / "job.json").write_text(json.dumps(job))
+    return True
+
+
+def _pending_tasks(store: Path, sources: list[SourceBuild]) -> list[tuple[int, int]]:
+    table = []
+    for i, sb in enumerate(sources):
+        work = sb.work(store)
+        if (work / "finalize.json").exists():
+            continue
+        table += [(i, r) for r in range(sb.tasks) if not task_marker(work, r).exists()]
+    return table
+
+
+def _check_tasks(store: Path, sources: list[SourceBuild], run_dir: str, failure: BaseException | None) -> None:
+    """Every task must have left its marker; otherwise fail with the first task's own error."""
+    missing, errors = [], []
+    for sb in sources:
+        work = sb.work(store)
+        if (sb.path(store) / MANIFEST).exists() or (work / "finalize.json").exists():
+            continue
+        for r in range(sb.tasks):
+            if not task_marker(work, r).exists():
+                missing.append(f"{sb.name}[{r}]")
+                if task_error(work, r).exists():
+                    errors.append(task_error(work, r).read_text().strip())
+    if not missing:
+        return
+    more = f" ({len(missing) - 1} more task(s) failed)" if len(missing) > 1 else ""
+    if errors:
+        raise MixcError(errors[0] + more)
+    if failure is not None:
+        raise MixcError(f"build task {missing[0]} failed: {(str(failure) or type(failure).__name__).splitlines()[0]}{more}")
+    raise MixcError(f"{len(missing)} build task(s) did not finish ({', '.join(missing[:5])}); task logs are in {run_dir}/logs")
+
+
+def finish(context: BuildContext) -> tuple[list[SourceResult], list[Path]]:
+    """Finalize every tokenized source and write the phase manifests."""
+    store = Path(context.store)
+    _check_tasks(store, context.sources, context.run_dir, None)
+    results = {}
+    for sb in context.sources:
+        folder = sb.path(store)
+        reused = (folder / MANIFEST).exists()
+        if not reused:
+            manifest = _finalize(store, context, sb)
+        else:
+            manifest = read_manifest(folder)
+        results[sb.name] = SourceResult(sb.name, sb.folder, int(manifest["documents"]), int(manifest["tokens"]), reused)
+    paths = []
+    for phase in context.phases:
+        paths.append(write_phase_manifest(store, context.recipe, phase.name, {
+            "stage": phase.stage, "tokenizer": context.tokenizer, "token_size": context.token_size,
+            "sequence_length": phase.sequence_length, "budget_tokens": phase.budget_tokens,
+            "sources": [{"name": name, "weight": share, "folder": results[name].folder,
+                         "tokens": results[name].tokens, "documents": results[name].documents}
+                        for name, share in phase.shares.items()],
+        }))
+    return [results[sb.name] for sb in context.sources], paths
+
+
+def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
+    work = sb.work(store)
+    summaries = []
+    if not (work / "finalize.json").exists():
+        summaries = [json.loads(task_marker(work, r).read_text()) for r in range(sb.tasks)]
+        if sum(s["documents"] for s in summaries) == 0:
+            where = sb.input.get("location")
+            files = sb.input.get("files")
+            detail = f" ({len(files)} file(s), none with a non-empty text)" if files else ""
+            raise MixcError(f"source '{sb.name}': no documents in {where}{detail}")
+    manifest = {
+        "source": sb.name, "key": sb.key, "tokenizer": context.tokenizer, "token_size": context.token_size,
+        "input": sb.input, "options": dict(sb.options, tasks=sb.tasks), "seed": context.options.seed,
+        "mixc_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return finalize_source(sb.path(store), summaries, manifest)
+
+
+# --------------------------------------------------------------------------- the entry point
+
+
+def _select_phases(plan, stage: str | int | None):
+    if stage is None or str(stage).strip().lower() == "all":
+        return list(plan.phases)
+    try:
+        return [plan.phase(stage)]
+    except KeyError as exc:
+        raise MixcError(f"--stage {stage}: {exc.args[0]}") from None
+
+
+def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, out: Path, notice):
+    from .tokenizer import resolve_tokenizer
+
+    try:
+        return resolve_tokenizer(name, base_dir=base_dir)
+    except MixcError as exc:
+        local = name.startswith(("sample:", ".", "/")) or name.endswith(".json") or (base_dir and (base_dir / name).exists())
+        if not sample or local:
+            raise
+        notice(f"note: tokenizer '{name}' cannot be loaded here ({exc}); --sample builds with the demo tokenizer "
+               f"'{DEMO_TOKENIZER}' instead")
+        return resolve_tokenizer(DEMO_TOKENIZER)
+
+
+DEMO_TOKENIZER = "sample:bpe-8192"
+
+
+def build(
+    recipe: str | Path | None = None,
+    *,
+    stage: str | int | None = "all",
+    out: str | Path = "shards",
+    sample: bool = False,
+    sample_documents: int | None = None,
+    executor: str = "local",
+    tasks: int | None = None,
+    workers: int | None = None,
+    shard_tokens: int | None = None,
+    tokenizer: str | None = None,
+    seed: int | None = None,
+    shuffle: bool = False,
+    batch_documents: int | None = None,
+    fast_encoder: bool = True,
+    slurm: SlurmOptions | None = None,
+    progress: bool = True,
+    stream=None,
+) -> BuildResult:
+    """Tokenize the sources of a recipe's phase(s) into the shard store `out`.
+
+    `stage`: a stage number, a phase name or "all". Sources already in the store with the same
+    key are reused; the phase manifests are (re)written for the selected phases.
+    """
+    from ..project import default_recipe, load_plan
+    from .sample import DEFAULT_SAMPLE_DOCUMENTS
+    from .shards import DEFAULT_SHARD_TOKENS, token_size_for
+
+    if executor not in EXECUTORS:
+        raise MixcError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")
+    stream = stream or sys.stderr
+
+    def notice(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    started = time.monotonic()
+    recipe_path = Path(recipe) if recipe else default_recipe()
+    plan = load_plan([str(recipe_path)])
+    if plan.recipe is None:
+        raise MixcError(f"{recipe_path}: mixc build takes a recipe (it names the tokenizer and the phases)")
+    phases = _select_phases(plan, stage)
+    out = Path(out)
+    workers = max(1, workers or os.cpu_count() or 1)
+    options = BuildOptions(
+        shard_tokens=shard_tokens or DEFAULT_SHARD_TOKENS,
+        shuffle_seed=(seed if seed is not None else plan.recipe.seed) if shuffle else None,
+        sample=sample,
+        sample_documents=sample_documents or DEFAULT_SAMPLE_DOCUMENTS,
+        seed=seed if seed is not None else plan.recipe.seed,
+        tasks=max(1, tasks or workers),
+        batch_documents=batch_documents or 1000,
+        threads=1 if workers > 1 or executor != "local" else None,
+        fast_encoder=fast_encoder,
+    )
+    base_dir = None if tokenizer else recipe_path.parent
+    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample, out, notice)
+    token_size = token_size_for(spec.vocab_size)
+
+    with StoreLock(out):
+        rel = tokenizer_file(out, spec.name, spec.fingerprint, spec.definition)
+        tok_info = {"name": spec.name, "fingerprint": spec.fingerprint, "vocab_size": spec.vocab_size,
+                    "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
+        ref = TokenizerRef(spec.name, str((out / rel).resolve()), spec.fingerprint, spec.vocab_size, spec.eos_id, token_size,
+                           spec.eos_token)
+        sources = lower(phases, ref, out, options)
+        pending_sources = [sb for sb in sources if _prepare(out, sb)]
+        run_dir = out / ".build" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        context = BuildContext(
+            store=str(out), recipe=plan.recipe.name, tokenizer=tok_info, token_size=token_size, sources=sources,
+            phases=[PhaseEntry(p.name, p.stage, p.sequence_length, p.tokens, p.shares()) for p in phases],
+            options=options, run_dir=str(run_dir),
+        )
+        table = _pending_tasks(out, pending_sources)
+        if table:
+            jobs = [(sb.name, sb.tasks, sb.pipeline, str(sb.work(out).resolve())) for sb in pending_sources]
+            pipeline = [BuildTasks(jobs, table)]
+            if executor == "slurm":
+                job_name = f"mixc-{plan.recipe.name}"
+                tokenize_job, finisher = _slurm_executors(pipeline, len(table), workers, run_dir, context,
+                                                          slurm or SlurmOptions(), job_name)
+                with _datatrove_log(run_dir):
+                    finisher.run()
+                pending = {sb.name for sb in pending_sources}
+                return BuildResult(out, plan.recipe.name, [SourceResult(sb.name, sb.folder, 0, 0, sb.name not in pending)
+                                                           for sb in sources], [], time.monotonic() - started, spec.name,
+                                   executor, submitted=[str(tokenize_job.job_id), str(finisher.job_id)])
+            _run_tasks(executor, pipeline, len(table), workers, run_dir, options, out, pending_sources, progress, stream)
+        results, manifests = finish(context)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (out / ".build").rmdir()
+    return BuildResult(out, plan.recipe.name, results, manifests, time.monotonic() - started, spec.name, executor)
+
+
+@contextlib.contextmanager
+def _datatrove_log(run_dir: Path):
+    """Send datatrove's own log lines to a file in the run folder instead of the terminal."""
+    from datatrove.utils.logging import logger, setup_default_logger
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logger.remove()
+    logger.add(run_dir / "build.log", level="DEBUG")
+    try:
+        yield
+    finally:
+        logger.remove()
+        setup_default_logger()
+
+
+def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Path, options: BuildOptions, store: Path,
+               sources: list[SourceBuild], progress: bool, stream) -> None:
+    watched = [SourceProgress(sb.name, sb.work(store), sb.tasks) for sb in sources]
+    failure: BaseException | None = None
+    saved_threads = os.environ.get("RAYON_NUM_THREADS")
+    if options.threads:
+        os.environ["RAYON_NUM_THREADS"] = str(options.threads)  # inherited by the worker processes
+    try:
+        with _datatrove_log(run_dir), ProgressDisplay(watched, stream, enabled=progress):
+            if executor == "ray":
+                _ray_executor(pipeline, n_tasks, workers, run_dir, options.threads).run()
+            else:
+                _local_executor(pipeline, n_tasks, workers, run_dir).run()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the tasks' own error files say more; _check_tasks reports them
+        failure = exc
+    finally:
+        if options.threads:
+            if saved_threads is None:
+                os.environ.pop("RAYON_NUM_THREADS", None)
+            else:
+                os.environ["RAYON_NUM_THREADS"] = saved_threads
+    _check_tasks(store, sources, str(run_dir), failure)

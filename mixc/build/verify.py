@@ -1,0 +1,368 @@
+"""`mixc verify` and `mixc inspect`: check shards against their manifests, and look inside them.
+
+PATH is a store (it holds `sources/` or `phases/`), one source folder (it holds `manifest.json`)
+or one phase manifest (`phases/<recipe>/<phase>.json`).
+
+verify checks, per source folder: every file the manifest lists is present (.ds, .ds.index,
+.ds.metadata); a .ds holds tokens x token size bytes; its index is monotone and ends at the
+file's length; every token is below the vocabulary size; every document ends with EOS; the
+checksums, token and document counts match the manifest. A phase manifest must point at
+complete folders whose counts it repeats correctly. Each token file is read once, in large
+chunks, hashed and range-checked from the same buffer; indices are memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MixcError
+from .store import MANIFEST, PHASE_FORMAT, complete_source_folders, read_manifest
+
+CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
+
+
+@dataclass
+class Problem:
+    path: Path
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}"
+
+
+@dataclass
+class VerifyResult:
+    problems: list[Problem] = field(default_factory=list)
+    sources: int = 0
+    phases: int = 0
+    files: int = 0
+    tokens: int = 0
+    documents: int = 0
+    incomplete: list[Path] = field(default_factory=list)  # folders without a manifest (not checked)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        text = (f"{self.sources} source folder(s), {self.phases} phase manifest(s), {self.files} file(s), "
+                f"{self.tokens:,} tokens, {self.documents:,} documents")
+        if self.incomplete:
+            text += f"; {len(self.incomplete)} unfinished folder(s) without a manifest skipped"
+        return text
+
+
+# --------------------------------------------------------------------------------- what is PATH
+
+
+def _kind(path: Path) -> str:
+    if path.is_file() and path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("format") == PHASE_FORMAT:
+            return "phase"
+        if path.name == MANIFEST:
+            return "source"
+        raise MixcError(f"{path}: not a phase manifest (expected format '{PHASE_FORMAT}')")
+    if path.is_dir():
+        if (path / MANIFEST).exists():
+            return "source"
+        if (path / "sources").is_dir() or (path / "phases").is_dir():
+            return "store"
+        if any(path.glob("*.ds")):
+            raise MixcError(f"{path}: shards without a manifest.json: an unfinished build (run mixc build again)")
+        raise MixcError(f"{path}: not a shard store, a source folder or a phase manifest")
+    raise MixcError(f"{path}: no such file or folder")
+
+
+def _store_of_phase(path: Path) -> Path:
+    return path.parent.parent.parent  # STORE/phases/<recipe>/<phase>.json
+
+
+def _store_of_source(folder: Path) -> Path:
+    return folder.parent.parent.parent  # STORE/sources/<source>/<key12>
+
+
+# --------------------------------------------------------------------------------- verify
+
+
+def verify_path(path: str | Path) -> VerifyResult:
+    path = Path(path)
+    kind = _kind(path)
+    result = VerifyResult()
+    if kind == "source":
+        verify_source(path.parent if path.is_file() else path, result)
+    elif kind == "phase":
+        for folder in verify_phase(path, result):
+            verify_source(folder, result)
+    else:
+        for phase in sorted((path / "phases").glob("*/*.json")):
+            verify_phase(phase, result)
+        for folder in complete_source_folders(path):
+            verify_source(folder, result)
+        result.incomplete = sorted(f for f in (path / "sources").glob("*/*") if f.is_dir() and not (f / MANIFEST).exists())
+    return result
+
+
+def verify_phase(path: Path, result: VerifyResult) -> list[Path]:
+    """Check a phase manifest's folders exist, are complete and agree with it; return them."""
+    result.phases += 1
+    store = _store_of_phase(path)
+    try:
+        phase = json.loads(path.read_text(encoding="utf-8"))
+        sources = phase["sources"]
+        weights = [float(s["weight"]) for s in sources]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        result.problems.append(Problem(path, f"unreadable phase manifest ({exc})"))
+        return []
+    if sources and abs(sum(weights) - 1.0) > 1e-6:
+        result.problems.append(Problem(path, f"weights sum to {sum(weights):.9g}, not 1"))
+    folders = []
+    for s in sources:
+        folder = store / s.get("folder", "")
+        name = s.get("name", "?")
+        if not folder.is_dir():
+            result.problems.append(Problem(path, f"source '{name}': folder {s.get('folder')} does not exist"))
+            continue
+        try:
+            m = read_manifest(folder)
+        except MixcError:
+            result.problems.append(Problem(path, f"source '{name}': folder {s.get('folder')} is incomplete (no valid manifest.json)"))
+            continue
+        for key in ("tokens", "documents"):
+            if int(s.get(key, -1)) != int(m[key]):
+                result.problems.append(Problem(path, f"source '{name}': {key} {s.get(key)} but the folder's manifest says {m[key]}"))
+        if m.get("source") != name:
+            result.problems.append(Problem(path, f"source '{name}': folder {s.get('folder')} holds source '{m.get('source')}'"))
+        if phase.get("token_size") is not None and int(phase["token_size"]) != int(m["token_size"]):
+            result.problems.append(Problem(path, f"source '{name}': token size {phase['token_size']}, the folder's is {m['token_size']}"))
+        folders.append(folder)
+    return folders
+
+
+def _hash_and_max(path: Path, dtype: np.dtype) -> tuple[str, int, int]:
+    """sha256, byte length and largest token of a token file, in one streamed pass."""
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK_BYTES)
+    view = memoryview(buf)
+    largest, nbytes = -1, 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            digest.update(view[:n])
+            usable = n - n % dtype.itemsize
+            if usable:
+                largest = max(largest, int(np.frombuffer(buf, dtype=dtype, count=usable // dtype.itemsize).max()))
+            nbytes += n
+    return digest.hexdigest(), nbytes, largest
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_source(folder: Path, result: VerifyResult) -> None:
+    result.sources += 1
+    try:
+        m = read_manifest(folder)
+        token_size = int(m["token_size"])
+        vocab = int(m["tokenizer"]["vocab_size"])
+        eos = int(m["tokenizer"]["eos_id"])
+        files = list(m["files"])
+    except MixcError as exc:
+        result.problems.append(Problem(folder / MANIFEST, str(exc).split(": ", 1)[-1]))
+        return
+    except (KeyError, TypeError, ValueError) as exc:
+        result.problems.append(Problem(folder / MANIFEST, f"manifest lacks or garbles a field ({exc})"))
+        return
+    manifest = folder / MANIFEST
+    problems = result.problems
+    if token_size not in (2, 4):
+        problems.append(Problem(manifest, f"token size {token_size} is neither 2 nor 4"))
+        return
+    if token_size != (2 if vocab <= 65536 else 4):
+        problems.append(Problem(manifest, f"token size {token_size} does not fit vocabulary size {vocab}"))
+    if not 0 <= eos < vocab:
+        problems.append(Problem(manifest, f"EOS id {eos} is outside the vocabulary of {vocab}"))
+    tok_file = m["tokenizer"].get("file")
+    if tok_file and not (_store_of_source(folder) / tok_file).is_file():
+        problems.append(Problem(manifest, f"tokenizer file {tok_file} is missing from the store"))
+    dtype = np.dtype(np.uint16 if token_size == 2 else np.uint32).newbyteorder("<")
+    total_tokens = total_docs = 0
+    listed = set()
+    for entry in files:
+        ds = folder / entry["path"]
+        listed.add(ds.name)
+        index = Path(f"{ds}.index")
+        result.files += 1
+        total_tokens += int(entry["tokens"])
+        total_docs += int(entry["documents"])
+        missing = [p for p in (ds, index, Path(f"{ds}.metadata")) if not p.is_file()]
+        for p in missing:
+            problems.append(Problem(p, "missing"))
+        if ds in missing or index in missing:
+            continue
+        # Tokens: size, checksum, vocabulary range.
+        sha, nbytes, largest = _hash_and_max(ds, dtype)
+        if nbytes != int(entry["tokens"]) * token_size:
+            problems.append(Problem(ds, f"{nbytes} bytes, expected {entry['tokens']} tokens x {token_size} = "
+                                        f"{int(entry['tokens']) * token_size} bytes"))
+        if sha != entry.get("sha256"):
+            problems.append(Problem(ds, "sha256 does not match the manifest"))
+        if largest >= vocab:
+            tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(nbytes // token_size,))
+            bad = np.flatnonzero(tokens >= vocab)
+            problems.append(Problem(ds, f"{bad.size} token(s) >= vocabulary size {vocab} (first at token {bad[0]}: id {tokens[bad[0]]})"))
+        # Index: shape, checksum, monotone, ends at the file's length, documents end with EOS.
+        if _file_sha256(index) != entry.get("index_sha256"):
+            problems.append(Problem(index, "sha256 does not match the manifest"))
+        isize = index.stat().st_size
+        if isize % 8:
+            problems.append(Problem(index, f"{isize} bytes, not a whole number of uint64 document ends"))
+            continue
+        ends = np.memmap(index, dtype="<u8", mode="r") if isize else np.zeros(0, "<u8")
+        n_tokens = nbytes // token_size
+        if ends.size != int(entry["documents"]):
+            problems.append(Problem(index, f"{ends.size} documents, the manifest says {entry['documents']}"))
+        if ends.size:
+            steps = np.diff(ends.astype(np.int64), prepend=0)
+            if (steps <= 0).any():
+                first = int(np.flatnonzero(steps <= 0)[0])
+                problems.append(Problem(index, f"document ends are not increasing (at document {first}: {int(ends[first])})"))
+            elif int(ends[-1]) != n_tokens:
+                problems.append(Problem(index, f"last document ends at token {int(ends[-1])}, the file holds {n_tokens} tokens"))
+            else:
+                tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(n_tokens,))
+                last = tokens[ends.astype(np.int64) - 1]
+                bad = np.flatnonzero(last != eos)
+                if bad.size:
+                    problems.append(Problem(ds, f"{bad.size} document(s) do not end with EOS id {eos} (first: document {bad[0]})"))
+        elif n_tokens:
+            problems.append(Problem(index, f"no document ends, but the file holds {n_tokens} tokens"))
+    for ds in sorted(folder.glob("*.ds")):
+        if ds.name not in listed:
+            problems.append(Problem(ds, "shard file not listed in the manifest"))
+    if total_tokens != int(m["tokens"]):
+        problems.append(Problem(manifest, f"tokens {m['tokens']}, but its files add up to {total_tokens}"))
+    if total_docs != int(m["documents"]):
+        problems.append(Problem(manifest, f"documents {m['documents']}, but its files add up to {total_docs}"))
+    result.tokens += total_tokens
+    result.documents += total_docs
+
+
+# --------------------------------------------------------------------------------- inspect
+
+
+def _source_folders(path: Path, source: str | None = None) -> list[Path]:
+    kind = _kind(path)
+    if kind == "source":
+        folders = [path.parent if path.is_file() else path]
+    elif kind == "phase":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        folders = [_store_of_phase(path) / s["folder"] for s in data["sources"]]
+    else:
+        folders = complete_source_folders(path)
+    if source is not None:
+        folders = [f for f in folders if read_manifest(f)["source"] == source]
+        if not folders:
+            raise MixcError(f"{path}: no finished folder of source '{source}'")
+    return folders
+
+
+def document_lengths(folder: Path) -> np.ndarray:
+    """Token count of every document (EOS included), files in manifest order."""
+    m = read_manifest(folder)
+    out = []
+    for entry in m["files"]:
+        index = folder / f"{entry['path']}.index"
+        ends = np.fromfile(index, dtype="<u8").astype(np.int64) if index.exists() else np.zeros(0, np.int64)
+        out.append(np.diff(ends, prepend=0))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def histogram_text(lengths: np.ndarray, width: int = 40) -> list[str]:
+    """Document lengths in powers-of-two buckets, one bar per bucket."""
+    if lengths.size == 0:
+        return ["(no documents)"]
+    edges = 1 << np.arange(int(lengths.max()).bit_length() + 1)
+    counts, _ = np.histogram(lengths, bins=np.append(edges, edges[-1] * 2))
+    top = counts.max()
+    lines = [f"document length (tokens): min {lengths.min():,}, median {int(np.median(lengths)):,}, "
+             f"mean {lengths.mean():,.1f}, p99 {int(np.percentile(lengths, 99)):,}, max {lengths.max():,}"]
+    first, last = np.flatnonzero(counts)[[0, -1]]
+    for i in range(first, last + 1):
+        bar = "#" * int(round(width * counts[i] / top)) if counts[i] else ""
+        lines.append(f"  {edges[i]:>9,} - {2 * edges[i] - 1:<9,} {counts[i]:>10,}  {bar}")
+    return lines
+
+
+def inspect_path(path: str | Path, source: str | None = None) -> str:
+    path = Path(path)
+    folders = _source_folders(path, source)
+    out = []
+    if _kind(path) == "phase":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        out.append(f"phase '{data['phase']}' of recipe '{data['recipe']}': budget {data.get('budget_tokens', 0):,} tokens, "
+                   f"sequence length {data.get('sequence_length')}, {len(data['sources'])} sources")
+        for s in sorted(data["sources"], key=lambda s: -s["weight"]):
+            out.append(f"  {s['name']:<28} weight {s['weight']:.6f}  {s['tokens']:>16,} tokens  {s['documents']:>12,} docs  {s['folder']}")
+        out.append("")
+    all_lengths = []
+    total_tokens = total_docs = 0
+    for folder in folders:
+        m = read_manifest(folder)
+        lengths = document_lengths(folder)
+        all_lengths.append(lengths)
+        total_tokens += int(m["tokens"])
+        total_docs += int(m["documents"])
+        tok = m["tokenizer"]
+        out.append(f"{m['source']} ({folder}): {m['documents']:,} documents, {m['tokens']:,} tokens in {len(m['files'])} file(s), "
+                   f"{m['token_size']}-byte tokens, tokenizer {tok['name']} (vocab {tok['vocab_size']:,}, EOS {tok['eos_id']})")
+    if len(folders) == 1:
+        out += histogram_text(all_lengths[0])
+    elif folders:
+        out += ["", f"total: {len(folders)} sources, {total_docs:,} documents, {total_tokens:,} tokens"]
+        out += histogram_text(np.concatenate(all_lengths))
+    return "\n".join(out) + "\n"
+
+
+def document_tokens(folder: Path, n: int) -> np.ndarray:
+    """Document n (0-based, over the folder's files in manifest order), EOS included."""
+    m = read_manifest(folder)
+    dtype = np.dtype(np.uint16 if int(m["token_size"]) == 2 else np.uint32).newbyteorder("<")
+    if not 0 <= n < int(m["documents"]):
+        raise MixcError(f"{folder}: no document {n} (the source has {m['documents']:,}, numbered from 0)")
+    for entry in m["files"]:
+        if n < int(entry["documents"]):
+            ends = np.memmap(folder / f"{entry['path']}.index", dtype="<u8", mode="r")
+            start = int(ends[n - 1]) if n else 0
+            tokens = np.memmap(folder / entry["path"], dtype=dtype, mode="r")
+            return np.array(tokens[start:int(ends[n])])
+        n -= int(entry["documents"])
+    raise MixcError(f"{folder}: the manifest's file list is shorter than its document count; run mixc verify")
+
+
+def decode_document(path: str | Path, n: int, source: str | None = None) -> str:
+    """Document n decoded with the tokenizer recorded in the manifest (token ids if there is none)."""
+    path = Path(path)
+    folders = _source_folders(path, source)
+    if len(folders) != 1:
+        names = ", ".join(sorted(read_manifest(f)["source"] for f in folders))
+        raise MixcError(f"{path}: --doc needs one source; pass --source NAME (one of: {names})")
+    folder = folders[0]
+    ids = document_tokens(folder, n)
+    tok = read_manifest(folder)["tokenizer"]
+    rel = tok.get("file")
+    if rel and (_store_of_source(folder) / rel).is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(_store_of_source(folder) / rel))
+        return tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+    return " ".join(map(str, ids.tolist()))

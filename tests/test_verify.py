@@ -1,0 +1,193 @@
+"""`mixc verify` catches each kind of damage, naming the file; `mixc inspect` shows and decodes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from store_fixtures import make_store
+
+from mixc.build.store import write_json_atomic
+from mixc.cli import main
+
+VOCAB = 1000
+
+
+def _docs(seed: int, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(1, VOCAB, rng.integers(3, 40)) for _ in range(n)]
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    return make_store(tmp_path, "r", {"p1": {"a": 2, "b": 1}}, {"a": _docs(1, 120), "b": _docs(2, 30)}, vocab_size=VOCAB)
+
+
+def _folder(store: Path, source: str) -> Path:
+    return next((store / "sources" / source).iterdir())
+
+
+def _verify(path):
+    return CliRunner().invoke(main, ["verify", str(path)])
+
+
+def _rehash(folder: Path) -> None:
+    """Make the manifest's checksums match the files again, so only the deeper check can fire."""
+    m = json.loads((folder / "manifest.json").read_text())
+    for f in m["files"]:
+        f["sha256"] = hashlib.sha256((folder / f["path"]).read_bytes()).hexdigest()
+        f["index_sha256"] = hashlib.sha256((folder / (f["path"] + ".index")).read_bytes()).hexdigest()
+    write_json_atomic(folder / "manifest.json", m)
+
+
+def _edit_manifest(folder: Path, **changes) -> None:
+    m = json.loads((folder / "manifest.json").read_text())
+    m.update(changes)
+    write_json_atomic(folder / "manifest.json", m)
+
+
+def test_a_clean_store_passes_at_every_level(store):
+    for path in (store, _folder(store, "a"), store / "phases" / "r" / "p1.json"):
+        result = _verify(path)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("ok: ")
+    assert "2 source folder(s), 1 phase manifest(s), 4 file(s)" in _verify(store).stdout
+
+
+def test_a_uint32_store_passes(tmp_path):
+    big = 70_000
+    docs = {"a": [np.array([69_999, 65_536, 5]), np.array([1])]}
+    result = _verify(make_store(tmp_path, "r", {}, docs, vocab_size=big))
+    assert result.exit_code == 0, result.output
+
+
+def test_truncation_is_caught(store):
+    ds = _folder(store, "a") / "00001.ds"
+    ds.write_bytes(ds.read_bytes()[:-2])
+    result = _verify(store)
+    assert result.exit_code == 1
+    assert f"{ds}: " in result.stderr and "bytes, expected" in result.stderr
+    assert f"{ds}: sha256 does not match" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_flipped_index_byte_is_caught(store):
+    folder = _folder(store, "a")
+    index = folder / "00000.ds.index"
+    raw = bytearray(index.read_bytes())
+    raw[8 * 5 + 2] ^= 0x10  # the 6th document end jumps by 2**20
+    index.write_bytes(bytes(raw))
+    result = _verify(folder)
+    assert result.exit_code == 1
+    assert f"{index}: sha256 does not match" in result.stderr
+    # With the checksum repaired, the structure check still catches it.
+    _rehash(folder)
+    result = _verify(folder)
+    assert result.exit_code == 1
+    assert f"{index}: document ends are not increasing" in result.stderr
+
+
+def test_an_out_of_vocabulary_token_is_caught(store):
+    folder = _folder(store, "b")
+    ds = folder / "00000.ds"
+    tokens = np.fromfile(ds, dtype=np.uint16)
+    tokens[1] = VOCAB + 7
+    tokens.tofile(ds)
+    _rehash(folder)
+    result = _verify(store)
+    assert result.exit_code == 1
+    assert f"{ds}: 1 token(s) >= vocabulary size {VOCAB} (first at token 1: id {VOCAB + 7})" in result.stderr
+
+
+def test_a_missing_file_is_caught(store):
+    index = _folder(store, "a") / "00002.ds.index"
+    index.unlink()
+    result = _verify(store)
+    assert result.exit_code == 1
+    assert f"{index}: missing" in result.stderr
+
+
+def test_a_manifest_count_mismatch_is_caught(store):
+    folder = _folder(store, "b")
+    m = json.loads((folder / "manifest.json").read_text())
+    _edit_manifest(folder, tokens=m["tokens"] + 1, documents=m["documents"] - 1)
+    result = _verify(store)
+    assert result.exit_code == 1
+    manifest = folder / "manifest.json"
+    assert f"{manifest}: tokens {m['tokens'] + 1}, but its files add up to {m['tokens']}" in result.stderr
+    assert f"{manifest}: documents {m['documents'] - 1}" in result.stderr
+    # The phase manifest repeats the folder's counts, and now disagrees with it.
+    assert f"{store / 'phases' / 'r' / 'p1.json'}: source 'b': tokens" in result.stderr
+
+
+def test_a_document_not_ending_with_eos_is_caught(store):
+    folder = _folder(store, "a")
+    ds = folder / "00000.ds"
+    tokens = np.fromfile(ds, dtype=np.uint16)
+    ends = np.fromfile(str(ds) + ".index", dtype=np.uint64)
+    tokens[int(ends[3]) - 1] = 5  # document 3 loses its EOS
+    tokens.tofile(ds)
+    _rehash(folder)
+    result = _verify(folder)
+    assert result.exit_code == 1
+    assert f"{ds}: 1 document(s) do not end with EOS id 0 (first: document 3)" in result.stderr
+
+
+def test_a_phase_pointing_at_an_unfinished_folder_is_caught(store):
+    folder = _folder(store, "b")
+    (folder / "manifest.json").unlink()
+    phase = store / "phases" / "r" / "p1.json"
+    result = _verify(phase)
+    assert result.exit_code == 1
+    assert f"{phase}: source 'b': folder sources/b/{folder.name} is incomplete" in result.stderr
+    whole = _verify(store)
+    assert whole.exit_code == 1 and "unfinished folder(s) without a manifest skipped" in whole.stderr
+
+
+def test_a_path_that_is_not_shards_is_a_clear_error(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    result = _verify(tmp_path / "x.json")
+    assert result.exit_code == 1 and "not a phase manifest" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_inspect_shows_counts_and_a_length_histogram(store):
+    result = CliRunner().invoke(main, ["inspect", str(_folder(store, "a"))])
+    assert result.exit_code == 0, result.output
+    total = sum(len(d) + 1 for d in _docs(1, 120))
+    assert f"120 documents, {total:,} tokens in 3 file(s)" in result.stdout
+    bars = [line for line in result.stdout.splitlines() if line.strip().startswith(("4 -", "8 -", "16 -", "32 -"))]
+    lengths = np.array([len(d) + 1 for d in _docs(1, 120)])
+    counted = sum(int(line.split()[3].replace(",", "")) for line in bars)
+    assert counted == ((lengths >= 4) & (lengths < 64)).sum()
+    phase = CliRunner().invoke(main, ["inspect", str(store / "phases" / "r" / "p1.json")])
+    assert "phase 'p1' of recipe 'r'" in phase.stdout and "total: 2 sources, 150 documents" in phase.stdout
+
+
+def test_inspect_decodes_a_document_with_the_recorded_tokenizer(store):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<eos>": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    (store / "tokenizers").mkdir(exist_ok=True)
+    tok.save(str(store / "tokenizers" / "test.json"))
+    folder = _folder(store, "b")
+    docs = _docs(2, 30)
+    # Without a tokenizer file, the ids are printed.
+    ids = CliRunner().invoke(main, ["inspect", str(folder), "--doc", "7"])
+    assert ids.exit_code == 0 and ids.stdout.split() == [str(t) for t in docs[7]] + ["0"]
+    m = json.loads((folder / "manifest.json").read_text())
+    _edit_manifest(folder, tokenizer={**m["tokenizer"], "file": "tokenizers/test.json"})
+    text = CliRunner().invoke(main, ["inspect", str(store), "--source", "b", "--doc", "7"])
+    assert text.exit_code == 0, text.output
+    assert text.stdout.split() == [f"w{t}" for t in docs[7]] + ["<eos>"]
+    # Document 55 of a lives in its second file (50 documents a file).
+    second = CliRunner().invoke(main, ["inspect", str(_folder(store, "a")), "--doc", "55"])
+    assert second.stdout.split() == [str(t) for t in _docs(1, 120)[55]] + ["0"]
+    out_of_range = CliRunner().invoke(main, ["inspect", str(folder), "--doc", "30"])
+    assert out_of_range.exit_code == 1 and "no document 30" in out_of_range.stderr
