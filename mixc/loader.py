@@ -73,33 +73,55 @@ class SourceStream:
     def _open(self) -> None:
         tokens, ends = [], []
         for f in self.files:
-            tokens.append(np.memmap(f, dtype=self.dtype, mode="r") if f.stat().st_size else np.zeros(0, self.dtype))
+            # A plain ndarray view of the map: slicing it skips np.memmap's per-slice overhead.
+            tokens.append(np.memmap(f, dtype=self.dtype, mode="r").view(np.ndarray) if f.stat().st_size else np.zeros(0, self.dtype))
             index = Path(str(f) + ".index")
             ends.append(np.memmap(index, dtype=np.uint64, mode="r").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
         self._tokens, self._ends = tokens, ends
+        self._starts = self.file_starts.tolist()
 
     def window(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens [start, start+length) as int64, and the offsets in the window where a document starts."""
+        out = np.empty(length, dtype=np.int64)
+        return out, self.read_into(out, start)
+
+    def read_into(self, out: np.ndarray, start: int) -> np.ndarray:
+        """Fill `out` with tokens [start, start+len(out)); return the offsets in it where a
+        document starts (always 0, the sample start). The loader's hot path: a few numpy calls
+        per file the window touches, no scan of a file's index."""
         if self._tokens is None:
             self._open()
+        length = len(out)
         if start < 0 or start + length > self.n_tokens:
             raise MixcError(f"source '{self.name}': read [{start}, {start + length}) past its {self.n_tokens} tokens")
-        out = np.empty(length, dtype=np.int64)
-        starts = [np.zeros(1, np.int64)]
-        f = bisect.bisect_right(self.file_starts, start) - 1
-        pos = start
-        while pos < start + length:
-            base = int(self.file_starts[f])
-            lo, hi = pos - base, min(start + length, int(self.file_starts[f + 1])) - base
-            out[pos - start : pos - start + hi - lo] = self._tokens[f][lo:hi]
-            # Document starts inside this file: offset 0 of the file and every doc end before its last.
+        bounds = self._starts
+        f = bisect.bisect_right(bounds, start) - 1
+        pos, stop = start, start + length
+        if stop <= bounds[f + 1]:  # the usual case: the window lies in one file
+            lo = start - bounds[f]
+            out[:] = self._tokens[f][lo:lo + length]
             ends = self._ends[f]
-            doc_starts = np.concatenate([[0], ends[:-1]]) if len(ends) else np.zeros(1, np.int64)
-            inside = doc_starts[(doc_starts > lo) & (doc_starts < hi)] if lo > 0 else doc_starts[doc_starts < hi]
-            starts.append(inside - lo + (pos - start))
+            inside = ends[np.searchsorted(ends, lo, side="right"):np.searchsorted(ends, lo + length, side="left")]
+            return np.concatenate([_ZERO, inside - lo])
+        starts = [np.zeros(1, np.int64)]
+        while pos < stop:
+            base = bounds[f]
+            lo, hi = pos - base, min(stop, bounds[f + 1]) - base
+            out[pos - start : pos - start + hi - lo] = self._tokens[f][lo:hi]
+            # Documents starting inside (lo, hi) begin right after a document end in that
+            # range (binary search in the file's index); a file's first token starts one too.
+            if lo == 0 and pos > start:
+                starts.append(np.array([pos - start], np.int64))
+            ends = self._ends[f]
+            inside = ends[np.searchsorted(ends, lo, side="right"):np.searchsorted(ends, hi, side="left")]
+            if inside.size:
+                starts.append(inside + (pos - start - lo))
             pos = base + hi
             f += 1
-        return out, np.unique(np.concatenate(starts))
+        return np.concatenate(starts) if len(starts) > 1 else starts[0]
+
+
+_ZERO = np.zeros(1, np.int64)
 
 
 @dataclass(frozen=True)
@@ -135,12 +157,22 @@ class PhaseStream:
     def samples_at(self, indices: range | np.ndarray) -> list[Sample]:
         """Blend indices -> samples; one vectorized blend lookup for the whole batch."""
         src, idx, epoch = self.blend.lookup(np.asarray(indices, dtype=np.int64))
+        tokens, starts = self._read(src, idx)
+        return [Sample(t, st, s, i, e) for t, st, s, i, e in zip(tokens, starts, src.tolist(), idx.tolist(), epoch.tolist())]
+
+    def batch_at(self, indices: range | np.ndarray) -> dict:
+        """Blend indices -> a collated micro-batch (what `collate(samples_at(...))` gives, with
+        one token buffer for the whole batch)."""
+        src, idx, _ = self.blend.lookup(np.asarray(indices, dtype=np.int64))
+        tokens, starts = self._read(src, idx)
+        return batch_from(tokens, starts, src)
+
+    def _read(self, src: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         length = self.seq_len + 1
-        out = []
-        for s, i, e in zip(src.tolist(), idx.tolist(), epoch.tolist()):
-            tokens, starts = self.streams[s].window(i * length, length)
-            out.append(Sample(tokens, starts, s, i, e))
-        return out
+        tokens = np.empty((len(src), length), dtype=np.int64)
+        starts = [self.streams[s].read_into(tokens[row], i * length)
+                  for row, (s, i) in enumerate(zip(src.tolist(), idx.tolist()))]
+        return tokens, starts
 
     def sample(self, i: int) -> Sample:
         return self.samples_at(np.array([i]))[0]
@@ -152,19 +184,26 @@ class PhaseStream:
 
 def collate(samples: Sequence[Sample]) -> dict:
     """A micro-batch: input_ids, labels, position_ids [B, L] and cu_seqlens over the flattened batch."""
-    tokens = np.stack([s.tokens for s in samples])
-    length = tokens.shape[1] - 1
-    positions = np.stack([positions_from_starts(length, s.doc_starts) for s in samples])
-    # cu_seqlens: every position-0 in the flattened [B*L] batch starts a sequence.
-    flat_starts = np.flatnonzero(positions.reshape(-1) == 0)
-    cu = np.concatenate([flat_starts, [positions.size]]).astype(np.int32)
+    return batch_from(np.stack([s.tokens for s in samples]), [s.doc_starts for s in samples],
+                      np.array([s.source for s in samples], dtype=np.int32))
+
+
+def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np.ndarray) -> dict:
+    """input_ids, labels, position_ids [B, L] and cu_seqlens from [B, L+1] tokens and each
+    sample's sorted document starts (each includes 0)."""
+    rows, length = tokens.shape[0], tokens.shape[1] - 1
+    # Every document start (and sample start) in the flattened [B*L] batch starts a sequence;
+    # a position is its distance to the latest one.
+    flat = np.concatenate([row * length + s[s < length] for row, s in enumerate(doc_starts)])
+    cu = np.append(flat, rows * length)
+    positions = (np.arange(rows * length, dtype=np.int64) - np.repeat(flat, np.diff(cu))).reshape(rows, length)
     return {
         "input_ids": tokens[:, :-1],
         "labels": tokens[:, 1:],
         "position_ids": positions,
-        "cu_seqlens": cu,
+        "cu_seqlens": cu.astype(np.int32),
         "max_seqlen": int(np.diff(cu).max()),
-        "sources": np.array([s.source for s in samples], dtype=np.int32),
+        "sources": np.asarray(sources, dtype=np.int32),
     }
 
 
@@ -255,7 +294,7 @@ class MicroBatches:
         _, indices = self.stream.rank_indices(step, self.rank, self.world)
         phase = self.stream.phases[p]
         size = self.micro_sizes[p]
-        batch = collate(phase.samples_at(indices[micro * size : (micro + 1) * size]))
+        batch = phase.batch_at(indices[micro * size : (micro + 1) * size])
         batch.update(step=step, phase=p, micro=micro, micro_per_step=self.micro_per_step[p])
         return batch
 
@@ -313,6 +352,6 @@ def to_torch(batch: dict) -> dict:
 
     out = dict(batch)
     for key in ("input_ids", "labels", "position_ids", "sources"):
-        out[key] = torch.from_numpy(np.ascontiguousarray(batch[key]).astype(np.int64))
+        out[key] = torch.from_numpy(np.ascontiguousarray(batch[key], dtype=np.int64))  # one copy at most
     out["cu_seqlens"] = torch.from_numpy(batch["cu_seqlens"])
     return out

@@ -249,3 +249,28 @@ def test_missing_source_shards_are_refused(curriculum):
     del streams["c"]
     with pytest.raises(MixcError, match="no shards for source"):
         CurriculumStream(plan, streams)
+
+
+def test_document_starts_are_exact_and_sorted_in_every_window(tmp_path):
+    stream, per_file = make_source(tmp_path, "s", n_docs=60, seed=5, files=4)
+    flat = np.concatenate([np.append(d, EOS) for docs in per_file for d in docs])
+    file_firsts = set(stream.file_starts[:-1].tolist())
+    for start in range(0, stream.n_tokens - 50, 7):
+        tokens, starts = stream.window(start, 50)
+        expected = sorted({0} | {i for i in range(1, 50) if flat[start + i - 1] == EOS or start + i in file_firsts})
+        assert starts.tolist() == expected
+
+
+def test_a_micro_batch_equals_the_collated_samples(curriculum):
+    plan, streams = curriculum
+    stream = CurriculumStream(plan, streams)
+    for phase in stream.phases:
+        for first in range(0, phase.samples - 4, 5):
+            fast = phase.batch_at(range(first, first + 4))
+            slow = collate(phase.samples_at(range(first, first + 4)))
+            assert fast.keys() == slow.keys()
+            for key in fast:
+                assert np.array_equal(fast[key], slow[key]), key
+            positions = np.stack([positions_from_starts(phase.seq_len, s.doc_starts)
+                                  for s in phase.samples_at(range(first, first + 4))])
+            assert np.array_equal(fast["position_ids"], positions)
