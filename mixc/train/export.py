@@ -1,0 +1,158 @@
+"""Hugging Face export: a mixc model or checkpoint as a folder `SmolLM3ForCausalLM` loads.
+
+`export_hf` writes `config.json` and `model.safetensors`. The config spells out every RoPE
+field, because a missing one silently falls back to transformers' default base of 2,000,000
+instead of the 50,000 (pretraining) or 5,000,000 (64k) the model was trained with. It writes
+the base in both spellings transformers has used: `rope_parameters` (5.x) and the top-level
+`rope_theta` / `rope_scaling` pair (4.x). For inference beyond the trained length, pass
+`rope_scaling=yarn(...)`: SmolLM3 was trained to 64k with a plain base change and extends
+to 128k with YaRN at inference only.
+
+The weights are renamed to transformers' layout (mixc fuses q/k/v and gate/up; they are split
+here). Tied embeddings are stored once, as `model.embed_tokens.weight`; transformers ties
+`lm_head.weight` to it on load.
+
+`model_from_checkpoint` rebuilds a model from a mixc checkpoint (mixc/train/checkpoint.py):
+`state["model"]` is the model's state_dict and `meta["model_config"]` the SmolLM3Config as a
+dict, including the RoPE base of the phase that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import MixcError
+from . import checkpoint
+from .model import SmolLM3, SmolLM3Config
+
+HF_ARCHITECTURE = "SmolLM3ForCausalLM"
+
+
+def yarn(factor: float, original_max_position_embeddings: int, **extra: Any) -> dict[str, Any]:
+    """YaRN RoPE scaling for inference up to `factor` x the trained length."""
+    if factor <= 1:
+        raise MixcError(f"YaRN factor must be above 1, got {factor}")
+    return {"rope_type": "yarn", "factor": float(factor),
+            "original_max_position_embeddings": int(original_max_position_embeddings), **extra}
+
+
+def hf_config(config: SmolLM3Config, *, rope_scaling: dict[str, Any] | None = None,
+              dtype: torch.dtype = torch.float32, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    values = config.to_dict()
+    rope_parameters = {"rope_type": "default", "rope_theta": float(config.rope_theta)}
+    if rope_scaling:
+        scaling = dict(rope_scaling)
+        scaling.setdefault("rope_type", scaling.pop("type", None) or "yarn")
+        if "original_max_position_embeddings" not in scaling:
+            raise MixcError("rope_scaling needs original_max_position_embeddings (the length the model was trained at)")
+        rope_parameters = {**scaling, "rope_theta": float(config.rope_theta)}
+        factor = scaling.get("factor")
+        if factor:
+            # The usable length grows with the scaling factor.
+            values["max_position_embeddings"] = max(
+                values["max_position_embeddings"], int(scaling["original_max_position_embeddings"] * factor))
+    out = {
+        "architectures": [HF_ARCHITECTURE],
+        "model_type": "smollm3",
+        **values,
+        "rope_theta": float(config.rope_theta),
+        "rope_scaling": {k: v for k, v in rope_parameters.items() if k != "rope_theta"} if rope_scaling else None,
+        "rope_parameters": rope_parameters,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "attention_dropout": 0.0,
+        "use_cache": True,
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch_dtype": str(dtype).removeprefix("torch."),
+    }
+    out.update(extra or {})
+    return out
+
+
+def hf_state_dict(model: SmolLM3) -> dict[str, torch.Tensor]:
+    """The model's weights under transformers' names, q/k/v and gate/up split, tied weights once."""
+    config = model.config
+    q_size = config.num_attention_heads * config.head_dim
+    kv_size = config.num_key_value_heads * config.head_dim
+    out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": model.embed_tokens.weight,
+                                    "model.norm.weight": model.norm.weight}
+    for i, layer in enumerate(model.layers):
+        prefix = f"model.layers.{i}."
+        q, k, v = layer.self_attn.qkv.weight.split([q_size, kv_size, kv_size], dim=0)
+        gate, up = layer.mlp.gate_up.weight.chunk(2, dim=0)
+        out.update({
+            prefix + "input_layernorm.weight": layer.input_layernorm.weight,
+            prefix + "self_attn.q_proj.weight": q,
+            prefix + "self_attn.k_proj.weight": k,
+            prefix + "self_attn.v_proj.weight": v,
+            prefix + "self_attn.o_proj.weight": layer.self_attn.o_proj.weight,
+            prefix + "post_attention_layernorm.weight": layer.post_attention_layernorm.weight,
+            prefix + "mlp.gate_proj.weight": gate,
+            prefix + "mlp.up_proj.weight": up,
+            prefix + "mlp.down_proj.weight": layer.mlp.down_proj.weight,
+        })
+    if not config.tie_word_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    return out
+
+
+def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path, *,
+              rope_scaling: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
+              extra: dict[str, Any] | None = None) -> Path:
+    """Write `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir."""
+    from safetensors.torch import save_file
+
+    config = config or model.config
+    if config.to_dict() != model.config.to_dict():
+        raise MixcError("export_hf: the config passed differs from the model's own config")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in hf_state_dict(model).items()}
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    text = json.dumps(hf_config(config, rope_scaling=rope_scaling, dtype=dtype, extra=extra), indent=2, sort_keys=True)
+    (out / "config.json").write_text(text + "\n")
+    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+                  "pad_token_id": config.pad_token_id}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def model_from_checkpoint(path: str | Path, *, attention: str = "sdpa") -> tuple[SmolLM3, SmolLM3Config, dict[str, Any]]:
+    """(model, config, meta) from a checkpoint folder, or a run folder (its latest checkpoint)."""
+    folder = checkpoint.resolve(path)
+    state, meta = checkpoint.load(folder)
+    if "model_config" not in meta or "model" not in state:
+        raise MixcError(f"{folder} has no model (expected meta.json 'model_config' and state 'model')")
+    config = SmolLM3Config.from_dict(meta["model_config"])
+    weights = {_strip_wrappers(k): v for k, v in state["model"].items()}
+    model = SmolLM3(config, attention=attention)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise MixcError(f"{folder}: checkpoint weights do not fit the model config "
+                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    return model, config, meta
+
+
+def _strip_wrappers(name: str) -> str:
+    # DDP saves "module.", torch.compile "_orig_mod."; the weights are the same.
+    for prefix in ("module.", "_orig_mod."):
+        while name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: float | None = None,
+                      dtype: torch.dtype = torch.float32) -> Path:
+    """`mixc export CHECKPOINT --format hf OUT`: the checkpoint's model as a transformers folder.
+
+    `yarn_factor` records YaRN scaling over the trained length, taken as the config's
+    max_position_embeddings (the longest sequence the recipe trains: 65536 for smollm3-3b,
+    2048 for smollm3-tiny)."""
+    model, config, meta = model_from_checkpoint(path)
+    rope_scaling = yarn(yarn_factor, config.max_position_embeddings) if yarn_factor else None
+    extra = {"mixc": {k: meta[k] for k in ("recipe", "phase", "step") if k in meta}} if meta else None
+    return export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra)

@@ -1,0 +1,109 @@
+"""What a training run tells its user: a progress line per step, metrics.jsonl, TensorBoard, a summary.
+
+One record per optimizer step (global step, 1-based), written by rank 0:
+    {"step", "phase", "phase_index", "run", "run_step", "loss", "lr", "grad_norm", "tokens",
+     "tokens_per_s", "mfu", "step_time", "elapsed", "sequence_length", "rope_theta"}
+`tokens` is the cumulative number of input tokens trained on, over all ranks. On resume the
+file is cut back to the checkpoint's step, so it always describes one uninterrupted history.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# Peak dense throughput assumed for the MFU estimate when none is given (FLOP/s per device):
+# bf16 on an A100 for CUDA; for CPUs a rough fp32 FMA rate per thread (AVX2 at ~3 GHz).
+DEFAULT_PEAK_FLOPS = {"cuda": 312e12, "cpu_per_thread": 50e9}
+
+
+def mfu(params: int, tokens_per_s: float, peak_flops: float) -> float:
+    """Model FLOPs utilization: 6 x params x tokens/s (forward + backward) over the peak."""
+    return 6.0 * params * tokens_per_s / peak_flops if peak_flops > 0 else 0.0
+
+
+def progress_line(r: dict[str, Any], total_steps: int) -> str:
+    width = len(str(total_steps))
+    return (f"step {r['step']:>{width}}/{total_steps} | {r['phase']} | loss {r['loss']:.4f} | lr {r['lr']:.2e} | "
+            f"grad {r['grad_norm']:.3f} | {r['tokens_per_s']:,.0f} tok/s | MFU {100 * r['mfu']:.1f}% | "
+            f"{r['step_time'] * 1000:.0f} ms")
+
+
+class MetricsLog:
+    """metrics.jsonl (append, one line per step) and, when installed, TensorBoard scalars."""
+
+    def __init__(self, out: Path, resume_step: int | None = None):
+        self.path = Path(out) / METRICS_FILE
+        self.records: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.exists():
+            # Keep the history up to the checkpoint; steps after it are trained again.
+            for line in self.path.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    if r["step"] <= resume_step:
+                        self.records.append(r)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w") as f:
+            for r in self.records:
+                f.write(json.dumps(r) + "\n")
+        self._file = open(self.path, "a")
+        self._tb = _tensorboard(Path(out) / "tensorboard")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "rope_theta", "sequence_length"):
+                self._tb.add_scalar(f"train/{key}", record[key], record["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(folder))
+
+
+def summarize(records: list[dict[str, Any]], phases: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """First and last loss of each phase (of the steps trained so far), tokens, time."""
+    out_phases = []
+    for p in phases:
+        rs = [r for r in records if r["phase"] == p["name"]]
+        out_phases.append({**p, "steps_done": len(rs),
+                           "loss_first": rs[0]["loss"] if rs else None,
+                           "loss_last": rs[-1]["loss"] if rs else None,
+                           "loss_min": min(r["loss"] for r in rs) if rs else None})
+    last = records[-1] if records else {}
+    return {"steps": last.get("step", 0), "tokens": last.get("tokens", 0),
+            "loss_first": records[0]["loss"] if records else None, "loss_last": last.get("loss"),
+            "phases": out_phases, **extra}
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    def loss(v):
+        return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+    lines = [f"{'phase':<20} {'steps':>11} {'seq':>6} {'loss first':>11} {'loss last':>10}"]
+    for p in s["phases"]:
+        steps = f"{p['steps_done']}/{p['steps']}"
+        lines.append(f"{p['name']:<20} {steps:>11} {p['sequence_length']:>6} {loss(p['loss_first']):>11} {loss(p['loss_last']):>10}")
+    time_s = s.get("train_seconds", 0.0)
+    session = s.get("session_tokens", s["tokens"])
+    lines.append(f"step {s['steps']}/{s.get('total_steps', s['steps'])}, {s['tokens']:,} tokens; this session "
+                 f"{s.get('session_steps', s['steps'])} steps in {time_s:.1f} s ({session / time_s if time_s else 0:,.0f} tokens/s); "
+                 f"loss {loss(s['loss_first'])} -> {loss(s['loss_last'])}")
+    if s.get("checkpoint"):
+        lines.append(f"latest checkpoint: {s['checkpoint']}")
+    return "\n".join(lines)

@@ -1,0 +1,505 @@
+"""SmolLM3 in plain PyTorch: a Llama-style decoder with NoPE layers and intra-document attention.
+
+One readable module in the spirit of nanoGPT. The architecture is transformers' SmolLM3
+(so mixc/train/export.py can write a checkpoint `SmolLM3ForCausalLM` loads unchanged):
+
+- pre-norm RMSNorm, computed in fp32 whatever the activation dtype;
+- grouped-query attention: key/value head j serves query heads j*g .. j*g+g-1 (g = heads /
+  kv heads), the grouping `repeat_interleave` and SDPA's `enable_gqa` both use;
+- rotary embeddings in the half-split layout (`rotate_half`), left out of every
+  `no_rope_layer_interval`-th layer (0-based layers 3, 7, ..., 35 of 36): `no_rope_layers[i]`
+  is 1 where layer i uses RoPE, exactly as transformers builds it;
+- SwiGLU MLP, no biases anywhere, tied input/output embeddings, init N(0, 0.02).
+
+Two projections are fused for speed: `qkv` holds q_proj, k_proj, v_proj stacked on the output
+dimension, and `gate_up` holds gate_proj and up_proj. The export splits them again.
+
+Intra-document attention. The loader's `position_ids` restart at 0 at every document start
+(and at the start of every sample); a token attends only to earlier tokens of its own
+document. On CPU this is SDPA with a block-diagonal causal boolean mask; a batch without
+boundaries uses plain causal SDPA (`is_causal=True`, no mask). `attention="flex"` uses
+flex_attention with a document block mask instead (meant for GPUs; it needs torch.compile
+to be fast). Without position_ids, `cu_seqlens` over the flattened batch gives the same
+boundaries.
+
+Labels at document starts. The loader labels every position with the next token of the
+stream, so the EOS that closes document A is labelled with the first token of document B.
+Under intra-document attention that prediction sees only document A, whose content says
+nothing about B: what the model learns there is the distribution of first tokens, i.e. what
+documents begin with, which it needs when generating after an EOS. mixc keeps these labels
+by default, as transformers' loss does: `loss_mask=None` counts every label. Some trainers
+drop them instead (Megatron's `eod_mask_loss`, a nanotron collator variant);
+`document_start_loss_mask(input_ids, eos_token_id)` gives that choice to a trainer (a recipe
+option); masked labels contribute nothing to the loss or its gradient.
+
+The loss is the mean cross-entropy over counted labels (labels equal to -100 are never
+counted), plus an optional z-loss `z_loss * mean(logsumexp(logits)^2)` that keeps the
+softmax normaliser near 1 (PaLM); SmolLM3 trained without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MixcError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SmolLM3Config:
+    """Field names and meanings as transformers' SmolLM3Config, so export is a direct dump."""
+
+    vocab_size: int = 128256
+    hidden_size: int = 2048
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 36
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 4
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 65536
+    rope_theta: float = 50000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = True
+    no_rope_layer_interval: int = 4
+    no_rope_layers: list[int] | None = None  # 1 = the layer uses RoPE; None = every interval-th layer skips it
+    initializer_range: float = 0.02
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    bos_token_id: int | None = 128000
+    eos_token_id: int | None = 128001
+    pad_token_id: int | None = 128004
+
+    def __post_init__(self):
+        if self.no_rope_layers is None:
+            # transformers: layer i is NoPE when (i + 1) % interval == 0.
+            self.no_rope_layers = [int((i + 1) % self.no_rope_layer_interval != 0) for i in range(self.num_hidden_layers)]
+        problems = []
+        if self.hidden_size % self.num_attention_heads:
+            problems.append(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            problems.append(f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads {self.num_key_value_heads}")
+        if (self.hidden_size // max(self.num_attention_heads, 1)) % 2:
+            problems.append("the head dimension must be even for rotary embeddings")
+        if len(self.no_rope_layers) < self.num_hidden_layers:
+            problems.append(f"no_rope_layers has {len(self.no_rope_layers)} entries for {self.num_hidden_layers} layers")
+        if self.hidden_act != "silu":
+            problems.append(f"hidden_act {self.hidden_act!r} is not supported (only 'silu')")
+        if self.attention_bias or self.mlp_bias:
+            problems.append("biases are not supported (SmolLM3 has none)")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                problems.append(f"{name} {value} is outside the vocabulary (size {self.vocab_size})")
+        if problems:
+            raise MixcError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SmolLM3Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MixcError(f"model config has unknown field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+# Named configs. smollm3-3b is the published SmolLM3-3B at its pretraining RoPE base; the
+# tiny ones keep its shape (GQA, one NoPE layer in four, tied embeddings) at CPU scale and use
+# the demo tokenizer sample:bpe-8192 (vocab 8192, EOS id 0).
+_TINY_IDS = dict(bos_token_id=None, eos_token_id=0, pad_token_id=None)
+CONFIGS: dict[str, dict[str, Any]] = {
+    "smollm3-3b": dict(),
+    "smollm3-tiny": dict(vocab_size=8192, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, **_TINY_IDS),
+    "smollm3-test": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, **_TINY_IDS),
+}
+
+
+def get_config(name: str, **overrides: Any) -> SmolLM3Config:
+    if name not in CONFIGS:
+        raise MixcError(f"unknown model '{name}'; known models: {', '.join(sorted(CONFIGS))}")
+    return SmolLM3Config(**{**CONFIGS[name], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 (bf16 loses the small mean-square), scale in the activation dtype.
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+class Rotary(nn.Module):
+    """cos/sin tables for the half-split rotary layout, computed once per forward for all layers."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim = head_dim
+        self.register_buffer("inv_freq", self._inv_freq(theta), persistent=False)
+
+    def _inv_freq(self, theta: float) -> torch.Tensor:
+        return 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.int64).float() / self.head_dim))
+
+    def set_theta(self, theta: float) -> None:
+        self.inv_freq = self._inv_freq(theta).to(self.inv_freq.device)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.float()  # [B, T, head_dim/2], fp32
+        angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, head_dim]: broadcast over heads
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, config: SmolLM3Config, use_rope: bool):
+        super().__init__()
+        self.n_head = config.num_attention_heads
+        self.n_kv_head = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.use_rope = use_rope
+        # q, k, v stacked: [n_head*hd | n_kv_head*hd | n_kv_head*hd] output rows.
+        self.qkv = nn.Linear(config.hidden_size, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: AttentionMask) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
+                                     self.n_kv_head * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.use_rope:
+            cos, sin = rope
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = mask.attend(q, k, v)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: SmolLM3Config):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gate_up = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)  # [gate | up]
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(SwiGLU.apply(self.gate_up(x)))
+
+
+class SwiGLU(torch.autograd.Function):
+    """silu(gate) * up on the fused [gate | up] projection.
+
+    Autograd would keep gate, silu(gate) and up and concatenate the two gradients; this keeps
+    only the fused input and writes both gradient halves straight into one buffer."""
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        ctx.save_for_backward(gate_up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        (gate_up,) = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        sig = torch.sigmoid(gate)
+        grad = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad.chunk(2, dim=-1)
+        torch.mul(grad_out, gate * sig, out=grad_up)
+        # d silu(g) / dg = sig * (1 + g * (1 - sig))
+        torch.mul(grad_out * up, sig * (1 + gate * (1 - sig)), out=grad_gate)
+        return grad
+
+
+class Block(nn.Module):
+    def __init__(self, config: SmolLM3Config, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, use_rope=bool(config.no_rope_layers[layer_idx]))
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, rope, mask):
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Intra-document attention
+
+
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """[B, T] index of the document each token belongs to: a new one wherever a position is 0."""
+    return (position_ids == 0).cumsum(dim=-1)
+
+
+def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    """position_ids [B, T] from cumulative sequence starts over the flattened batch."""
+    flat = torch.arange(batch * length, device=cu_seqlens.device)
+    starts = cu_seqlens.to(device=flat.device, dtype=torch.int64)
+    owner = torch.searchsorted(starts, flat, right=True) - 1
+    return (flat - starts[owner]).view(batch, length)
+
+
+def document_start_loss_mask(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Loss mask that drops every label whose target is a document's first token.
+
+    Every document ends with EOS, so those are exactly the labels of EOS inputs (including a
+    sample's last position, whose next document is not in the sample)."""
+    return input_ids != eos_token_id
+
+
+class AttentionMask:
+    """Which keys each query may see, prepared once per forward and shared by all layers."""
+
+    def __init__(self, position_ids: torch.Tensor, backend: str, gqa: bool):
+        self.backend = backend
+        self.gqa = gqa
+        self.mask = None
+        self.block_mask = None
+        # Boundaries inside a row = a position 0 after the first column.
+        self.packed = bool((position_ids[:, 1:] == 0).any())
+        if not self.packed:
+            return
+        doc = document_ids(position_ids)
+        B, T = position_ids.shape
+        if backend == "flex":
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            def same_document_causal(b, h, q, kv):
+                return (q >= kv) & (doc[b, q] == doc[b, kv])
+
+            self.block_mask = create_block_mask(same_document_causal, B, None, T, T, device=position_ids.device)
+        else:
+            causal = torch.ones(T, T, dtype=torch.bool, device=position_ids.device).tril()
+            self.mask = (doc[:, :, None] == doc[:, None, :]) & causal  # [B, T, T]
+            self.mask = self.mask[:, None]  # broadcast over heads
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.backend == "flex" and self.packed:
+            return _flex_attention(q.is_cuda)(q, k, v, block_mask=self.block_mask, enable_gqa=True)
+        if not self.gqa and k.shape[1] != q.shape[1]:
+            group = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, is_causal=self.mask is None,
+                                              enable_gqa=self.gqa)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss without the logits
+
+
+def _apply_loss_mask(labels: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:
+    labels = labels.long()
+    return labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """mean cross-entropy (+ z_loss * mean lse^2) of `hidden @ weight.T`, in chunks of tokens.
+
+    The [tokens, vocab] logits are the largest activation of a small model (and of a 3B one at
+    long sequences). Each chunk's logits live only inside this forward: the gradients with
+    respect to hidden and weight are computed right there (softmax - one-hot, in place), so
+    backward only scales them. Same numbers as F.cross_entropy on the full logits (softmax in
+    fp32), a fraction of the memory, and fewer passes over the logits."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, z_loss: float):
+        n_tokens, vocab = hidden.shape[0], weight.shape[0]
+        counted = (labels != IGNORE_INDEX).sum()
+        scale = 1.0 / max(int(counted), 1)
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        chunk = max(256, (1 << 23) // vocab)  # ~32 MiB of fp32 logits per chunk
+        # Matmuls in the autocast dtype when autocast is on (bf16 on GPUs), softmax in fp32.
+        device_type = hidden.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        compute_dtype = torch.get_autocast_dtype(device_type) if autocast else hidden.dtype
+        w = weight.to(compute_dtype)
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        with torch.autocast(device_type, enabled=False):
+            for start in range(0, n_tokens, chunk):
+                h = hidden[start:start + chunk].to(compute_dtype)
+                y = labels[start:start + chunk]
+                valid = y != IGNORE_INDEX
+                target = y.clamp(min=0)[:, None]
+                logits = (h @ w.T).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                per_token = lse - logits.gather(1, target)[:, 0]
+                if z_loss:
+                    per_token = per_token + z_loss * lse.square()
+                total += per_token.masked_fill(~valid, 0.0).sum()
+                if not need_grad:
+                    continue
+                # d/dlogits of (lse - logit[y] + z lse^2) = softmax * (1 + 2 z lse) - onehot(y)
+                probs = logits.sub_(lse[:, None]).exp_()
+                if z_loss:
+                    probs.mul_((1 + 2 * z_loss * lse)[:, None])
+                probs.scatter_add_(1, target, torch.full_like(lse, -1.0)[:, None])
+                probs.mul_((valid.float() * scale)[:, None])
+                g = probs.to(compute_dtype)
+                grad_hidden[start:start + chunk] = g @ w
+                grad_weight.addmm_(g.T.float(), h.float())  # no-ops in fp32; bf16 sums in fp32
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, (grad_weight * grad_loss).to(ctx.weight_dtype), None, None
+
+
+_compiled_flex = None
+
+
+def _flex_attention(on_gpu: bool):
+    """flex_attention, compiled on GPUs (uncompiled it materialises the whole score matrix)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if not on_gpu:
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class SmolLM3(nn.Module):
+    def __init__(self, config: SmolLM3Config, attention: str = "sdpa"):
+        super().__init__()
+        if attention not in ("sdpa", "flex"):
+            raise MixcError(f"unknown attention backend '{attention}' (expected 'sdpa' or 'flex')")
+        self.config = config
+        self.attention = attention
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary = Rotary(config.head_dim, config.rope_theta)
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # SDPA's grouped-query mode reads shared k/v heads without materialising copies.
+        self.gqa_in_sdpa = True
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+
+    def output_weight(self) -> torch.Tensor:
+        return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
+    def set_rope_theta(self, theta: float) -> None:
+        """Change the RoPE base (a long-context phase does, as SmolLM3 did); no weights change."""
+        self.config.rope_theta = float(theta)
+        self.rotary.set_theta(float(theta))
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                loss_mask: torch.Tensor | None = None, z_loss: float = 0.0, return_logits: bool = True):
+        """logits [B, T, V] and the mean loss over counted labels (None without labels).
+
+        labels[t] is the target at position t (already shifted by the loader); loss_mask [B, T]
+        (bool or 0/1) chooses which labels count. A trainer passes `return_logits=False`: the
+        output projection and the loss then run in chunks of tokens without ever holding the
+        [B, T, V] logits (see ChunkedLinearCrossEntropy), and logits come back as None."""
+        B, T = input_ids.shape
+        if position_ids is None:
+            if cu_seqlens is not None:
+                position_ids = positions_from_cu_seqlens(cu_seqlens, B, T)
+            else:
+                position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
+        x = self.embed_tokens(input_ids)
+        rope = self.rotary(position_ids, x.dtype)
+        mask = AttentionMask(position_ids, self.attention, self.gqa_in_sdpa)
+        for layer in self.layers:
+            x = layer(x, rope, mask)
+        x = self.norm(x)
+        if labels is not None and not return_logits:
+            labels = _apply_loss_mask(labels, loss_mask)
+            loss = ChunkedLinearCrossEntropy.apply(x.reshape(-1, x.shape[-1]), self.output_weight(),
+                                                   labels.reshape(-1), float(z_loss))
+            return None, loss
+        logits = F.linear(x, self.output_weight())
+        if labels is None:
+            return logits, None
+        return logits, self.loss(logits, labels, loss_mask, z_loss)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor | None = None,
+             z_loss: float = 0.0) -> torch.Tensor:
+        labels = _apply_loss_mask(labels, loss_mask)
+        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+        flat_labels = labels.reshape(-1)
+        counted = (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
+        loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum") / counted
+        if z_loss:
+            lse = torch.logsumexp(flat_logits, dim=-1)
+            loss = loss + z_loss * (lse.square() * (flat_labels != IGNORE_INDEX)).sum() / counted
+        return loss
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are one parameter: counted once
+
+    def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95),
+                            eps: float = 1e-8) -> torch.optim.AdamW:
+        """AdamW with weight decay on the 2-D matmul weights only: not the embedding, not the norms."""
+        embedding = self.embed_tokens.weight
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() == 2 and p is not embedding else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        device = embedding.device.type
+        # The fused kernel (one pass over all parameters) exists for CPU and CUDA in recent torch.
+        fused = device in ("cpu", "cuda") and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None,
+                                 foreach=None if fused else True)
+
+
+def count_parameters(config: SmolLM3Config) -> int:
+    """The parameter count from the config alone (the model's own count must agree)."""
+    h, hd = config.hidden_size, config.head_dim
+    attention = h * hd * (config.num_attention_heads * 2 + config.num_key_value_heads * 2)
+    mlp = 3 * h * config.intermediate_size
+    per_layer = attention + mlp + 2 * h
+    embeddings = config.vocab_size * h * (1 if config.tie_word_embeddings else 2)
+    return config.num_hidden_layers * per_layer + embeddings + h
+
