@@ -105,9 +105,13 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     from .report import render
     from .spec import parse_count
 
-    source_tokens = _manifest_tokens(shards) if shards else None
     budget = _count_option(parse_count, tokens, "--tokens")
-    plan = load_plan(list(paths), tokens=budget, epoch_warning=epoch_warning, source_tokens=source_tokens)
+    if shards:  # the same sizes and refusals as `mixc plan --shards`
+        from .report.epochs import shard_plan
+
+        plan = shard_plan(list(paths), shards, tokens=budget, epoch_warning=epoch_warning)
+    else:
+        plan = load_plan(list(paths), tokens=budget, epoch_warning=epoch_warning)
     if fmt in ("html", "png") and not output:
         raise click.UsageError(f"--format {fmt} needs -o FILE")
     result = render(plan, fmt, output)
@@ -127,10 +131,66 @@ def _count_option(parse, value: str | None, name: str) -> int | None:
         raise click.BadParameter(str(exc), param_hint=name) from None
 
 
-def _manifest_tokens(shards: str) -> dict[str, int]:
-    from .build.store import source_token_counts
+@main.command(name="plan")
+@click.argument("recipe", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--shards", type=click.Path(exists=True, file_okay=False), help="Shard store: source sizes from its manifests (else the catalog's estimates).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--epoch-warning", type=float, help="Warn when a source is seen more epochs than this (default: the recipe's).")
+@click.option("--stage", help="Only this phase (stage number or name); earlier phases still count toward cumulative epochs.")
+def plan_command(recipe, shards, fmt, epoch_warning, stage) -> None:
+    """Tokens each phase demands of each source, tokens available, and epochs (per phase and cumulative).
 
-    return source_token_counts(shards)
+    With --shards, a positive weight on a source the store does not hold (or holds 0 tokens of)
+    is refused with exit status 1.
+    """
+    from .project import load_plan
+    from .report.epochs import epochs_data, render, shard_plan
+
+    paths = [recipe] if recipe else None
+    if shards:
+        plan = shard_plan(paths, shards, epoch_warning=epoch_warning, phase=stage)
+    else:
+        plan = load_plan(paths, epoch_warning=epoch_warning)
+    try:
+        data = epochs_data(plan, shards, stage)
+    except KeyError as exc:
+        raise MixcError(exc.args[0]) from None
+    click.echo(render(data, fmt), nl=False)
+    if fmt == "json":  # the table prints its warnings itself
+        for w in data["warnings"]:
+            click.echo(f"warning: {w}", err=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+def verify(path: str) -> None:
+    """Check shards against their manifests: a store, a source folder or a phase manifest.
+
+    Exit 0 when everything matches; 1 listing each problem (file and what).
+    """
+    from .build.verify import verify_path
+
+    result = verify_path(path)
+    for problem in result.problems:
+        click.echo(str(problem), err=True)
+    if not result.ok:
+        click.echo(f"{len(result.problems)} problem(s) in {result.summary()}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {result.summary()}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--doc", type=click.IntRange(min=0), help="Decode document N (0-based) back to text.")
+@click.option("--source", help="With a store or phase manifest: the source to look at.")
+def inspect(path: str, doc: int | None, source: str | None) -> None:
+    """Counts and a document-length histogram of shards; --doc N decodes one document."""
+    from .build.verify import decode_document, inspect_path
+
+    if doc is None:
+        click.echo(inspect_path(path, source), nl=False)
+    else:
+        click.echo(decode_document(path, doc, source))
 
 
 @main.command()
@@ -160,6 +220,119 @@ def diff(a: str, b: str, recipe: str | None, fmt: str) -> None:
             raise MixcError(exc.args[0]) from None
     d = diff_phases(pa, pb)
     click.echo(json.dumps(d, indent=2) if fmt == "json" else render_diff(d), nl=fmt == "json")
+
+
+# --------------------------------------------------------------------------- build
+
+
+@main.command()
+@click.option("--stage", default="all", show_default=True, help="A stage number (1, 2, 3), a phase name, or 'all' (every phase's sources).")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), help="The recipe (default: recipes/smollm3-3b.yaml or $MIXC_RECIPE).")
+@click.option("--out", default="shards", show_default=True, type=click.Path(file_okay=False), help="The shard store.")
+@click.option("--sample", is_flag=True, help="Read every source's offline sample data instead of its real location.")
+@click.option("--sample-documents", type=click.IntRange(min=1), help="Documents per sample source (default 500).")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True)
+@click.option("--tasks", type=click.IntRange(min=1), help="datatrove tasks per source (default: --workers).")
+@click.option("--workers", type=click.IntRange(min=1), help="Tasks running at once (default: the CPU count).")
+@click.option("--shard-tokens", help="Most tokens per shard file (default 100M; e.g. 50M, 1e9).")
+@click.option("--tokenizer", help="Use this tokenizer instead of the recipe's (tokenizer.json path, sample:bpe-N or a hub id).")
+@click.option("--seed", type=int, help="Seed of the sample documents and the shuffle (default: the recipe's).")
+@click.option("--shuffle", is_flag=True, help="Shuffle the documents within each shard (seeded).")
+@click.option("--slurm-partition", help="slurm: the partition to submit to.")
+@click.option("--slurm-time", default="24:00:00", show_default=True, help="slurm: time limit per task.")
+@click.option("--slurm-env", help="slurm: shell command that activates mixc's environment in a job (default: this venv).")
+@click.option("--no-fast-encoder", is_flag=True, help="Always encode with HF tokenizers (default: tiktoken where proven identical).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers, shard_tokens, tokenizer, seed, shuffle,
+          slurm_partition, slurm_time, slurm_env, no_fast_encoder, quiet) -> None:
+    """Tokenize the sources of a phase (or all phases) into datatrove shards in the store --out.
+
+    Sources already tokenized with the same input, tokenizer and options are reused, so
+    `mixc build --stage 3` after `--stage 2` only tokenizes what stage 3 adds.
+    """
+    from .build.run import SlurmOptions
+    from .build.run import build as run_build
+    from .spec import parse_count
+
+    result = run_build(
+        recipe, stage=stage, out=out, sample=sample, sample_documents=sample_documents, executor=executor, tasks=tasks,
+        workers=workers, shard_tokens=_count_option(parse_count, shard_tokens, "--shard-tokens"), tokenizer=tokenizer,
+        seed=seed, shuffle=shuffle, progress=not quiet, fast_encoder=not no_fast_encoder,
+        slurm=SlurmOptions(partition=slurm_partition, time=slurm_time, env_command=slurm_env),
+    )
+    click.echo(result.summary())
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+
+@main.group(name="tokenizer")
+def tokenizer_group() -> None:
+    """Tokenizers: train a byte-level BPE for the offline demo or your own data."""
+
+
+@tokenizer_group.command(name="train")
+@click.option("--vocab-size", required=True, type=click.IntRange(min=258), help="Vocabulary size, <|endoftext|> included.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="The tokenizer.json to write.")
+@click.option("--from-source", "source_name", help="Train on this catalog source (local parquet/jsonl files or sample://).")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False), help="The catalog naming --from-source.")
+@click.option("--sample", is_flag=True, help="Train on mixc's fixed sample corpus (what sample:bpe-N tokenizers use).")
+@click.option("--documents", type=click.IntRange(min=1), default=10000, show_default=True, help="Most documents read from --from-source.")
+def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, documents) -> None:
+    """Train a byte-level BPE tokenizer (deterministic) and write its tokenizer.json."""
+    from pathlib import Path
+
+    from .build.tokenizer import sample_corpus, source_texts, train_tokenizer
+    from .spec import load_catalog
+
+    if sample == bool(source_name):
+        raise click.UsageError("give either --sample or --from-source NAME --catalog FILE")
+    if sample:
+        texts, origin = sample_corpus(), "the sample corpus"
+    else:
+        if not catalog:
+            raise click.UsageError("--from-source needs --catalog FILE")
+        sources, _ = load_catalog(catalog)
+        if source_name not in sources:
+            raise MixcError(f"{catalog}: no source named '{source_name}' (sources: {', '.join(sorted(sources))})")
+        texts = source_texts(sources[source_name], documents=documents, base_dir=Path(catalog).parent)
+        origin = f"source '{source_name}'"
+    tokenizer = train_tokenizer(texts, vocab_size, out)
+    click.echo(f"wrote {out}: byte-level BPE, {tokenizer.get_vocab_size()} tokens, trained on {origin}")
+
+
+# --------------------------------------------------------------------------- train
+
+
+@main.command(name="train")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The shard store `mixc build` wrote.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints/, metrics.jsonl, summary.json.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), help="Sequences per forward pass per process (default: ~8192 tokens).")
+@click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this global step (checkpointed).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True, help="Also checkpoint at every phase end.")
+@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Checkpoints to keep.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--attention", type=click.Choice(["sdpa", "flex"]), default="sdpa", show_default=True)
+@click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per process.")
+@click.option("--seed", type=int, help="Override the recipe's seed (data order and init).")
+@click.option("--peak-tflops", type=float, help="Peak TFLOP/s per device for the MFU estimate.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader worker processes.")
+@click.option("--log-every", type=click.IntRange(min=0), default=1, show_default=True, help="Progress line every N steps.")
+def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
+                  threads, seed, peak_tflops, workers, log_every) -> None:
+    """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
+    from .train.loop import train
+    from .train.metrics import render_summary
+
+    summary = train(recipe, shards, out, resume=resume, micro_batch_size=micro_batch_size, max_steps=max_steps,
+                    checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
+                    threads=threads, seed=seed, peak_flops=peak_tflops * 1e12 if peak_tflops else None,
+                    num_workers=workers, log_every=log_every)
+    if summary:
+        click.echo(render_summary(summary))
 
 
 # --------------------------------------------------------------------------- interop
@@ -193,9 +366,41 @@ def import_nanotron_command(configs, out_dir, catalog, name, naming, model) -> N
     click.echo(f"wrote {result.recipe} and {len(result.mixes)} mixes in {result.recipe.parent / 'mixes'}")
 
 
-@main.group()
+class ExportGroup(click.Group):
+    """`mixc export nanotron RECIPE ...`, and `mixc export CHECKPOINT --format hf OUT` when the
+    first argument names no subcommand."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "checkpoint", self.commands["checkpoint"], args
+        return super().resolve_command(ctx, args)
+
+
+@main.group(cls=ExportGroup)
 def export() -> None:
-    """Write a recipe (or a checkpoint) in another tool's format."""
+    """Write a recipe (or a checkpoint) in another tool's format.
+
+    \b
+    mixc export nanotron RECIPE ...           a recipe as nanotron data stages
+    mixc export CHECKPOINT --format hf OUT    a trained checkpoint for transformers
+    """
+
+
+@export.command("checkpoint")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["hf"]), default="hf", show_default=True, help="Output format.")
+@click.option("--yarn", "yarn_factor", type=float, help="Record YaRN RoPE scaling by this factor for inference beyond the trained length (max_position_embeddings).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+def export_checkpoint_command(checkpoint, out, fmt, yarn_factor, dtype) -> None:
+    """CHECKPOINT (a checkpoint folder, or a run folder: its latest) as config.json and
+    model.safetensors that transformers' AutoModelForCausalLM loads."""
+    import torch
+
+    from .train.export import export_checkpoint
+
+    written = export_checkpoint(checkpoint, out, yarn_factor=yarn_factor, dtype=getattr(torch, dtype))
+    click.echo(f"wrote {written / 'config.json'} and {written / 'model.safetensors'}")
 
 
 @export.command("nanotron")

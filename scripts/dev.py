@@ -14,6 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -43,12 +44,22 @@ def setup() -> None:
 
 
 def demo(out: str) -> None:
-    mixc = str(BIN / "mixc")
-    run(mixc, "validate", "--strict", "mixes", "recipes")
-    run(mixc, "report", "recipes/smollm3-3b.yaml")
-    run(mixc, "diff", "--recipe", "recipes/smollm3-3b.yaml", "1", "2")
+    """The whole mission on 2 CPU cores: sample data -> shards -> a trained tiny SmolLM3 -> transformers."""
+    mixc, python = str(BIN / "mixc"), str(BIN / "python")
+    recipe = "recipes/smollm3-tiny.yaml"
+    shards, run_dir = f"{out}/shards", f"{out}/run"
+    started = time.monotonic()
     Path(ROOT / out).mkdir(exist_ok=True)
-    run(mixc, "report", "recipes/smollm3-3b.yaml", "--format", "json", "-o", f"{out}/smollm3-3b.report.json")
+    run(mixc, "validate", "--strict", "mixes", "recipes")
+    # Stages 1-3 and both long-context phases from mixc's offline sample data, demo tokenizer.
+    run(mixc, "build", "--stage", "all", "--sample", "--recipe", recipe, "--out", shards)
+    # All five phases; --resume continues an interrupted demo (and a finished one is a no-op).
+    run(mixc, "train", recipe, "--shards", shards, "--out", run_dir, "--resume", "--log-every", "10")
+    run(mixc, "report", recipe, "--shards", shards)
+    run(mixc, "report", recipe, "--shards", shards, "--format", "html", "-o", f"{out}/report.html")
+    run(mixc, "export", run_dir, "--format", "hf", f"{out}/hf")
+    run(python, "-m", "mixc.train.generate", f"{out}/hf", "--tokenizer", run_dir)
+    print(f"demo done in {time.monotonic() - started:.0f} s: {out}/report.html, {run_dir}/metrics.jsonl, {out}/hf", flush=True)
 
 
 def test(args: list[str]) -> None:
