@@ -70,7 +70,8 @@ def validate_file(path: Path, strict: bool, result: Validation) -> None:
         result.lines.append(f"OK {path}: recipe '{plan.name}', {len(plan.phases)} phases, {human_tokens(plan.total_tokens)} tokens")
         for phase, mix in zip(plan.phases, mixes):
             result.lines.append(f"   {phase.name}: {_mix_summary(mix)}")
-        result.warnings.extend(plan.warnings)
+        # Say which recipe: the same phase names appear in several recipes.
+        result.warnings.extend(f"{path}: {w}" for w in plan.warnings)
     for mix in mixes:
         if mix.weights_mode != "relative" and not math.isclose(mix.weight_sum, 1.0, abs_tol=STRICT_TOLERANCE):
             if strict:

@@ -52,13 +52,13 @@ def demo(out: str) -> None:
     Path(ROOT / out).mkdir(exist_ok=True)
     run(mixc, "validate", "--strict", "mixes", "recipes")
     # Stages 1-3 and both long-context phases from mixc's offline sample data, demo tokenizer.
-    run(mixc, "build", "--stage", "all", "--sample", "--recipe", recipe, "--out", shards)
+    run(mixc, "build", "--stage", "all", "--sample", "--sample-documents", "200", "--recipe", recipe, "--out", shards)
     # All five phases; --resume continues an interrupted demo (and a finished one is a no-op).
     run(mixc, "train", recipe, "--shards", shards, "--out", run_dir, "--resume", "--log-every", "10")
     run(mixc, "report", recipe, "--shards", shards)
     run(mixc, "report", recipe, "--shards", shards, "--format", "html", "-o", f"{out}/report.html")
     run(mixc, "export", run_dir, "--format", "hf", f"{out}/hf")
-    run(python, "-m", "mixc.train.generate", f"{out}/hf", "--tokenizer", run_dir)
+    run(python, "-m", "mixc.train.generate", f"{out}/hf")
     print(f"demo done in {time.monotonic() - started:.0f} s: {out}/report.html, {run_dir}/metrics.jsonl, {out}/hf", flush=True)
 
 

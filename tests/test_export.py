@@ -103,10 +103,33 @@ def test_yarn_scaling_is_recorded_for_longer_inference(tmp_path):
         yarn(1.0, 256)
 
 
-def save_checkpoint(root, model, step=5):
+def save_checkpoint(root, model, step=5, **meta_extra):
     state = {"model": model.state_dict(), "step": step}
-    meta = {"model_config": model.config.to_dict(), "step": step, "recipe": "smollm3-tiny", "phase": "decay"}
+    meta = {"model_config": model.config.to_dict(), "step": step, "recipe": "smollm3-tiny", "phase": "decay", **meta_extra}
     return checkpoint.save(root, step, state, meta)
+
+
+def test_export_carries_the_shards_tokenizer_for_auto_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    model = mixc_model(seed=5)
+    eos = model.config.eos_token_id
+    vocab = {f"w{i}": i for i in range(model.config.vocab_size) if i != eos} | {"<|endoftext|>": eos}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    shards = tmp_path / "shards"
+    (shards / "tokenizers").mkdir(parents=True)
+    tok.save(str(shards / "tokenizers" / "t.json"))
+    save_checkpoint(tmp_path / "run", model, shards=str(shards), tokenizer={"file": "tokenizers/t.json"})
+    out = tmp_path / "hf"
+    assert run_cli(["export", str(tmp_path / "run"), str(out)]).exit_code == 0
+    auto = transformers.AutoTokenizer.from_pretrained(out)
+    assert auto.eos_token == "<|endoftext|>" and auto.eos_token_id == eos
+    assert auto("w1 w7 w3")["input_ids"] == tok.encode("w1 w7 w3").ids == [1, 7, 3]
+    # A store moved away: the weights still export, without a tokenizer.
+    (shards / "tokenizers" / "t.json").unlink()
+    assert run_cli(["export", str(tmp_path / "run"), str(tmp_path / "hf2")]).exit_code == 0
+    assert not (tmp_path / "hf2" / "tokenizer.json").exists() and (tmp_path / "hf2" / "model.safetensors").exists()
 
 
 def test_model_from_checkpoint_round_trips(tmp_path):

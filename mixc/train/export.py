@@ -155,4 +155,33 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: flo
     model, config, meta = model_from_checkpoint(path)
     rope_scaling = yarn(yarn_factor, config.max_position_embeddings) if yarn_factor else None
     extra = {"mixc": {k: meta[k] for k in ("recipe", "phase", "step") if k in meta}} if meta else None
-    return export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra)
+    out = export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra)
+    tokenizer = _run_tokenizer(meta)
+    if tokenizer is not None:
+        export_tokenizer(tokenizer, out, eos_token_id=config.eos_token_id, max_length=config.max_position_embeddings)
+    return out
+
+
+def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_token_id: int, max_length: int) -> None:
+    """Put the shards' tokenizer next to the weights, so `AutoTokenizer.from_pretrained(OUT)` works."""
+    from tokenizers import Tokenizer
+
+    out = Path(out_dir)
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    eos = tok.id_to_token(eos_token_id)
+    if eos is None:
+        raise MixcError(f"{tokenizer_json}: no token with the model's EOS id {eos_token_id}")
+    (out / "tokenizer.json").write_bytes(Path(tokenizer_json).read_bytes())
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": None,
+                "pad_token": eos, "model_max_length": int(max_length), "clean_up_tokenization_spaces": False}
+    (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _run_tokenizer(meta: dict[str, Any] | None) -> Path | None:
+    # The checkpoint's meta names the shard store and the tokenizer file inside it; a moved
+    # store only means the export carries no tokenizer (generate then takes --tokenizer).
+    info = (meta or {}).get("tokenizer") or {}
+    if not info.get("file") or not (meta or {}).get("shards"):
+        return None
+    found = Path(meta["shards"]) / info["file"]
+    return found if found.is_file() else None

@@ -70,13 +70,14 @@ def generate(model_dir: str | Path, tokenizer: str | Path, prompt: str, **kw) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer.json, or the run folder that trained the model")
+    parser.add_argument("--tokenizer", help="tokenizer.json, or the run folder that trained the model "
+                        "(default: the tokenizer.json `mixc export` put next to the weights)")
     parser.add_argument("--prompt", action="append", help="one or more prompts (default: a few)")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--sample", action="store_true", help="top-k sampling instead of greedy decoding")
     args = parser.parse_args(argv)
     try:
-        model, tok = load(args.model_dir, args.tokenizer)
+        model, tok = load(args.model_dir, args.tokenizer or Path(args.model_dir) / "tokenizer.json")
         for prompt in args.prompt or ["The", "def ", "In mathematics,"]:
             text = continue_text(model, tok, prompt, max_new_tokens=args.max_new_tokens, sample=args.sample)
             print(f"{prompt!r} -> {text!r}", flush=True)
