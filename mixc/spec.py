@@ -260,6 +260,8 @@ class Recipe(Strict):
     global_batch_tokens: PositiveCount
     seed: int = 0
     epoch_warning: Number = Field(4.0, gt=0, description="warn when a source is seen more epochs than this")
+    mask_document_starts: bool = Field(False, description="drop the labels whose target is a document's first token "
+                                       "(Megatron's eod_mask_loss); by default they count, as in transformers")
     schedule: Schedule
     optimizer: Optimizer = Optimizer()
     phases: list[Phase]
@@ -403,8 +405,17 @@ def _validate(model: type[BaseModel], located: Located) -> Any:
 def load_catalog(path: str | Path) -> tuple[dict[str, Source], Located]:
     located = load_file(path)
     catalog = _validate(Catalog, located)
-    sources = {name: Source(name=name, **fields.model_dump(exclude_unset=True)) for name, fields in catalog.sources.items()}
+    sources = {name: Source(name=name, **_anchor_path(fields.model_dump(exclude_unset=True), path))
+               for name, fields in catalog.sources.items()}
     return sources, located
+
+
+def _anchor_path(fields: dict, spec_path: str | Path) -> dict:
+    """A relative local `path` means relative to the file that says it, not to the cwd."""
+    where = fields.get("path")
+    if not where or "://" in where or os.path.isabs(where):
+        return fields
+    return {**fields, "path": os.path.normpath(Path(spec_path).parent / where)}
 
 
 class ResolvedMix(BaseModel):
@@ -454,7 +465,7 @@ def load_mix(path: str | Path, catalog: dict[str, Source] | None = None) -> Reso
         if (err := _check_weight(name, weight, where)) is not None:
             errors.append(err)
             continue
-        inline = entry.model_dump(exclude_unset=True, exclude={"weight"})
+        inline = _anchor_path(entry.model_dump(exclude_unset=True, exclude={"weight"}), path)
         if name in catalog:
             fields = catalog[name].model_dump(exclude={"name"}, exclude_unset=True) | inline
         elif inline.get("category"):

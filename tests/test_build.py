@@ -347,3 +347,20 @@ def test_slurm_submits_a_job_array_and_a_finishing_job(tmp_path, tokenizer_path,
                    check=True, capture_output=True)
     assert _shard_bytes(store) == _shard_bytes(_build(recipe, tmp_path / "local", stage="1", tasks=2).store)
     assert (store / "phases" / "build-test" / "one.json").exists()
+
+
+@pytest.mark.slow
+def test_the_users_build_stage_2_runs_offline_and_verifies(tmp_path):
+    """The acceptance command as a new user types it, from the repository: the default recipe
+    (SmolLM3 3B, whose hub tokenizer is unreachable here) on the sample data, then `mixc verify`."""
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, MIXC_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    store = tmp_path / "shards"
+    done = subprocess.run([MIXC, "build", "--stage", "2", "--sample", "--sample-documents", "10", "--out", str(store)],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "46 source(s) tokenized" in done.stdout and "sample:bpe-8192" in done.stdout + done.stderr
+    manifest = json.loads((store / "phases" / "smollm3-3b" / "stable-2.json").read_text())
+    assert len(manifest["sources"]) == 46 and abs(sum(s["weight"] for s in manifest["sources"]) - 1) < 1e-9
+    checked = subprocess.run([MIXC, "verify", str(store)], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: 46 source folder(s), 1 phase manifest(s)"), checked.stdout

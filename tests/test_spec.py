@@ -160,3 +160,24 @@ def test_shipped_recipes_load():
     tiny = load_recipe(REPO / "recipes/smollm3-tiny.yaml").recipe
     assert [p.name for p in tiny.phases] == [p.name for p in big.phases]
     assert tiny.global_batch_tokens < 10**5
+
+
+def test_relative_source_paths_are_relative_to_the_file_that_says_them(tmp_path, monkeypatch):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "sources.yaml").write_text(
+        "sources:\n"
+        "  local: {category: web, format: jsonl, path: data/local}\n"
+        "  remote: {category: web, path: 'hf://datasets/org/name'}\n"
+        "  absolute: {category: web, path: /srv/corpus}\n")
+    (spec_dir / "mix.yaml").write_text(
+        "name: m\ncatalog: sources.yaml\nweights: relative\n"
+        "sources:\n  local: 1\n  remote: 1\n  absolute: 1\n"
+        "  inline: {weight: 1, category: code, format: jsonl, path: ../code}\n")
+    monkeypatch.chdir(tmp_path.parent)  # somewhere else entirely
+    sources, _ = load_catalog(spec_dir / "sources.yaml")
+    assert sources["local"].path == str(spec_dir / "data" / "local")
+    assert sources["remote"].path == "hf://datasets/org/name" and sources["absolute"].path == "/srv/corpus"
+    mix = load_mix(spec_dir / "mix.yaml")
+    paths = {s.name: s.path for s, _ in mix.entries}
+    assert paths["local"] == str(spec_dir / "data" / "local") and paths["inline"] == str(tmp_path / "code")

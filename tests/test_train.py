@@ -364,3 +364,40 @@ def test_generate_from_the_hf_export_of_a_trained_run(full_run, tmp_path):
     assert generate(tmp_path / "hf", tmp_path / "tokenizer.json", "w1 w2 w3", max_new_tokens=5) == text  # greedy
     with pytest.raises(MixcError, match="does not name its tokenizer"):
         tokenizer_file(full_run[0])  # make_store's manifests name no tokenizer file
+
+
+def test_mask_document_starts_drops_exactly_the_labels_after_eos(recipe_store, tmp_path):
+    """The recipe option: labels whose input is EOS (their target opens the next document) do not count."""
+    from contextlib import nullcontext
+
+    import torch.nn.functional as F
+
+    from mixc.build.store import source_streams
+    from mixc.loader import CurriculumLoader, CurriculumStream
+    from mixc.train.dist import World
+    from mixc.train.loop import micro_step
+    from mixc.train.model import SmolLM3, document_start_loss_mask, get_config
+
+    recipe, store = recipe_store
+    masked = recipe.parent / "recipe-masked.yaml"
+    masked.write_text(RECIPE.replace("seed: 11\n", "seed: 11\nmask_document_starts: true\n"))
+    plan = plan_recipe(load_recipe(masked))
+    batch = next(iter(CurriculumLoader(CurriculumStream(plan, source_streams(store, plan)), 8)))
+    mask = document_start_loss_mask(batch["input_ids"], eos_token_id=0)
+    assert mask.logical_not().sum() > 0 and torch.equal(~mask, batch["input_ids"] == 0)
+    torch.manual_seed(0)
+    model = SmolLM3(get_config("smollm3-test", eos_token_id=0))
+    share = float(micro_step(model, batch, int(mask.sum()), World(), nullcontext(), loss_mask=mask))
+    with torch.no_grad():
+        logits, _ = model(batch["input_ids"], position_ids=batch["position_ids"])
+        per_label = F.cross_entropy(logits.flatten(0, 1), batch["labels"].long().flatten(), reduction="none")
+    assert share == pytest.approx(float(per_label[mask.flatten()].mean()), rel=1e-5)
+    assert abs(share - float(per_label.mean())) > 1e-5  # the unmasked mean is another number
+    # A whole run with the option: accumulation still gives the same losses, and they differ from an unmasked run.
+    big = train(masked, store, tmp_path / "big", log=lambda _m: None, threads=1, max_steps=2, micro_batch_size=8)
+    small = train(masked, store, tmp_path / "small", log=lambda _m: None, threads=1, max_steps=2, micro_batch_size=1)
+    assert big and small
+    a, b = metrics(tmp_path / "big"), metrics(tmp_path / "small")
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-6)
+    plain = run(recipe_store, tmp_path / "plain", max_steps=1, micro_batch_size=8)
+    assert plain and abs(metrics(tmp_path / "plain")[0]["loss"] - a[0]["loss"]) > 1e-5

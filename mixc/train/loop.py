@@ -43,7 +43,7 @@ from ..spec import load_recipe
 from . import checkpoint
 from . import dist as distributed
 from .metrics import DEFAULT_PEAK_FLOPS, SUMMARY_FILE, MetricsLog, mfu, progress_line, summarize
-from .model import SmolLM3, SmolLM3Config, get_config
+from .model import SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
 DEFAULT_MICRO_BATCH_TOKENS = 8192  # per rank per forward pass, when --micro-batch-size is not given
@@ -167,11 +167,21 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
         n_micro = loader.batches.micro_per_step[p]
         global_tokens = phase.samples_per_step * phase.sequence_length
         loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
-        for m in range(n_micro):
-            batch = next(batches)
+        step_batches = [next(batches) for _ in range(n_micro)]
+        for m, batch in enumerate(step_batches):
             if (batch["step"], batch["micro"]) != (step, m):
                 raise RuntimeError(f"loader out of order: got step {batch['step']} micro {batch['micro']}, expected {step} {m}")
-            loss_sum += micro_step(engine, batch, global_tokens, world, autocast, opt.z_loss, sync=m == n_micro - 1)
+        masks: list[torch.Tensor | None] = [None] * n_micro
+        counted_labels = global_tokens
+        if recipe.mask_document_starts:
+            # The loss is the mean over the labels that count in the whole global batch, so
+            # every micro-batch of every rank needs the global count first.
+            masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
+            local = torch.tensor(float(sum(int(mk.sum()) for mk in masks)), dtype=torch.float64, device=world.device)
+            counted_labels = max(1, int(distributed.sum_across(local, world)))
+        for m, batch in enumerate(step_batches):
+            loss_sum += micro_step(engine, batch, counted_labels, world, autocast, opt.z_loss, sync=m == n_micro - 1,
+                                   loss_mask=masks[m])
         max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         optimizer.step()
@@ -219,18 +229,24 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
 
 
 def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: distributed.World,
-               autocast, z_loss: float = 0.0, sync: bool = True) -> torch.Tensor:
+               autocast, z_loss: float = 0.0, sync: bool = True, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Forward and backward of one micro-batch; returns its share of the global batch's mean loss.
 
-    The gradient added to `.grad` is that share's gradient: summed over every micro-batch of
-    every rank it is the global batch's mean-loss gradient."""
+    `global_tokens` is the number of labels that count in the whole global batch. The gradient
+    added to `.grad` is this micro-batch's share: summed over every micro-batch of every rank
+    it is the global batch's mean-loss gradient."""
     input_ids = batch["input_ids"].to(world.device, non_blocking=True)
     labels = batch["labels"].to(world.device, non_blocking=True)
     position_ids = batch["position_ids"].to(world.device, non_blocking=True)
-    counted = labels.numel()
+    if loss_mask is not None:
+        loss_mask = loss_mask.to(world.device, non_blocking=True)
+    counted = labels.numel() if loss_mask is None else int(loss_mask.sum())
+    if counted == 0:
+        loss_mask = None  # nothing counts here; a zero share still runs backward (DDP needs every rank)
     with distributed.sync_gradients(engine, sync):
         with autocast:
-            _, loss = engine(input_ids, position_ids=position_ids, labels=labels, z_loss=z_loss)
+            _, loss = engine(input_ids, position_ids=position_ids, labels=labels, loss_mask=loss_mask, z_loss=z_loss,
+                             return_logits=False)
         share = loss * (counted / global_tokens)
         # DDP averages gradients over ranks; each rank's share is of the global batch, so undo it.
         (share * world.world_size).backward()

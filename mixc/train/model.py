@@ -29,8 +29,8 @@ nothing about B: what the model learns there is the distribution of first tokens
 documents begin with, which it needs when generating after an EOS. mixc keeps these labels
 by default, as transformers' loss does: `loss_mask=None` counts every label. Some trainers
 drop them instead (Megatron's `eod_mask_loss`, a nanotron collator variant);
-`document_start_loss_mask(input_ids, eos_token_id)` gives that choice to a trainer (a recipe
-option); masked labels contribute nothing to the loss or its gradient.
+`document_start_loss_mask(input_ids, eos_token_id)` gives that choice to a trainer (the recipe
+option `mask_document_starts: true`); masked labels contribute nothing to the loss or its gradient.
 
 The loss is the mean cross-entropy over counted labels (labels equal to -100 are never
 counted), plus an optional z-loss `z_loss * mean(logsumexp(logits)^2)` that keeps the
