@@ -364,3 +364,48 @@ def test_the_users_build_stage_2_runs_offline_and_verifies(tmp_path):
     assert len(manifest["sources"]) == 46 and abs(sum(s["weight"] for s in manifest["sources"]) - 1) < 1e-9
     checked = subprocess.run([MIXC, "verify", str(store)], capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0 and checked.stdout.startswith("ok: 46 source folder(s), 1 phase manifest(s)"), checked.stdout
+
+
+def test_remote_sources_are_fingerprinted_by_content_ids_and_the_hub_offline_is_a_clear_error(tmp_path, monkeypatch):
+    """A remote folder (fsspec's in-memory filesystem stands in for S3 or the hub): listed through
+    datatrove, each file pinned by size and an id, so a rewritten file gets a new key."""
+    import fsspec
+
+    from mixc.build.lower import BuildOptions, input_fingerprint
+    from mixc.spec import Source
+
+    fs = fsspec.filesystem("memory")
+    root = f"/mixc-{tmp_path.name}"
+    fs.pipe(f"{root}/a.jsonl", b'{"text": "hello"}\n')
+    fs.pipe(f"{root}/sub/b.jsonl", b'{"text": "world"}\n')
+    source = Source(name="remote", category="web", format="jsonl", path=f"memory://{root}")
+    first = input_fingerprint(source, BuildOptions())
+    assert [f["path"] for f in first["files"]] == ["a.jsonl", "sub/b.jsonl"]
+    assert all(f["size"] == 18 and f["id"] for f in first["files"])
+    assert input_fingerprint(source, BuildOptions()) == first
+    time.sleep(0.01)
+    fs.pipe(f"{root}/a.jsonl", b'{"text": "HELLO"}\n')  # same size, new content
+    assert input_fingerprint(source, BuildOptions())["fingerprint"] != first["fingerprint"]
+    fs.rm(root, recursive=True)
+    with pytest.raises(MixcError, match="source 'remote'"):
+        input_fingerprint(source, BuildOptions())
+
+    import huggingface_hub
+
+    def offline(*_a, **_k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", offline)
+    hub = Source(name="fw", category="web", format="hf", dataset="HuggingFaceFW/fineweb-edu")
+    with pytest.raises(MixcError, match="source 'fw': cannot reach the Hugging Face hub to pin dataset 'HuggingFaceFW/fineweb-edu'"):
+        input_fingerprint(hub, BuildOptions())
+
+    class Info:
+        def __init__(self, sha):
+            self.sha = sha
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo: Info("abc123"))
+    pinned = input_fingerprint(hub, BuildOptions())
+    assert pinned["revision"] == "abc123" and pinned["dataset"] == "HuggingFaceFW/fineweb-edu"
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo: Info("def456"))
+    assert input_fingerprint(hub, BuildOptions())["fingerprint"] != pinned["fingerprint"]  # a new hub revision: a new key

@@ -126,6 +126,10 @@ def input_fingerprint(source: Source, options: BuildOptions) -> dict:
     return info
 
 
+REMOTE_IDS = ("sha256", "blob_id", "ETag", "etag", "md5Hash", "md5", "crc32c", "LastModified", "last_modified",
+              "mtime", "updated", "created")
+
+
 def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list[dict]:
     from datatrove.io import get_datafolder
 
@@ -144,7 +148,9 @@ def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list
     else:
         for name in names:
             info = data.info(name)
-            ident = next((str(info[k]) for k in ("sha256", "blob_id", "ETag", "etag", "md5", "mtime") if info.get(k)), None)
+            # The strongest content id the filesystem offers (hub LFS/blob ids, S3 ETags, GCS
+            # hashes), else a modification time: a rewritten file of the same size must not match.
+            ident = next((str(info[k]) for k in REMOTE_IDS if info.get(k)), None)
             lfs = info.get("lfs") or {}
             files.append({"path": name, "size": info.get("size"), "id": lfs.get("sha256") or ident})
     return files
