@@ -201,4 +201,5 @@ def test_inline_fields_override_a_catalog_source(tmp_path):
     write_project(tmp_path, {"mix.yaml": ("  web-en: 0.6", "  web-en: {weight: 0.6, tokens: 10, path: local/en.parquet}")})
     mix = load_mix(tmp_path / "mix.yaml")
     web = dict((s.name, s) for s, _ in mix.entries)["web-en"]
-    assert (web.tokens, web.url, web.category) == (10, "local/en.parquet", "web")
+    # A relative path is relative to the mix that says it.
+    assert (web.tokens, web.url, web.category) == (10, str(tmp_path / "local" / "en.parquet"), "web")
