@@ -133,6 +133,27 @@ def _compact(present: np.ndarray, width: int, A: np.ndarray, B: np.ndarray, cols
     return tuple(out)
 
 
+def _fill_one(behind: list, w: list, next_rank: list, end: list, cols: list, longest: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_Bisection.fill` for a single segment, step for step the same float operations (so the
+    same order bit for bit), with Python floats instead of numpy calls on rows of a few sources."""
+    order, rank = [0] * longest, [0] * longest
+    columns = range(len(w))
+    for t in range(longest):
+        best, j = -np.inf, 0
+        for c in columns:
+            v = behind[c] + w[c]
+            behind[c] = v
+            if v > best:  # strictly greater: the lowest column wins ties, as np.argmax
+                best, j = v, c
+        order[t] = cols[j]
+        r = next_rank[j]
+        rank[t] = r
+        r += 1
+        next_rank[j] = r
+        behind[j] = behind[j] - 1.0 if r < end[j] else -np.inf
+    return np.array([order], np.int64), np.array([rank], np.int64)
+
+
 class _Bisection:
     """The interleave over sources with positive weight (columns 0..k-1)."""
 
@@ -199,6 +220,8 @@ class _Bisection:
         # next position; -inf once its samples in the segment are used up.
         behind = np.where(quota > 0, w * a[:, None].astype(np.float64) - A, -np.inf)
         end = A + quota
+        if len(a) == 1:  # the usual case (one batch): plain floats beat numpy calls on tiny rows
+            return _fill_one(behind[0].tolist(), w[0].tolist(), A[0].tolist(), end[0].tolist(), cols[0].tolist(), longest)
         next_rank = A.copy()
         order = np.empty((len(a), longest), np.int64)
         rank = np.empty((len(a), longest), np.int64)

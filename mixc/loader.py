@@ -102,8 +102,9 @@ class SourceStream:
             lo = start - bounds[f]
             out[:] = self._tokens[f][lo:lo + length]
             ends = self._ends[f]
-            inside = ends[np.searchsorted(ends, lo, side="right"):np.searchsorted(ends, lo + length, side="left")]
-            return np.concatenate([_ZERO, inside - lo])
+            # Ends are integers: "after lo" is "at or after lo + 1", so one search finds both.
+            i, j = ends.searchsorted((lo + 1, lo + length)).tolist()
+            return np.concatenate([_ZERO, ends[i:j] - lo])
         starts = [np.zeros(1, np.int64)]
         while pos < stop:
             base = bounds[f]
@@ -195,7 +196,9 @@ def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np
     rows, length = tokens.shape[0], tokens.shape[1] - 1
     # Every document start (and sample start) in the flattened [B*L] batch starts a sequence;
     # a position is its distance to the latest one.
-    flat = np.concatenate([row * length + s[s < length] for row, s in enumerate(doc_starts)])
+    starts = np.concatenate(doc_starts)
+    flat = starts + np.repeat(np.arange(0, rows * length, length, dtype=np.int64), [len(s) for s in doc_starts])
+    flat = flat[starts < length]  # a document starting at the last token has no position here
     cu = np.append(flat, rows * length)
     positions = (np.arange(rows * length, dtype=np.int64) - np.repeat(flat, np.diff(cu))).reshape(rows, length)
     return {
@@ -353,6 +356,7 @@ def to_torch(batch: dict) -> dict:
 
     out = dict(batch)
     for key in ("input_ids", "labels", "position_ids", "sources"):
-        out[key] = torch.from_numpy(np.ascontiguousarray(batch[key], dtype=np.int64))  # one copy at most
+        # No copy: input_ids and labels stay two strided views of one token buffer.
+        out[key] = torch.from_numpy(np.asarray(batch[key], dtype=np.int64))
     out["cu_seqlens"] = torch.from_numpy(batch["cu_seqlens"])
     return out
