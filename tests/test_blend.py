@@ -212,3 +212,25 @@ def test_greedy_and_shuffled_baselines_match_the_mix_totals():
     assert all(np.array_equal(rank[src == s], np.arange((src == s).sum())) for s in range(3))
     src, rank = shuffled_index(w, 1000, seed=0)
     assert np.bincount(src).tolist() == [600, 300, 100]
+
+
+@pytest.mark.parametrize("k, batch, uniform", [(3, 7, True), (3, 7, False), (41, 576, False), (56, 576, False),
+                                               (8, 576, True), (5, 2048, False)])
+def test_ordering_one_batch_alone_equals_ordering_many_together(k, batch, uniform, monkeypatch):
+    """A lookup inside one batch takes a scalar path, one across many batches the vectorized
+    one; both must give the same order bit for bit, ties included (fresh blends: no shared cache)."""
+    import mixc.blend
+
+    scalar_calls = []
+    fill_one = mixc.blend._fill_one
+    monkeypatch.setattr(mixc.blend, "_fill_one", lambda *a: scalar_calls.append(1) or fill_one(*a))
+    rng = np.random.default_rng(k)
+    weights = [1.0 / k] * k if uniform else rng.dirichlet(np.full(k, 0.4)).tolist()
+    sizes = rng.integers(1, 10**6, k).tolist()
+    starts = rng.integers(0, 10**9, 6) // batch * batch
+    many = Blend(weights, sizes, seed=3, batch_size=batch).lookup((starts[:, None] + np.arange(batch)).ravel())
+    for b, start in enumerate(starts):
+        one = Blend(weights, sizes, seed=3, batch_size=batch).lookup(start + np.arange(batch))
+        for x, y in zip(many, one):
+            assert np.array_equal(x[b * batch:(b + 1) * batch], y)
+    assert scalar_calls or batch > 1024  # the single-batch lookups did take the scalar path
