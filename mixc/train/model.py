@@ -234,11 +234,15 @@ class SwiGLU(torch.autograd.Function):
         (gate_up,) = ctx.saved_tensors
         gate, up = gate_up.chunk(2, dim=-1)
         sig = torch.sigmoid(gate)
+        silu = gate * sig
         grad = torch.empty_like(gate_up)
         grad_gate, grad_up = grad.chunk(2, dim=-1)
-        torch.mul(grad_out, gate * sig, out=grad_up)
-        # d silu(g) / dg = sig * (1 + g * (1 - sig))
-        torch.mul(grad_out * up, sig * (1 + gate * (1 - sig)), out=grad_gate)
+        torch.mul(grad_out, silu, out=grad_up)
+        # d silu(g) / dg = sig * (1 + g * (1 - sig)) = sig + silu - silu * sig, built in place:
+        # these elementwise passes are memory-bound, so fewer fresh buffers is most of the cost.
+        dsilu = silu.sub_(silu * sig).add_(sig)
+        torch.mul(grad_out, up, out=grad_gate)
+        grad_gate.mul_(dsilu)
         return grad
 
 
@@ -325,6 +329,11 @@ def _apply_loss_mask(labels: torch.Tensor, loss_mask: torch.Tensor | None) -> to
     return labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
 
 
+# fp32 logits per chunk. Under glibc's largest mmap threshold (32 MiB), so the chunk buffers
+# are reused from the heap instead of being mapped fresh (and page-faulted) every time.
+CHUNK_BYTES = 1 << 24
+
+
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """mean cross-entropy (+ z_loss * mean lse^2) of `hidden @ weight.T`, in chunks of tokens.
 
@@ -340,7 +349,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         counted = (labels != IGNORE_INDEX).sum()
         scale = 1.0 / max(int(counted), 1)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        chunk = max(256, (1 << 23) // vocab)  # ~32 MiB of fp32 logits per chunk
+        chunk = max(256, CHUNK_BYTES // 4 // vocab)
         # Matmuls in the autocast dtype when autocast is on (bf16 on GPUs), softmax in fp32.
         device_type = hidden.device.type
         autocast = torch.is_autocast_enabled(device_type)
@@ -356,19 +365,27 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 valid = y != IGNORE_INDEX
                 target = y.clamp(min=0)[:, None]
                 logits = (h @ w.T).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                per_token = lse - logits.gather(1, target)[:, 0]
+                picked = logits.gather(1, target)[:, 0]
+                # One exp pass serves the loss and the gradient: exp(logits - max) in place,
+                # lse = max + log(sum), softmax = that / sum.
+                peak = logits.amax(dim=-1)
+                expd = logits.sub_(peak[:, None]).exp_()
+                total_exp = expd.sum(dim=-1)
+                lse = peak + total_exp.log()
+                per_token = lse - picked
                 if z_loss:
                     per_token = per_token + z_loss * lse.square()
                 total += per_token.masked_fill(~valid, 0.0).sum()
                 if not need_grad:
                     continue
-                # d/dlogits of (lse - logit[y] + z lse^2) = softmax * (1 + 2 z lse) - onehot(y)
-                probs = logits.sub_(lse[:, None]).exp_()
+                # d/dlogits of (lse - logit[y] + z lse^2) = softmax * (1 + 2 z lse) - onehot(y),
+                # times the token's weight in the mean (0 for ignored labels), in two passes.
+                weight_of = valid.float() * scale
+                factor = weight_of / total_exp
                 if z_loss:
-                    probs.mul_((1 + 2 * z_loss * lse)[:, None])
-                probs.scatter_add_(1, target, torch.full_like(lse, -1.0)[:, None])
-                probs.mul_((valid.float() * scale)[:, None])
+                    factor = factor * (1 + 2 * z_loss * lse)
+                probs = expd.mul_(factor[:, None])
+                probs.scatter_add_(1, target, -weight_of[:, None])
                 g = probs.to(compute_dtype)
                 grad_hidden[start:start + chunk] = g @ w
                 grad_weight.addmm_(g.T.float(), h.float())  # no-ops in fp32; bf16 sums in fp32
