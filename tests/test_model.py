@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mixc.train.model as model_module
 from mixc.errors import MixcError
 from mixc.train.model import (
     AttentionMask,
@@ -116,16 +117,46 @@ def test_cu_seqlens_gives_the_same_boundaries_as_position_ids():
         torch.testing.assert_close(model(ids, cu_seqlens=cu)[0], model(ids, position_ids=pos)[0], atol=0, rtol=0)
 
 
-def test_batch_without_boundaries_uses_plain_causal_attention():
+def test_batch_without_boundaries_uses_plain_causal_attention(monkeypatch):
     pos = torch.arange(10).repeat(3, 1)
     mask = AttentionMask(pos, "sdpa", True)
-    assert not mask.packed and mask.mask is None
+    assert not mask.packed and mask.mask is None and mask.segments is None
     packed = pos.clone()
     packed[1, 4:] -= 4
+    mask = AttentionMask(packed, "sdpa", True)  # CPU: one causal call per document
+    assert mask.packed and mask.mask is None
+    assert mask.segments == [[(0, 10)], [(0, 4), (4, 10)], [(0, 10)]]
+    monkeypatch.setattr(model_module, "MAX_SEGMENTS_PER_ROW", 1)  # too many documents: one masked call
     mask = AttentionMask(packed, "sdpa", True)
-    assert mask.packed
+    assert mask.packed and mask.segments is None
     assert mask.mask[1, 0, 5, 3].item() is False and mask.mask[1, 0, 5, 4].item() is True
     assert mask.mask[0, 0, 5, 3].item() is True and mask.mask[0, 0, 3, 5].item() is False
+
+
+@pytest.mark.parametrize("gqa", [True, False])
+def test_attention_per_document_equals_one_masked_call(monkeypatch, gqa):
+    """The CPU fast path (a causal call per document) computes what the block-diagonal mask does,
+    forward and backward."""
+    torch.manual_seed(0)
+    q = torch.randn(3, 4, 40, 16, requires_grad=True)
+    k = torch.randn(3, 2, 40, 16, requires_grad=True)
+    v = torch.randn(3, 2, 40, 16, requires_grad=True)
+    pos = torch.arange(40).repeat(3, 1)
+    pos[0, 7:] -= 7
+    pos[0, 30:] -= 23
+    pos[2, 39:] -= 39  # a one-token document at the end
+    results = []
+    for limit in (32, 0):
+        monkeypatch.setattr(model_module, "MAX_SEGMENTS_PER_ROW", limit)
+        mask = AttentionMask(pos, "sdpa", gqa)
+        assert (mask.segments is not None) == (limit == 32)
+        out = mask.attend(q, k, v)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), (q, k, v))
+        results.append((out, grads))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")

@@ -284,6 +284,10 @@ def document_start_loss_mask(input_ids: torch.Tensor, eos_token_id: int) -> torc
     return input_ids != eos_token_id
 
 
+# Above this many documents in a row, one masked attention call beats a call per document.
+MAX_SEGMENTS_PER_ROW = 32
+
+
 class AttentionMask:
     """Which keys each query may see, prepared once per forward and shared by all layers."""
 
@@ -292,12 +296,20 @@ class AttentionMask:
         self.gqa = gqa
         self.mask = None
         self.block_mask = None
+        self.segments: list[list[tuple[int, int]]] | None = None
         # Boundaries inside a row = a position 0 after the first column.
         self.packed = bool((position_ids[:, 1:] == 0).any())
         if not self.packed:
             return
-        doc = document_ids(position_ids)
         B, T = position_ids.shape
+        if backend == "sdpa" and not position_ids.is_cuda:
+            # On CPU, attend within each document separately (causal SDPA per segment): a
+            # masked full-row attention computes every cross-document score and throws it away.
+            starts = [torch.nonzero(row == 0).flatten().tolist() for row in position_ids]
+            if max(len(s) for s in starts) <= MAX_SEGMENTS_PER_ROW:
+                self.segments = [list(zip(s, s[1:] + [T])) for s in starts]
+                return
+        doc = document_ids(position_ids)
         if backend == "flex":
             from torch.nn.attention.flex_attention import create_block_mask
 
@@ -316,6 +328,13 @@ class AttentionMask:
         if not self.gqa and k.shape[1] != q.shape[1]:
             group = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        if self.segments is not None:
+            rows = []
+            for b, segments in enumerate(self.segments):
+                parts = [F.scaled_dot_product_attention(q[b:b + 1, :, s:e], k[b:b + 1, :, s:e], v[b:b + 1, :, s:e],
+                                                        is_causal=True, enable_gqa=self.gqa) for s, e in segments]
+                rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
+            return torch.cat(rows, dim=0)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, is_causal=self.mask is None,
                                               enable_gqa=self.gqa)
 
