@@ -343,8 +343,11 @@ def test_slurm_submits_a_job_array_and_a_finishing_job(tmp_path, tokenizer_path,
     for task in range(3):
         subprocess.run([launcher, str(run_dir / "logs" / "executor.pik")], env=dict(env, SLURM_ARRAY_TASK_ID=str(task)),
                        check=True, capture_output=True)
-    subprocess.run([launcher, str(run_dir / "finish-logs" / "executor.pik")], env=dict(env, SLURM_ARRAY_TASK_ID="0"),
-                   check=True, capture_output=True)
+    finished = subprocess.run([launcher, str(run_dir / "finish-logs" / "executor.pik")],
+                              env=dict(env, SLURM_ARRAY_TASK_ID="0"), check=True, capture_output=True, text=True)
+    # The finishing job prints the build summary a local build prints, and keeps it with the logs.
+    assert "source(s) tokenized" in finished.stdout and "phases/build-test/one.json" in finished.stdout
+    assert "source(s) tokenized" in (run_dir / "summary.txt").read_text()
     assert _shard_bytes(store) == _shard_bytes(_build(recipe, tmp_path / "local", stage="1", tasks=2).store)
     assert (store / "phases" / "build-test" / "one.json").exists()
 

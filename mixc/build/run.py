@@ -64,6 +64,7 @@ class BuildContext:
     phases: list[PhaseEntry]
     options: BuildOptions
     run_dir: str
+    started_at: float = 0.0  # wall clock (time.time) when the build began, for a slurm finish job's summary
 
 
 @dataclass
@@ -93,7 +94,7 @@ class BuildResult:
     def summary(self) -> str:
         if self.submitted:
             return (f"submitted slurm jobs {', '.join(self.submitted)} for {len(self.sources)} sources into {self.store}; "
-                    f"the last job writes the manifests (run mixc build again afterwards to see the summary)")
+                    f"the last job writes the manifests and prints the build summary in its log")
         lines = []
         width = max((len(s.name) for s in self.sources), default=6)
         for s in self.sources:
@@ -149,8 +150,16 @@ class FinishBuild(PipelineStep):
         self.context = context
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        with StoreLock(self.context.store):
-            finish(self.context)
+        context = self.context
+        with StoreLock(context.store):
+            results, manifests = finish(context)
+        # What `mixc build` prints at the end of a local build, here in the finishing job's log
+        # and next to the task logs.
+        seconds = time.time() - context.started_at if context.started_at else 0.0
+        text = BuildResult(Path(context.store), context.recipe, results, manifests, seconds,
+                           context.tokenizer.get("name", "?"), "slurm").summary()
+        Path(context.run_dir, "summary.txt").write_text(text + "\n")
+        print(text, flush=True)
         return
         yield
 
@@ -429,7 +438,7 @@ def build(
         context = BuildContext(
             store=str(out), recipe=plan.recipe.name, tokenizer=tok_info, token_size=token_size, sources=sources,
             phases=[PhaseEntry(p.name, p.stage, p.sequence_length, p.tokens, p.shares()) for p in phases],
-            options=options, run_dir=str(run_dir),
+            options=options, run_dir=str(run_dir), started_at=time.time(),
         )
         table = _pending_tasks(out, pending_sources)
         if table:
