@@ -137,7 +137,8 @@ def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list
         data = get_datafolder(folder)
         names = data.list_files(recursive=recursive, glob_pattern=glob)
     except Exception as exc:
-        raise MixcError(f"source '{source.name}': cannot list {folder}: {exc}") from None
+        hint = "; offline, `mixc build --sample` reads mixc's generated sample data instead" if "://" in folder else ""
+        raise MixcError(f"source '{source.name}': cannot list {folder}: {exc}{hint}") from None
     if not names:
         raise MixcError(f"source '{source.name}': no {source.format} files match '{glob}' in {folder}")
     files = []
