@@ -167,19 +167,19 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
         n_micro = loader.batches.micro_per_step[p]
         global_tokens = phase.samples_per_step * phase.sequence_length
         loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
-        step_batches = [next(batches) for _ in range(n_micro)]
-        for m, batch in enumerate(step_batches):
-            if (batch["step"], batch["micro"]) != (step, m):
-                raise RuntimeError(f"loader out of order: got step {batch['step']} micro {batch['micro']}, expected {step} {m}")
+        step_batches = (next(batches) for _ in range(n_micro))
         masks: list[torch.Tensor | None] = [None] * n_micro
         counted_labels = global_tokens
         if recipe.mask_document_starts:
             # The loss is the mean over the labels that count in the whole global batch, so
             # every micro-batch of every rank needs the global count first.
+            step_batches = list(step_batches)
             masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
             local = torch.tensor(float(sum(int(mk.sum()) for mk in masks)), dtype=torch.float64, device=world.device)
             counted_labels = max(1, int(distributed.sum_across(local, world)))
         for m, batch in enumerate(step_batches):
+            if (batch["step"], batch["micro"]) != (step, m):
+                raise RuntimeError(f"loader out of order: got step {batch['step']} micro {batch['micro']}, expected {step} {m}")
             loss_sum += micro_step(engine, batch, counted_labels, world, autocast, opt.z_loss, sync=m == n_micro - 1,
                                    loss_mask=masks[m])
         max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
