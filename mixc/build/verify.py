@@ -79,6 +79,9 @@ def _kind(path: Path) -> str:
         if any(path.glob("*.ds")):
             raise MixcError(f"{path}: shards without a manifest.json: an unfinished build (run mixc build again)")
         raise MixcError(f"{path}: not a shard store, a source folder or a phase manifest")
+    if path.exists():
+        raise MixcError(f"{path}: not a shard store, a source folder or a phase manifest (give the folder that holds "
+                        "manifest.json)")
     raise MixcError(f"{path}: no such file or folder")
 
 

@@ -58,14 +58,21 @@ def unservable_sources(phases: list[PhasePlan], counts: dict[str, int], store: s
         unbuilt = [s for s in p.sources if s.share > 0 and s.name not in counts]
         empty = [s for s in p.sources if s.share > 0 and counts.get(s.name, None) == 0]
         if unbuilt:
-            names = ", ".join(f"'{s.name}' (weight {s.weight:g})" for s in unbuilt)
+            names = _named(unbuilt)
             out.append(f"phase '{p.name}': {_sources(unbuilt)} with a positive weight not built in {store}: {names} "
                        f"(run `mixc build --stage {stage}`)")
         if empty:
-            names = ", ".join(f"'{s.name}' (weight {s.weight:g})" for s in empty)
+            names = _named(empty)
             out.append(f"phase '{p.name}': {_sources(empty)} with a positive weight but 0 tokens in {store}: {names}; "
                        "give it a zero weight or fix its input")
     return out
+
+
+def _named(items: list, most: int = 6) -> str:
+    """The first few sources by weight, then how many more: a whole catalog is not a message."""
+    heavy = sorted(items, key=lambda s: -s.weight)
+    text = ", ".join(f"'{s.name}' (weight {s.weight:g})" for s in heavy[:most])
+    return text + (f" and {len(heavy) - most} more" if len(heavy) > most else "")
 
 
 def _sources(items: list) -> str:
