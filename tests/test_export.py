@@ -171,3 +171,26 @@ def test_cli_export_errors_and_nanotron_subcommand_still_resolves(tmp_path):
     assert result.exit_code == 0 and "data_stages" in result.output
     result = run_cli(["export", "--help"])
     assert result.exit_code == 0 and "--format hf" in result.output
+
+
+def test_an_interrupted_export_never_looks_complete(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = mixc_model(seed=6)
+    out = tmp_path / "hf"
+    export_hf(model, None, out)
+    assert (out / "config.json").exists()
+
+    def dies(*_a, **_k):
+        raise KeyboardInterrupt  # killed while writing the weights
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        export_hf(model, None, out)
+    # The old export is no longer claimed complete: transformers finds no config.json.
+    assert not (out / "config.json").exists()
+    with pytest.raises((OSError, ValueError)):
+        transformers.AutoModelForCausalLM.from_pretrained(out)
+    monkeypatch.undo()
+    export_hf(model, None, out)  # a rerun finishes it
+    assert load_hf(out).config.vocab_size == model.config.vocab_size

@@ -112,13 +112,22 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in hf_state_dict(model).items()}
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
-    text = json.dumps(hf_config(config, rope_scaling=rope_scaling, dtype=dtype, extra=extra), indent=2, sort_keys=True)
-    (out / "config.json").write_text(text + "\n")
+    # Every file is written under a temporary name and renamed, config.json last: a killed
+    # export never leaves a folder that transformers would load as complete.
+    (out / "config.json").unlink(missing_ok=True)
+    _replace(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                   "pad_token_id": config.pad_token_id}
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
+    _replace(out / "generation_config.json", lambda tmp: tmp.write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n"))
+    text = json.dumps(hf_config(config, rope_scaling=rope_scaling, dtype=dtype, extra=extra), indent=2, sort_keys=True)
+    _replace(out / "config.json", lambda tmp: tmp.write_text(text + "\n"))
     return out
+
+
+def _replace(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
 
 
 def model_from_checkpoint(path: str | Path, *, attention: str = "sdpa") -> tuple[SmolLM3, SmolLM3Config, dict[str, Any]]:
@@ -155,11 +164,12 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: flo
     model, config, meta = model_from_checkpoint(path)
     rope_scaling = yarn(yarn_factor, config.max_position_embeddings) if yarn_factor else None
     extra = {"mixc": {k: meta[k] for k in ("recipe", "phase", "step") if k in meta}} if meta else None
-    out = export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra)
     tokenizer = _run_tokenizer(meta)
-    if tokenizer is not None:
-        export_tokenizer(tokenizer, out, eos_token_id=config.eos_token_id, max_length=config.max_position_embeddings)
-    return out
+    if tokenizer is not None:  # before the weights and config: config.json is written last
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "config.json").unlink(missing_ok=True)
+        export_tokenizer(tokenizer, out_dir, eos_token_id=config.eos_token_id, max_length=config.max_position_embeddings)
+    return export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra)
 
 
 def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_token_id: int, max_length: int) -> None:
@@ -171,10 +181,11 @@ def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_tok
     eos = tok.id_to_token(eos_token_id)
     if eos is None:
         raise MixcError(f"{tokenizer_json}: no token with the model's EOS id {eos_token_id}")
-    (out / "tokenizer.json").write_bytes(Path(tokenizer_json).read_bytes())
+    data = Path(tokenizer_json).read_bytes()
+    _replace(out / "tokenizer.json", lambda tmp: tmp.write_bytes(data))
     settings = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": None,
                 "pad_token": eos, "model_max_length": int(max_length), "clean_up_tokenization_spaces": False}
-    (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    _replace(out / "tokenizer_config.json", lambda tmp: tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n"))
 
 
 def _run_tokenizer(meta: dict[str, Any] | None) -> Path | None:
