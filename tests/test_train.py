@@ -401,3 +401,16 @@ def test_mask_document_starts_drops_exactly_the_labels_after_eos(recipe_store, t
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-6)
     plain = run(recipe_store, tmp_path / "plain", max_steps=1, micro_batch_size=8)
     assert plain and abs(metrics(tmp_path / "plain")[0]["loss"] - a[0]["loss"]) > 1e-5
+
+
+def test_metrics_keep_the_history_up_to_the_checkpoint_even_after_a_torn_line(tmp_path):
+    from mixc.train.metrics import METRICS_FILE, MetricsLog
+
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 7)]
+    (tmp_path / METRICS_FILE).write_text("\n".join(lines) + '\n{"step": 7, "lo')  # killed mid-write
+    log = MetricsLog(tmp_path, resume_step=4)  # the checkpoint was at step 4: steps 5-7 are trained again
+    assert [r["step"] for r in log.records] == [1, 2, 3, 4]
+    log.write({"step": 5, "loss": 0.3, "lr": 0.0, "grad_norm": 0.0, "tokens_per_s": 0.0, "mfu": 0.0,
+               "rope_theta": 1.0, "sequence_length": 8})
+    log.close()
+    assert [json.loads(x)["step"] for x in (tmp_path / METRICS_FILE).read_text().splitlines()] == [1, 2, 3, 4, 5]

@@ -43,14 +43,16 @@ class MetricsLog:
         if resume_step is not None and self.path.exists():
             # Keep the history up to the checkpoint; steps after it are trained again.
             for line in self.path.read_text().splitlines():
-                if line.strip():
+                try:
                     r = json.loads(line)
-                    if r["step"] <= resume_step:
-                        self.records.append(r)
+                except ValueError:
+                    continue  # a line torn by the kill that interrupted the run
+                if isinstance(r, dict) and r.get("step", resume_step + 1) <= resume_step:
+                    self.records.append(r)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w") as f:
-            for r in self.records:
-                f.write(json.dumps(r) + "\n")
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        tmp.replace(self.path)  # the kept history is never lost to a second kill
         self._file = open(self.path, "a")
         self._tb = _tensorboard(Path(out) / "tensorboard")
 
