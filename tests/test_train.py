@@ -414,3 +414,17 @@ def test_metrics_keep_the_history_up_to_the_checkpoint_even_after_a_torn_line(tm
                "rope_theta": 1.0, "sequence_length": 8})
     log.close()
     assert [json.loads(x)["step"] for x in (tmp_path / METRICS_FILE).read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_resuming_with_an_edited_recipe_warns(recipe_store, tmp_path):
+    recipe, store = recipe_store
+    run(recipe_store, tmp_path / "run", max_steps=2)
+    said: list[str] = []
+    train(recipe, store, tmp_path / "run", resume=True, max_steps=3, threads=1, log=said.append)
+    assert not [m for m in said if m.startswith("warning")]  # the same recipe: nothing to say
+    edited = recipe.parent / "recipe-edited.yaml"
+    edited.write_text(RECIPE.replace("peak_lr: 3.0e-3", "peak_lr: 1.0e-3"))
+    said.clear()
+    train(edited, store, tmp_path / "run", resume=True, max_steps=4, threads=1, log=said.append)
+    assert any(m.startswith("warning: the recipe or its mixes changed") for m in said), said
+    assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3, 4]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import random
@@ -98,6 +99,10 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             raise MixcError(f"{found} was trained with seed {meta['seed']}; resume without --seed or with the same one")
         seed = meta["seed"]
         log(f"resuming from {found} (step {meta['step']}, phase {meta['phase']})")
+        if meta.get("plan_digest") not in (None, plan_digest(plan)):
+            log(f"warning: the recipe or its mixes changed since {found} was written (phase boundaries, weights, "
+                "sequence lengths or schedule); the run continues with the new numbers from here on, so it is no "
+                "longer the run one uninterrupted training of either version would give")
     elif resume:
         log(f"no checkpoint in {ckpt_root}; starting from step 0")
     seed = recipe.seed if seed is None else seed
@@ -208,7 +213,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
         phase_end = done == stream.step_starts[p + 1]
         if done == end or phase_end or (checkpoint_every and done % checkpoint_every == 0):
             last_checkpoint = _save(ckpt_root, keep, done, model, optimizer, loader, world, fsdp, meta={
-                "format": CHECKPOINT_FORMAT, "recipe": str(recipe_path), "recipe_name": recipe.name, "model": recipe.model,
+                "format": CHECKPOINT_FORMAT, "recipe": str(recipe_path), "recipe_name": recipe.name, "plan_digest": plan_digest(plan), "model": recipe.model,
                 "model_config": model.config.to_dict(), "step": done, "total_steps": total, "phase": phase.name,
                 "phase_index": p, "phase_complete": phase_end, "run": phase.run, "run_step": run_step, "tokens": tokens_done,
                 "loss": loss, "seed": seed, "world_size": world.world_size, "micro_batch_size": micro_batch_size,
@@ -226,6 +231,13 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             checkpoint=str(last_checkpoint) if last_checkpoint else None)
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def plan_digest(plan) -> str:
+    """A digest of what decides a run's data and schedule, to notice a recipe edited mid-run."""
+    numbers = [[p.name, p.run, p.steps, p.sequence_length, p.rope_theta, p.global_batch_tokens,
+                p.schedule.model_dump(mode="json"), [[s.name, s.share] for s in p.sources]] for p in plan.phases]
+    return hashlib.sha256(json.dumps(numbers, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: distributed.World,
