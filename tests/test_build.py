@@ -412,3 +412,15 @@ def test_remote_sources_are_fingerprinted_by_content_ids_and_the_hub_offline_is_
     assert pinned["revision"] == "abc123" and pinned["dataset"] == "HuggingFaceFW/fineweb-edu"
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo: Info("def456"))
     assert input_fingerprint(hub, BuildOptions())["fingerprint"] != pinned["fingerprint"]  # a new hub revision: a new key
+
+
+def test_a_tokenizer_named_on_the_command_line_never_falls_back_to_the_demo_one(tmp_path, tokenizer_path):
+    """Under --sample only the recipe's own (unreachable hub) tokenizer is swapped for the demo
+    one; an explicit --tokenizer is used or is an error, and path-like names are paths."""
+    recipe = _project(tmp_path, tokenizer_path, n=20)
+    for name, message in (("org/model", "could not be loaded from the Hugging Face hub"),
+                          ("missing_dir/", "tokenizer 'missing_dir/': no such file"),
+                          ("data/tok/tokenizer", "tokenizer 'data/tok/tokenizer': no such file")):
+        code, out = _cli("--recipe", recipe, "--out", tmp_path / "store", "--sample", "--tokenizer", name)
+        assert code == 1 and message in out and "builds with the demo tokenizer" not in out, (name, out)
+        assert not (tmp_path / "store" / "sources").exists()

@@ -423,7 +423,9 @@ def build(
         fast_encoder=fast_encoder,
     )
     base_dir = None if tokenizer else recipe_path.parent
-    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample, out, notice)
+    # Only the recipe's own tokenizer falls back to the demo one under --sample: a tokenizer the
+    # user names on the command line is what they asked for, or an error.
+    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample and not tokenizer, out, notice)
     token_size = token_size_for(spec.vocab_size)
 
     with StoreLock(out):

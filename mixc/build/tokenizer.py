@@ -95,7 +95,8 @@ def _local_path(name: str, base_dir: Path | None) -> Path | None:
     path = Path(name).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    looks_like_path = name.startswith(("./", "../", "/", "~")) or name.endswith(".json")
+    # Hub ids are "org/name": never a trailing slash, never more than one slash.
+    looks_like_path = name.startswith(("./", "../", "/", "~")) or name.endswith((".json", "/")) or name.count("/") > 1
     if path.exists():
         return path
     if looks_like_path:
