@@ -145,6 +145,7 @@ def test_attention_per_document_equals_one_masked_call(monkeypatch, gqa):
     pos[0, 7:] -= 7
     pos[0, 30:] -= 23
     pos[2, 39:] -= 39  # a one-token document at the end
+    pos[1] = torch.cat([torch.arange(5, 25), torch.arange(20)])  # the first document began before this row
     results = []
     for limit in (32, 0):
         monkeypatch.setattr(model_module, "MAX_SEGMENTS_PER_ROW", limit)

@@ -305,7 +305,8 @@ class AttentionMask:
         if backend == "sdpa" and not position_ids.is_cuda:
             # On CPU, attend within each document separately (causal SDPA per segment): a
             # masked full-row attention computes every cross-document score and throws it away.
-            starts = [torch.nonzero(row == 0).flatten().tolist() for row in position_ids]
+            # A row's first token starts a segment even when its positions do not begin at 0.
+            starts = [[0] + [i for i in torch.nonzero(row == 0).flatten().tolist() if i] for row in position_ids]
             if max(len(s) for s in starts) <= MAX_SEGMENTS_PER_ROW:
                 self.segments = [list(zip(s, s[1:] + [T])) for s in starts]
                 return
