@@ -184,7 +184,7 @@ def test_an_interrupted_export_never_looks_complete(tmp_path, monkeypatch):
     def dies(*_a, **_k):
         raise KeyboardInterrupt  # killed while writing the weights
 
-    monkeypatch.setattr(safetensors.torch, "save_file", dies)
+    monkeypatch.setattr(safetensors.torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
         export_hf(model, None, out)
     # The old export is no longer claimed complete: transformers finds no config.json.

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from store_fixtures import make_store
+from test_loader import MIX_ONE, MIX_TWO  # the same two mixes the loader tests blend
 
 from mixc.errors import MixcError
 from mixc.plan import lr_at, plan_recipe, run_schedule
@@ -64,22 +65,6 @@ phases:
       peak_lr: 1.0e-3
       warmup_steps: 1
 """
-
-MIX_ONE = """\
-weights: relative
-sources:
-  a: {weight: 0.75, category: web, path: sample://a}
-  b: {weight: 0.25, category: code, path: sample://b}
-"""
-
-MIX_TWO = """\
-weights: relative
-sources:
-  a: {weight: 0.25, category: web, path: sample://a}
-  b: {weight: 0.25, category: code, path: sample://b}
-  c: {weight: 0.5, category: math, path: sample://c}
-"""
-
 
 def pattern_docs(base: int, n: int, seed: int) -> list[np.ndarray]:
     """Documents that repeat a short motif: easy to learn, so the loss visibly falls."""

@@ -29,21 +29,28 @@ PHASE_FORMAT = "mixc.phase/1"
 MANIFEST = "manifest.json"
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON next to its final name, fsync, then rename: all or nothing."""
+def write_atomic(path: str | Path, data: str | bytes, *, fsync: bool = True) -> None:
+    """Write next to the final name, then rename: a reader sees the old file or the whole new one.
+
+    `fsync=False` for files that are only progress hints (a crash may lose them, never tear them)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """JSON, all or nothing (see write_atomic)."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _read_json(path: Path, what: str, fmt: str) -> dict:
@@ -195,11 +202,7 @@ def tokenizer_file(store: str | Path, name: str, fingerprint: str, definition: s
     rel = f"tokenizers/{slug}-{fingerprint[:12]}.json"
     path = Path(store) / rel
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(definition)
-        os.replace(tmp, path)
+        write_atomic(path, definition)
     return rel
 
 

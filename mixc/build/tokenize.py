@@ -27,7 +27,7 @@ from datatrove.utils.batching import batched
 
 from ..errors import MixcError
 from .shards import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
-from .store import write_json_atomic
+from .store import write_atomic, write_json_atomic
 
 DEFAULT_BATCH_DOCUMENTS = 1000  # datatrove's 10,000 cost ~8 GB per worker; 1,000 was also faster
 PROGRESS_EVERY_SECONDS = 0.5
@@ -202,11 +202,8 @@ class TokenizeStep(PipelineStep):
         return {"rank": rank, "documents": documents, "tokens": tokens, "files": [f.to_dict() for f in files]}
 
     def _report(self, rank: int, documents: int, tokens: int, seconds: float, done: bool) -> None:
-        path = task_progress(self.work, rank)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"documents": documents, "tokens": tokens, "seconds": seconds, "done": done}))
-        os.replace(tmp, path)
+        progress = {"documents": documents, "tokens": tokens, "seconds": seconds, "done": done}
+        write_atomic(task_progress(self.work, rank), json.dumps(progress), fsync=False)
 
     def _record_error(self, rank: int, message: str) -> None:
         path = task_error(self.work, rank)

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
 
 from ..errors import MixcError
+from .store import write_atomic
 
 SAMPLE_BPE = re.compile(r"sample:bpe-(\d+)")
 SAMPLE_BPE_VERSION = 1  # bump when the training corpus or trainer settings change
@@ -195,20 +195,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path 
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = previous
     if out_path is not None:
-        write_atomically(Path(out_path), tokenizer.to_str())
+        write_atomic(Path(out_path), tokenizer.to_str())
     return tokenizer
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # The sample:bpe corpus: a fixed spread of categories and languages, documents per source.

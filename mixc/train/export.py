@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..build.store import write_atomic
 from ..errors import MixcError
 from . import checkpoint
 from .model import SmolLM3, SmolLM3Config
@@ -104,7 +105,7 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
               rope_scaling: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
               extra: dict[str, Any] | None = None) -> Path:
     """Write `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir."""
-    from safetensors.torch import save_file
+    import safetensors.torch
 
     config = config or model.config
     if config.to_dict() != model.config.to_dict():
@@ -115,19 +116,13 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
     # Every file is written under a temporary name and renamed, config.json last: a killed
     # export never leaves a folder that transformers would load as complete.
     (out / "config.json").unlink(missing_ok=True)
-    _replace(out / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_atomic(out / "model.safetensors", safetensors.torch.save(tensors, metadata={"format": "pt"}))
     generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                   "pad_token_id": config.pad_token_id}
-    _replace(out / "generation_config.json", lambda tmp: tmp.write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n"))
+    write_atomic(out / "generation_config.json", json.dumps(generation, indent=2, sort_keys=True) + "\n")
     text = json.dumps(hf_config(config, rope_scaling=rope_scaling, dtype=dtype, extra=extra), indent=2, sort_keys=True)
-    _replace(out / "config.json", lambda tmp: tmp.write_text(text + "\n"))
+    write_atomic(out / "config.json", text + "\n")
     return out
-
-
-def _replace(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def model_from_checkpoint(path: str | Path, *, attention: str = "sdpa") -> tuple[SmolLM3, SmolLM3Config, dict[str, Any]]:
@@ -181,11 +176,10 @@ def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_tok
     eos = tok.id_to_token(eos_token_id)
     if eos is None:
         raise MixcError(f"{tokenizer_json}: no token with the model's EOS id {eos_token_id}")
-    data = Path(tokenizer_json).read_bytes()
-    _replace(out / "tokenizer.json", lambda tmp: tmp.write_bytes(data))
+    write_atomic(out / "tokenizer.json", Path(tokenizer_json).read_bytes())
     settings = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": None,
                 "pad_token": eos, "model_max_length": int(max_length), "clean_up_tokenization_spaces": False}
-    _replace(out / "tokenizer_config.json", lambda tmp: tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n"))
+    write_atomic(out / "tokenizer_config.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def _run_tokenizer(meta: dict[str, Any] | None) -> Path | None:

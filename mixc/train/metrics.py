@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..build.store import write_atomic
+
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
@@ -49,10 +51,8 @@ class MetricsLog:
                     continue  # a line torn by the kill that interrupted the run
                 if isinstance(r, dict) and r.get("step", resume_step + 1) <= resume_step:
                     self.records.append(r)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        tmp.replace(self.path)  # the kept history is never lost to a second kill
+        # Rewritten atomically: the kept history is never lost to a second kill.
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._file = open(self.path, "a")
         self._tb = _tensorboard(Path(out) / "tensorboard")
 
