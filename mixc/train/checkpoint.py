@@ -83,6 +83,18 @@ def resolve(path: str | Path) -> Path:
     raise MixcError(f"no complete checkpoint found at {path}")
 
 
+def tokenizer_file(meta: dict[str, Any], where: str | Path) -> Path:
+    """The tokenizer.json a checkpoint's run was trained with: its meta names the shard store
+    and the tokenizer's file inside it. `where` names the checkpoint in errors."""
+    info = meta.get("tokenizer") or {}
+    if not info.get("file") or not meta.get("shards"):
+        raise MixcError(f"{where}: the checkpoint does not name its tokenizer file; pass --tokenizer FILE")
+    found = Path(meta["shards"]) / info["file"]
+    if not found.is_file():
+        raise MixcError(f"{found}: the run's tokenizer is missing (was the shard store moved?)")
+    return found
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -159,7 +159,10 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: flo
     model, config, meta = model_from_checkpoint(path)
     rope_scaling = yarn(yarn_factor, config.max_position_embeddings) if yarn_factor else None
     extra = {"mixc": {k: meta[k] for k in ("recipe", "phase", "step") if k in meta}} if meta else None
-    tokenizer = _run_tokenizer(meta)
+    try:
+        tokenizer = checkpoint.tokenizer_file(meta or {}, path)
+    except MixcError:
+        tokenizer = None  # a moved store only means the export carries no tokenizer (generate takes --tokenizer)
     if tokenizer is not None:  # before the weights and config: config.json is written last
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "config.json").unlink(missing_ok=True)
@@ -181,12 +184,3 @@ def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_tok
                 "pad_token": eos, "model_max_length": int(max_length), "clean_up_tokenization_spaces": False}
     write_atomic(out / "tokenizer_config.json", json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
-
-def _run_tokenizer(meta: dict[str, Any] | None) -> Path | None:
-    # The checkpoint's meta names the shard store and the tokenizer file inside it; a moved
-    # store only means the export carries no tokenizer (generate then takes --tokenizer).
-    info = (meta or {}).get("tokenizer") or {}
-    if not info.get("file") or not (meta or {}).get("shards"):
-        return None
-    found = Path(meta["shards"]) / info["file"]
-    return found if found.is_file() else None

@@ -26,13 +26,7 @@ def tokenizer_file(path: str | Path) -> Path:
     from . import checkpoint
 
     meta = json.loads((checkpoint.resolve(path) / "meta.json").read_text())
-    info = meta.get("tokenizer") or {}
-    if not info.get("file"):
-        raise MixcError(f"{path}: the checkpoint does not name its tokenizer file; pass --tokenizer FILE")
-    found = Path(meta["shards"]) / info["file"]
-    if not found.is_file():
-        raise MixcError(f"{found}: the run's tokenizer is missing (was the shard store moved?)")
-    return found
+    return checkpoint.tokenizer_file(meta, path)
 
 
 def load(model_dir: str | Path, tokenizer: str | Path):
