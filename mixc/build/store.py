@@ -74,11 +74,15 @@ def phase_manifest_path(store: str | Path, recipe_name: str, phase_name: str) ->
     return Path(store) / "phases" / recipe_name / f"{phase_name}.json"
 
 
+def read_phase_manifest(path: str | Path) -> dict:
+    return _read_json(Path(path), "phase manifest", PHASE_FORMAT)
+
+
 def phase_manifest(store: str | Path, recipe_name: str, phase_name: str) -> dict | None:
     path = phase_manifest_path(store, recipe_name, phase_name)
     if not path.exists():
         return None
-    return _read_json(path, "phase manifest", PHASE_FORMAT)
+    return read_phase_manifest(path)
 
 
 def complete_source_folders(store: str | Path) -> list[Path]:

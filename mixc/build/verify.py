@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MixcError
-from .store import MANIFEST, PHASE_FORMAT, complete_source_folders, read_manifest
+from .store import MANIFEST, PHASE_FORMAT, complete_source_folders, read_manifest, read_phase_manifest
 
 CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
 
@@ -268,8 +268,7 @@ def _source_folders(path: Path, source: str | None = None) -> list[Path]:
     if kind == "source":
         folders = [path.parent if path.is_file() else path]
     elif kind == "phase":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        folders = [_store_of_phase(path) / s["folder"] for s in data["sources"]]
+        folders = [_store_of_phase(path) / s["folder"] for s in read_phase_manifest(path)["sources"]]
     else:
         folders = complete_source_folders(path)
     if source is not None:
@@ -311,7 +310,7 @@ def inspect_path(path: str | Path, source: str | None = None) -> str:
     folders = _source_folders(path, source)
     out = []
     if _kind(path) == "phase":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_phase_manifest(path)
         out.append(f"phase '{data['phase']}' of recipe '{data['recipe']}': budget {data.get('budget_tokens', 0):,} tokens, "
                    f"sequence length {data.get('sequence_length')}, {len(data['sources'])} sources")
         for s in sorted(data["sources"], key=lambda s: -s["weight"]):
