@@ -15,17 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..report.text import human_tokens
 from .tokenize import task_marker, task_progress
 
 POLL_SECONDS = 0.5
 LOG_EVERY = 10.0
-
-
-def human(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 @dataclass
@@ -61,7 +55,7 @@ class SourceProgress:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return f"{self.name}: {self.documents:,} docs, {human(self.tokens)} tokens, {human(self.rate)} tok/s"
+        return f"{self.name}: {self.documents:,} docs, {human_tokens(self.tokens)} tokens, {human_tokens(self.rate)} tok/s"
 
 
 class ProgressDisplay:

@@ -32,8 +32,9 @@ from datatrove.pipeline.base import PipelineStep
 
 from .. import __version__
 from ..errors import MixcError
+from ..report.text import human_tokens
 from .lower import WORK, BuildOptions, SourceBuild, lower
-from .progress import ProgressDisplay, SourceProgress, human
+from .progress import ProgressDisplay, SourceProgress
 from .store import MANIFEST, StoreLock, finalize_source, read_manifest, tokenizer_file, write_phase_manifest
 from .tokenize import TokenizerRef, task_error, task_marker
 
@@ -104,7 +105,7 @@ class BuildResult:
         rate = self.built_tokens / self.seconds if self.seconds > 0 else 0.0
         lines.append(
             f"{len(built)} source(s) tokenized, {len(self.sources) - len(built)} reused; "
-            f"{human(self.built_tokens)} new tokens in {self.seconds:.1f}s ({human(rate)} tok/s) with {self.tokenizer}; "
+            f"{human_tokens(self.built_tokens)} new tokens in {self.seconds:.1f}s ({human_tokens(rate)} tok/s) with {self.tokenizer}; "
             f"shards in {self.store}/sources, phase manifests: "
             + (", ".join(str(p) for p in self.phase_manifests) or "none")
         )
