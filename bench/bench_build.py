@@ -33,8 +33,8 @@ from pathlib import Path
 
 os.environ["RAYON_NUM_THREADS"] = "1"
 
-from mixc.build.sample import sample_documents  # noqa: E402
-from mixc.build.tokenizer import resolve_tokenizer  # noqa: E402
+from mixc.shards.sample import sample_documents  # noqa: E402
+from mixc.shards.tokenizer import resolve_tokenizer  # noqa: E402
 from mixc.spec import Source  # noqa: E402
 
 SOURCES = [("web-eng", "web", "eng_Latn", None), ("web-fra", "web", "fra_Latn", None),
@@ -97,7 +97,7 @@ def run_raw(tokenizer, texts: list[str]) -> float:
 
 
 def run_mixc(recipe: Path, out: Path, workers: int, fast: bool) -> float:
-    from mixc.build.run import build
+    from mixc.shards.run import build
 
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()

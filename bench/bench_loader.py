@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mixc.build.store import PHASE_FORMAT, SHARDS_FORMAT, source_streams, write_json_atomic
 from mixc.loader import CurriculumStream, MicroBatches, to_torch
 from mixc.plan import plan_recipe
+from mixc.shards.store import PHASE_FORMAT, SHARDS_FORMAT, source_streams, write_json_atomic
 from mixc.spec import load_recipe
 
 SEQ = 4096

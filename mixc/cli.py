@@ -168,7 +168,7 @@ def verify(path: str) -> None:
 
     Exit 0 when everything matches; 1 listing each problem (file and what).
     """
-    from .build.verify import verify_path
+    from .shards.verify import verify_path
 
     result = verify_path(path)
     for problem in result.problems:
@@ -185,7 +185,7 @@ def verify(path: str) -> None:
 @click.option("--source", help="With a store or phase manifest: the source to look at.")
 def inspect(path: str, doc: int | None, source: str | None) -> None:
     """Counts and a document-length histogram of shards; --doc N decodes one document."""
-    from .build.verify import decode_document, inspect_path
+    from .shards.verify import decode_document, inspect_path
 
     if doc is None:
         click.echo(inspect_path(path, source), nl=False)
@@ -250,8 +250,8 @@ def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers
     Sources already tokenized with the same input, tokenizer and options are reused, so
     `mixc build --stage 3` after `--stage 2` only tokenizes what stage 3 adds.
     """
-    from .build.run import SlurmOptions
-    from .build.run import build as run_build
+    from .shards.run import SlurmOptions
+    from .shards.run import build as run_build
     from .spec import parse_count
 
     result = run_build(
@@ -282,7 +282,7 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
     """Train a byte-level BPE tokenizer (deterministic) and write its tokenizer.json."""
     from pathlib import Path
 
-    from .build.tokenizer import sample_corpus, source_texts, train_tokenizer
+    from .shards.tokenizer import sample_corpus, source_texts, train_tokenizer
     from .spec import load_catalog
 
     if sample == bool(source_name):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixc.build.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
+from mixc.shards.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
 
 
 def _sha(path: Path) -> str:

@@ -16,11 +16,11 @@ import pytest
 from build_fixtures import texts, train_tokenizer, write_jsonl, write_parquet, write_project
 from click.testing import CliRunner
 
-from mixc.build.run import build
-from mixc.build.store import StoreLock, read_manifest, source_streams
 from mixc.cli import main
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
+from mixc.shards.run import build
+from mixc.shards.store import StoreLock, read_manifest, source_streams
 from mixc.spec import load_recipe
 
 MIXC = str(Path(sys.executable).with_name("mixc"))
@@ -252,7 +252,7 @@ def test_sigkill_at_any_point_then_rerun_gives_identical_bytes(tmp_path, tokeniz
 
 
 def test_an_interrupted_finalize_resumes(tmp_path, tokenizer_path, monkeypatch):
-    import mixc.build.store as store_mod
+    import mixc.shards.store as store_mod
 
     recipe = _project(tmp_path, tokenizer_path)
     reference = _shard_bytes(_build(recipe, tmp_path / "ref", stage="1").store)
@@ -319,7 +319,7 @@ echo "Submitted batch job $((100 + n))"
 
 @pytest.mark.slow
 def test_slurm_submits_a_job_array_and_a_finishing_job(tmp_path, tokenizer_path, monkeypatch):
-    from mixc.build.run import SlurmOptions
+    from mixc.shards.run import SlurmOptions
 
     log = _fake_slurm(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
@@ -374,7 +374,7 @@ def test_remote_sources_are_fingerprinted_by_content_ids_and_the_hub_offline_is_
     datatrove, each file pinned by size and an id, so a rewritten file gets a new key."""
     import fsspec
 
-    from mixc.build.lower import BuildOptions, input_fingerprint
+    from mixc.shards.lower import BuildOptions, input_fingerprint
     from mixc.spec import Source
 
     fs = fsspec.filesystem("memory")

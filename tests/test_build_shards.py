@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from build_fixtures import texts, train_tokenizer, write_jsonl
 
-from mixc.build.shards import ShardWriter, metadata_text, token_size_for
-from mixc.build.tokenize import TokenizerRef, TokenizeStep, encode_documents, load_encoder, task_marker
+from mixc.shards.tokenize import TokenizerRef, TokenizeStep, encode_documents, load_encoder, task_marker
+from mixc.shards.writer import ShardWriter, metadata_text, token_size_for
 
 
 def _docs_arrays(lengths, eos=0, dtype=np.uint16, seed=0):
@@ -86,8 +86,8 @@ def test_byte_identical_to_datatrove_document_tokenizer(tmp_path, fast):
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.tokens import DocumentTokenizer
 
-    from mixc.build.readers import StrictJsonlReader
-    from mixc.build.tokenize import fast_encoder_for
+    from mixc.shards.readers import StrictJsonlReader
+    from mixc.shards.tokenize import fast_encoder_for
 
     ref = _ref(tmp_path)
     write_jsonl(tmp_path / "in" / "part.jsonl", texts(5, 700))

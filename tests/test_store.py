@@ -7,9 +7,9 @@ import pytest
 from store_fixtures import make_store
 from test_loader import MIX_ONE, MIX_TWO, RECIPE
 
-from mixc.build.store import read_manifest, source_streams, source_token_counts
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
+from mixc.shards.store import read_manifest, source_streams, source_token_counts
 from mixc.spec import load_recipe
 
 

@@ -11,10 +11,10 @@ from datatrove.pipeline.tokens import DocumentTokenizer
 from datatrove.utils.tokenization import PipelineStepWithTokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from mixc.build.sample import sample_documents
-from mixc.build.tokenizer import TokenizerSpec, fast_encoder, resolve_tokenizer
 from mixc.cli import main
 from mixc.errors import MixcError
+from mixc.shards.sample import sample_documents
+from mixc.shards.tokenizer import TokenizerSpec, fast_encoder, resolve_tokenizer
 from mixc.spec import Source
 
 VOCAB = 1024
@@ -52,7 +52,7 @@ def test_sample_bpe_has_the_promised_shape(spec, cache):
 
 
 def test_sample_bpe_training_is_deterministic_across_processes(spec, tmp_path):
-    code = (f"from mixc.build.tokenizer import resolve_tokenizer; "
+    code = (f"from mixc.shards.tokenizer import resolve_tokenizer; "
             f"print(resolve_tokenizer('sample:bpe-{VOCAB}', cache_dir={str(tmp_path)!r}).fingerprint)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "7"})
     assert out.stdout.strip() == spec.fingerprint

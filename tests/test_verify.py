@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from store_fixtures import make_store
 
-from mixc.build.store import write_json_atomic
 from mixc.cli import main
+from mixc.shards.store import write_json_atomic
 
 VOCAB = 1000
 

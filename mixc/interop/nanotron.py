@@ -662,7 +662,7 @@ def _built_folders(shards: str, recipe_name: str) -> dict[str, str]:
     """Source -> folder (relative to the store) from the phase manifests of a built store, if any."""
     from pathlib import Path
 
-    from ..build.store import PHASE_FORMAT, _read_json
+    from ..shards.store import PHASE_FORMAT, _read_json
 
     folders: dict[str, str] = {}
     for path in sorted((Path(shards) / "phases" / recipe_name).glob("*.json")):
@@ -674,7 +674,7 @@ def _built_folders(shards: str, recipe_name: str) -> dict[str, str]:
 def _built_vocab_size(shards: str, recipe_name: str) -> int | None:
     from pathlib import Path
 
-    from ..build.store import PHASE_FORMAT, _read_json
+    from ..shards.store import PHASE_FORMAT, _read_json
 
     for path in sorted((Path(shards) / "phases" / recipe_name).glob("*.json")):
         return int(_read_json(path, "phase manifest", PHASE_FORMAT)["tokenizer"]["vocab_size"])

@@ -18,10 +18,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..build.store import source_token_counts
 from ..errors import MixcError
 from ..plan import PhasePlan, Plan
 from ..project import load_plan
+from ..shards.store import source_token_counts
 from .text import _table, human_tokens
 
 SCHEMA = "mixc.epochs/1"

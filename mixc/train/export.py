@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from ..build.store import write_atomic
 from ..errors import MixcError
+from ..shards.store import write_atomic
 from . import checkpoint
 from .model import SmolLM3, SmolLM3Config
 

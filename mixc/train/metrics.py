@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..build.store import write_atomic
+from ..shards.store import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"

@@ -395,7 +395,7 @@ def build(
     """
     from ..project import default_recipe, load_plan
     from .sample import DEFAULT_SAMPLE_DOCUMENTS
-    from .shards import DEFAULT_SHARD_TOKENS, token_size_for
+    from .writer import DEFAULT_SHARD_TOKENS, token_size_for
 
     if executor not in EXECUTORS:
         raise MixcError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")

@@ -159,7 +159,7 @@ def source_streams(store: str | Path, plan: Plan) -> dict[str, SourceStream]:
 
 # --------------------------------------------------------------------------- write side
 # Used by the build pass. A source folder is filled in its `.work/` area by the tokenize tasks
-# (see mixc/build/tokenize.py), then `finalize_source` moves the shards to their final names
+# (see mixc/shards/tokenize.py), then `finalize_source` moves the shards to their final names
 # and writes the manifest last.
 
 LOCK = "store.lock"

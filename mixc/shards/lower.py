@@ -33,8 +33,8 @@ from ..errors import MixcError
 from ..plan import PhasePlan
 from ..spec import Source
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
-from .shards import DEFAULT_SHARD_TOKENS
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
+from .writer import DEFAULT_SHARD_TOKENS
 
 DEFAULT_GLOBS = {"parquet": "**/*.parquet", "jsonl": "**/*.jsonl*"}
 WORK = ".work"

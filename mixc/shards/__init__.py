@@ -1,8 +1,8 @@
-"""The build pass: a recipe's phases -> datatrove pipelines -> a store of tokenized shards.
+"""The build pass (package `shards`, not `build`: tools skip folders named like build output): a recipe's phases -> datatrove pipelines -> a store of tokenized shards.
 
     lower.py     sources -> one datatrove pipeline each (reader, filter, tokenizer step) + store keys
     tokenize.py  the tokenizer step (batched encode, numpy arrays)
-    shards.py    the datatrove-format shard writer
+    writer.py    the datatrove-format shard writer
     run.py       executors (local, ray, slurm), crash-safe finalize, phase manifests
     store.py     the store layout: reading and writing manifests
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def build(*args: Any, **kwargs: Any) -> BuildResult:
-    """See `mixc.build.run.build`."""
+    """See `mixc.shards.run.build`."""
     from .run import build as run_build
 
     return run_build(*args, **kwargs)
