@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..build.store import phase_manifest, source_streams, source_token_counts
 from ..errors import MixcError
 from ..loader import CurriculumLoader, CurriculumStream
 from ..plan import lr_at, plan_recipe, run_schedule
+from ..shards.store import phase_manifest, source_streams, source_token_counts
 from ..spec import load_recipe
 from . import checkpoint
 from . import dist as distributed
