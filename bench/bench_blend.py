@@ -33,6 +33,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from baselines import greedy_index, shuffled_sources  # bench/ is the script's folder
 
 from mixc.blend import Blend
 from mixc.project import load_plan
@@ -217,6 +218,12 @@ def main() -> None:
         if greedy is None:
             print("\nno C compiler: greedy baseline skipped")
             return
+        # The C port must be the rule it claims to be: equal to the Python reference.
+        for check in (w1, w_decay):
+            c_src, c_rank = greedy_build(greedy, check, 20_000)
+            py_src, py_rank = greedy_index(check, 20_000)
+            if not (np.array_equal(c_src, py_src) and np.array_equal(c_rank, py_rank)):
+                raise SystemExit("the C greedy index differs from baselines.greedy_index")
         print("\ngreedy index (C) vs mixc lookup of the same samples (stable-1 weights):")
         print(f"  {'samples':>12} {'greedy s':>9} {'greedy bytes':>13} {'mixc s':>8} {'greedy/mixc (median)':>21}")
         per_sample = None
@@ -257,10 +264,7 @@ def main() -> None:
             del g_rank
             gfid = fidelity(array_chunks(g_src, n), w_decay)
             del g_src
-            share = np.floor(w_decay * n).astype(np.int64)
-            share[np.argsort(-(w_decay * n - share), kind="stable")[: n - share.sum()]] += 1
-            shuffled = np.repeat(np.arange(len(w_decay), dtype=np.int16), share)
-            np.random.default_rng(0).shuffle(shuffled)
+            shuffled = shuffled_sources(w_decay, n, seed=0)
             sfid = fidelity(array_chunks(shuffled, n), w_decay)
             del shuffled
             print(f"  {n:>12,} {mixc[0]:>12.3f} {mixc[1]:>11.3f} {gfid[0]:>14.3f} {gfid[1]:>13.3f} {sfid[0]:>16.1f} {sfid[1]:>15.1f}")

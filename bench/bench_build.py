@@ -33,7 +33,7 @@ from pathlib import Path
 
 os.environ["RAYON_NUM_THREADS"] = "1"
 
-from mixc.shards.sample import sample_documents  # noqa: E402
+from mixc.sample import sample_documents  # noqa: E402
 from mixc.shards.tokenizer import resolve_tokenizer  # noqa: E402
 from mixc.spec import Source  # noqa: E402
 

@@ -19,7 +19,7 @@ import time
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
-from mixc.shards.sample import sample_documents  # noqa: E402
+from mixc.sample import sample_documents  # noqa: E402
 from mixc.shards.tokenizer import fast_encoder, resolve_tokenizer, sample_corpus  # noqa: E402
 from mixc.spec import Source  # noqa: E402
 

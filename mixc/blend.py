@@ -57,7 +57,6 @@ API
     Blend.counts(n)      -> int64 per source, occurrences among samples [0, n)
     Blend.epochs(n)      -> per-source draws and epochs for a phase of n samples
     permutation(seed, source_key, epoch, size, positions) -> the per-epoch bijection
-    greedy_index(weights, n), shuffled_index(weights, n, seed): materialized baselines
 """
 
 from __future__ import annotations
@@ -604,40 +603,3 @@ class Blend:
             wraps = (off + d - 1) // size - off // size if d else 0
             out.append(SourceEpochs(name, float(self.weights[i]), size, off, d, d / size, (off + d) / size, wraps))
         return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Materialized baselines (benchmarks and tests only): one entry per sample.
-
-
-def greedy_index(weights: Sequence[float], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Megatron's greedy interleave (nanotron's too): sample i goes to the source with the
-    largest w * max(i, 1) - count, first on ties. Returns (source int16, rank int64), 10 bytes a sample."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    source = np.empty(n, np.int16)
-    rank = np.empty(n, np.int64)
-    count = np.zeros(len(w))
-    buf = np.empty(len(w))
-    for i in range(n):
-        np.multiply(w, max(i, 1), out=buf)
-        buf -= count
-        s = int(buf.argmax())
-        source[i] = s
-        rank[i] = count[s]
-        count[s] += 1
-    return source, rank
-
-
-def shuffled_index(weights: Sequence[float], n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Nanoset-like: each source's share of n (largest remainder), the whole index shuffled."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    share = _nearest_in_box((w * n)[None, :], np.zeros((1, len(w)), np.int64), np.full((1, len(w)), n), np.array([n]))[0]
-    source = np.repeat(np.arange(len(w), dtype=np.int16), share)
-    np.random.default_rng(seed).shuffle(source)
-    rank = np.empty(n, np.int64)
-    for s in range(len(w)):
-        at = np.flatnonzero(source == s)
-        rank[at] = np.arange(at.size)
-    return source, rank

@@ -428,3 +428,20 @@ def export_nanotron_command(recipe, output, shards, run, dp, micro_batch_size, v
     else:
         for path in written:
             click.echo(f"wrote {path}", err=True)
+
+
+# --------------------------------------------------------------------------- generate
+
+
+@main.command(name="generate")
+@click.argument("hf_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--prompt", "prompts", multiple=True, help="A prompt to continue (repeatable; default: a few).")
+@click.option("--tokenizer", type=click.Path(exists=True), help="tokenizer.json, or the run folder that trained the model (default: the one `mixc export` put in HF_DIR).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--sample", is_flag=True, help="Top-k sampling instead of greedy decoding.")
+def generate_command(hf_dir, prompts, tokenizer, max_new_tokens, sample) -> None:
+    """Continue prompts with transformers from HF_DIR (`mixc export ... --format hf`): the round trip's last step."""
+    from .train.generate import generate_texts
+
+    for prompt, text in generate_texts(hf_dir, prompts, tokenizer=tokenizer, max_new_tokens=max_new_tokens, sample=sample):
+        click.echo(f"{prompt!r} -> {text!r}")

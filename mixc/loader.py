@@ -176,9 +176,6 @@ class PhaseStream:
                   for row, (s, i) in enumerate(zip(src.tolist(), idx.tolist()))]
         return tokens, starts
 
-    def sample(self, i: int) -> Sample:
-        return self.samples_at(np.array([i]))[0]
-
     def consumed(self) -> np.ndarray:
         """How many samples of each source this phase draws, for the phases after it."""
         return np.asarray(self.blend.counts(self.samples), dtype=np.int64)

@@ -45,7 +45,7 @@ def setup() -> None:
 
 def demo(out: str) -> None:
     """The whole mission on 2 CPU cores: sample data -> shards -> a trained tiny SmolLM3 -> transformers."""
-    mixc, python = str(BIN / "mixc"), str(BIN / "python")
+    mixc = str(BIN / "mixc")
     recipe = "recipes/smollm3-tiny.yaml"
     shards, run_dir = f"{out}/shards", f"{out}/run"
     started = time.monotonic()
@@ -58,7 +58,7 @@ def demo(out: str) -> None:
     run(mixc, "report", recipe, "--shards", shards)
     run(mixc, "report", recipe, "--shards", shards, "--format", "html", "-o", f"{out}/report.html")
     run(mixc, "export", run_dir, "--format", "hf", f"{out}/hf")
-    run(python, "-m", "mixc.train.generate", f"{out}/hf")
+    run(mixc, "generate", f"{out}/hf")
     print(f"demo done in {time.monotonic() - started:.0f} s: {out}/report.html, {run_dir}/metrics.jsonl, {out}/hf", flush=True)
 
 

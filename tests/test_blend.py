@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mixc.blend import Blend, BlendError, greedy_index, permutation, shuffled_index, source_key
+from bench.baselines import greedy_index, shuffled_index
+from mixc.blend import Blend, BlendError, permutation, source_key
 
 PREFIX_BOUND = 1.5
 BATCH_BOUND = 1.2

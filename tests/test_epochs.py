@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from loader_fixtures import MIX_ONE, MIX_TWO, RECIPE
 from store_fixtures import make_store
-from test_loader import MIX_ONE, MIX_TWO, RECIPE
 
 from mixc.cli import main
 

@@ -14,7 +14,7 @@ import pytest
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.writers import JsonlWriter
 
-from mixc.shards.sample import DEFAULT_SAMPLE_DOCUMENTS, sample_documents, sample_fingerprint, sample_reader
+from mixc.sample import DEFAULT_SAMPLE_DOCUMENTS, sample_documents, sample_fingerprint, sample_reader
 from mixc.spec import Source
 
 
@@ -51,7 +51,7 @@ def test_any_document_can_be_generated_on_its_own():
 
 def test_identical_bytes_in_another_process():
     src = source(name="fw2-rus", language="rus_Cyrl")
-    code = ("import hashlib, json; from mixc.shards.sample import sample_documents; from mixc.spec import Source;"
+    code = ("import hashlib, json; from mixc.sample import sample_documents; from mixc.spec import Source;"
             "s = Source(name='fw2-rus', category='web', language='rus_Cyrl', path='sample://web/rus_Cyrl/fw2-rus');"
             "print(hashlib.sha256(json.dumps(list(sample_documents(s, seed=5, documents=25)), ensure_ascii=False).encode()).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": "123"})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from loader_fixtures import MIX_ONE, MIX_TWO, RECIPE
 from store_fixtures import make_store
-from test_loader import MIX_ONE, MIX_TWO, RECIPE
 
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from mixc.cli import main
 from mixc.errors import MixcError
-from mixc.shards.sample import sample_documents
+from mixc.sample import sample_documents
 from mixc.shards.tokenizer import TokenizerSpec, fast_encoder, resolve_tokenizer
 from mixc.spec import Source
 

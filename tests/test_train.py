@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from loader_fixtures import MIX_ONE, MIX_TWO  # the same two mixes the loader tests blend
 from store_fixtures import make_store
-from test_loader import MIX_ONE, MIX_TWO  # the same two mixes the loader tests blend
 
 from mixc.errors import MixcError
 from mixc.plan import lr_at, plan_recipe, run_schedule

@@ -112,7 +112,7 @@ def _disk_location(source: Source) -> tuple[str, str, bool]:
 def input_fingerprint(source: Source, options: BuildOptions) -> dict:
     """What the source's bytes depend on, with a digest of it."""
     if is_sample(source, options):
-        from .sample import sample_fingerprint
+        from ..sample import sample_fingerprint
 
         info: dict[str, Any] = {"location": sample_location(source),
                                 "sample": sample_fingerprint(source, seed=options.seed, documents=options.sample_documents)}
@@ -182,7 +182,7 @@ def source_key(input_info: dict, tokenizer_fingerprint: str, options: dict) -> s
 
 def reader_for(source: Source, options: BuildOptions):
     if is_sample(source, options):
-        from .sample import sample_reader
+        from ..sample import sample_reader
 
         return sample_reader(source, seed=options.seed, documents=options.sample_documents)
     if source.format == "hf":

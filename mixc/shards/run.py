@@ -394,7 +394,7 @@ def build(
     key are reused; the phase manifests are (re)written for the selected phases.
     """
     from ..project import default_recipe, load_plan
-    from .sample import DEFAULT_SAMPLE_DOCUMENTS
+    from ..sample import DEFAULT_SAMPLE_DOCUMENTS
     from .writer import DEFAULT_SHARD_TOKENS, token_size_for
 
     if executor not in EXECUTORS:

@@ -216,8 +216,8 @@ SAMPLE_CORPUS = [
 
 def sample_corpus() -> Iterable[str]:
     """The fixed texts sample:bpe tokenizers are trained on (~2 MB)."""
+    from ..sample import sample_documents
     from ..spec import Source
-    from .sample import sample_documents
 
     for name, category, language, programming_language, documents in SAMPLE_CORPUS:
         source = Source(name=name, category=category, language=language, programming_language=programming_language,
@@ -244,7 +244,7 @@ def source_texts(source, *, documents: int, base_dir: Path | None = None, seed: 
     sample:// sources give their sample; local parquet/jsonl files are read with datatrove's
     readers. Hub-only sources are refused: training reads local data only.
     """
-    from .sample import sample_documents
+    from ..sample import sample_documents
 
     location = source.path or ""
     if location.startswith("sample://"):
@@ -359,8 +359,8 @@ def _bytes_to_unicode() -> list[str]:
 
 
 def _check_sample() -> Iterable[str]:
+    from ..sample import sample_documents
     from ..spec import Source
-    from .sample import sample_documents
 
     for name, category, language, programming_language, _ in SAMPLE_CORPUS:
         source = Source(name=name, category=category, language=language, programming_language=programming_language,

@@ -1,6 +1,7 @@
 """Generate text with transformers from a `mixc export --format hf` folder: the demo's last step.
 
-    python -m mixc.train.generate demo-out/hf --tokenizer demo-out/run --prompt "The"
+    mixc generate demo-out/hf --tokenizer demo-out/run --prompt "The"
+    (python -m mixc.train.generate ... is the same command)
 
 The point is the round trip: the weights mixc trained load into transformers'
 `AutoModelForCausalLM` and produce text through the tokenizer the shards were built with.
@@ -10,9 +11,9 @@ store and the tokenizer file in it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import MixcError
@@ -61,25 +62,28 @@ def generate(model_dir: str | Path, tokenizer: str | Path, prompt: str, **kw) ->
     return continue_text(model, tok, prompt, **kw)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model_dir")
-    parser.add_argument("--tokenizer", help="tokenizer.json, or the run folder that trained the model "
-                        "(default: the tokenizer.json `mixc export` put next to the weights)")
-    parser.add_argument("--prompt", action="append", help="one or more prompts (default: a few)")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--sample", action="store_true", help="top-k sampling instead of greedy decoding")
-    args = parser.parse_args(argv)
-    try:
-        model, tok = load(args.model_dir, args.tokenizer or Path(args.model_dir) / "tokenizer.json")
-        for prompt in args.prompt or ["The", "def ", "In mathematics,"]:
-            text = continue_text(model, tok, prompt, max_new_tokens=args.max_new_tokens, sample=args.sample)
-            print(f"{prompt!r} -> {text!r}", flush=True)
-    except MixcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+DEFAULT_PROMPTS = ("The", "def ", "In mathematics,")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def generate_texts(model_dir: str | Path, prompts: Iterable[str] = (), *, tokenizer: str | Path | None = None,
+                   max_new_tokens: int = 20, sample: bool = False) -> Iterator[tuple[str, str]]:
+    """(prompt, prompt + continuation) for each prompt (default: a few), loading the model once.
+
+    `tokenizer`: a tokenizer.json or the run folder that trained the model; by default the
+    tokenizer.json `mixc export` put next to the weights."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise MixcError(f"{model_dir}: no config.json here; export a checkpoint first (`mixc export RUN --format hf {model_dir}`)")
+    if tokenizer is None:
+        tokenizer = model_dir / "tokenizer.json"
+        if not tokenizer.is_file():
+            raise MixcError(f"{model_dir}: no tokenizer.json next to the weights; pass --tokenizer (a tokenizer.json or the run folder)")
+    model, tok = load(model_dir, tokenizer)
+    for prompt in prompts or DEFAULT_PROMPTS:
+        yield prompt, continue_text(model, tok, prompt, max_new_tokens=max_new_tokens, sample=sample)
+
+
+if __name__ == "__main__":  # `python -m mixc.train.generate ARGS` is `mixc generate ARGS`
+    from ..cli import main
+
+    main(["generate", *sys.argv[1:]], prog_name="mixc")
