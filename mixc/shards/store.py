@@ -242,6 +242,43 @@ def finalize_source(folder: str | Path, task_summaries: list[dict], manifest: di
     return manifest
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_folder(staged: str | Path, final: str | Path) -> None:
+    """Put a complete source folder (manifest written) in place of `final`, for `build --rebuild`.
+
+    Where the kernel can swap two directories, a reader sees the old complete folder or the new
+    one, never a mix. Elsewhere the old folder is renamed away first: for an instant the folder
+    is absent (a reader fails cleanly: no manifest), and never half old, half new."""
+    import shutil
+
+    staged, final = Path(staged), Path(final)
+    if not (staged / MANIFEST).exists():
+        raise MixcError(f"{staged}: a rebuilt folder without a manifest is not complete; not replacing {final}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and _exchange(staged, final):
+        shutil.rmtree(staged)  # now the old folder
+        return
+    if final.exists():
+        old = staged.with_name(staged.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
 def write_phase_manifest(store: str | Path, recipe_name: str, phase_name: str, data: dict) -> Path:
     path = phase_manifest_path(store, recipe_name, phase_name)
     write_json_atomic(path, dict(data, format=PHASE_FORMAT, recipe=recipe_name, phase=phase_name))
