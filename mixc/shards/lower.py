@@ -37,6 +37,7 @@ from ..errors import MixcError
 from ..plan import PhasePlan
 from ..spec import Source
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
+from .store import source_folder
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
 from .writer import DEFAULT_SHARD_TOKENS
 
@@ -234,7 +235,7 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
     info = input_fingerprint(source, options)
     opts = byte_options(source, options)
     key = source_key(info, tokenizer.fingerprint, opts)
-    folder = f"sources/{source.name}/{key}"
+    folder = source_folder(source.name, key)
     tasks = max(1, options.tasks)
     if "files" in info:  # a task per file at most: datatrove splits file sources by file
         tasks = min(tasks, len(info["files"]))

@@ -70,8 +70,24 @@ def read_manifest(folder: str | Path) -> dict:
     return _read_json(Path(folder) / MANIFEST, "source manifest", SHARDS_FORMAT)
 
 
+def path_part(name: str, what: str) -> str:
+    """A name used as one path component, checked again here (the spec checks it first), so
+    that no caller can make the store write outside itself."""
+    from ..spec import check_name
+
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise MixcError(f"{what} {exc}") from None
+
+
+def source_folder(source_name: str, key: str) -> str:
+    """sources/<source>/<key>, relative to the store."""
+    return f"sources/{path_part(source_name, 'source')}/{path_part(key, 'key')}"
+
+
 def phase_manifest_path(store: str | Path, recipe_name: str, phase_name: str) -> Path:
-    return Path(store) / "phases" / recipe_name / f"{phase_name}.json"
+    return Path(store) / "phases" / path_part(recipe_name, "recipe") / f"{path_part(phase_name, 'phase')}.json"
 
 
 def read_phase_manifest(path: str | Path) -> dict:
