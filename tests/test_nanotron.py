@@ -133,6 +133,29 @@ def test_the_64k_phase_reads_infiwebmath_4plus_and_counts_it(tmp_path):
     assert ("infiwebmath-4plus", 0.0079096) in mix_entries(imported, 0)
 
 
+def test_without_a_catalog_known_smollm3_sources_take_the_shipped_catalogs_fields(tmp_path):
+    """multilingual_wiki's name says nothing of its languages and tinyGSM's 'problem-solving' and
+    '2students' nothing of math: the shipped catalog knows them; unknown names are still guessed."""
+    resolved = load_recipe(import_(tmp_path, STAGE3, LC64))
+    plan = plan_recipe(resolved)
+    decay = {s.name: s for s in plan.phase("decay-stage").sources}
+    assert decay["multilingual_wiki"].multilingual and decay["multilingual_wiki"].language == "mul_Zyyy"
+    lc64 = {s.name: s for s in plan.phases[-1].sources}
+    assert lc64["problem-solving"].category == lc64["2students"].category == "math"
+    assert lc64["fw2-hq-fra_Latn"].language == "fra_Latn" and lc64["dclm"].category == "web"
+    # Without --catalog the category split equals the one the catalog gives.
+    with_catalog = plan_recipe(load_recipe(import_(tmp_path / "c", STAGE3, LC64, extra=("--catalog", str(CATALOG)))))
+    for x, y in zip(plan.phases, with_catalog.phases):
+        assert x.categories() == pytest.approx(y.categories(), abs=1e-12), x.name
+
+
+def test_an_unknown_folder_is_still_guessed(tmp_path):
+    config = CONFIG.replace("web-en", "my-own-gsm-set")
+    (tmp_path / "a.yaml").write_text(config)
+    resolved = load_recipe(import_(tmp_path, tmp_path / "a.yaml"))
+    assert {s.name: s.category for s, _ in resolved.mixes[0].entries}["my-own-gsm-set"] == "math"
+
+
 def test_resumed_configs_form_one_run(tmp_path):
     """SmolLM3 published one config per stage; each resumes the run of the one before."""
     alone = load_recipe(import_(tmp_path / "a", STAGE1))
