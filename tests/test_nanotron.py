@@ -156,6 +156,13 @@ def test_an_unknown_folder_is_still_guessed(tmp_path):
     assert {s.name: s.category for s, _ in resolved.mixes[0].entries}["my-own-gsm-set"] == "math"
 
 
+def test_folder_names_that_are_not_safe_names_are_imported_as_safe_ones(tmp_path):
+    config = CONFIG.replace("/data/tok/web-en/standard/", "/data/tok/..web en(2024)/standard/")
+    (tmp_path / "a.yaml").write_text(config)
+    resolved = load_recipe(import_(tmp_path, tmp_path / "a.yaml"))
+    assert [n for n, _ in mix_entries(resolved, 0)][0] == "web-en-2024"
+
+
 def test_resumed_configs_form_one_run(tmp_path):
     """SmolLM3 published one config per stage; each resumes the run of the one before."""
     alone = load_recipe(import_(tmp_path / "a", STAGE1))

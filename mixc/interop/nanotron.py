@@ -493,8 +493,9 @@ class ImportResult:
 
 
 def slug(text: str) -> str:
-    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text).strip()).strip("-.")
-    return out or "phase"
+    """A safe mixc name (spec.check_name) from any text: a folder or stage name of a config."""
+    out = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text).strip())).strip("-._+")
+    return out[:128] or "phase"
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -627,7 +628,8 @@ def _mix_text(run: RunConfig, stage: Stage, index: int, phase_name: str, catalog
         if name is not None and name not in sources:
             sources[name] = _number(e.weight)
             continue
-        name = e.name if e.name not in sources else f"{e.name}-{len(sources)}"
+        name = slug(e.name)
+        name = name if name not in sources else f"{name}-{len(sources)}"
         inline.append(name)
         names = (e.name, source_name(e.read_path) if e.read_path else None, source_name(e.folder))
         category, language = classify((*names, *candidates[1:]))
