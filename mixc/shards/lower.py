@@ -135,7 +135,7 @@ def canonical_location(source: Source) -> str:
     directory and would give one source several keys."""
     local = _local_path(source.url)
     if local is None:
-        return source.url
+        return source.url.rstrip("/")  # 'hf://datasets/x/' and 'hf://datasets/x' are one folder
     return "file://" + str(local.resolve())
 
 
