@@ -242,9 +242,11 @@ def diff(a: str, b: str, recipe: str | None, fmt: str) -> None:
 @click.option("--slurm-time", default="24:00:00", show_default=True, help="slurm: time limit per task.")
 @click.option("--slurm-env", help="slurm: shell command that activates mixc's environment in a job (default: this venv).")
 @click.option("--no-fast-encoder", is_flag=True, help="Always encode with HF tokenizers (default: tiktoken where proven identical).")
+@click.option("--rebuild", is_flag=True, help="Tokenize the selected phases' sources again, even if complete; "
+              "each new folder replaces the old one whole.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers, shard_tokens, tokenizer, seed, shuffle,
-          slurm_partition, slurm_time, slurm_env, no_fast_encoder, quiet) -> None:
+          slurm_partition, slurm_time, slurm_env, no_fast_encoder, rebuild, quiet) -> None:
     """Tokenize the sources of a phase (or all phases) into datatrove shards in the store --out.
 
     Sources already tokenized with the same input, tokenizer and options are reused, so
@@ -257,7 +259,7 @@ def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers
     result = run_build(
         recipe, stage=stage, out=out, sample=sample, sample_documents=sample_documents, executor=executor, tasks=tasks,
         workers=workers, shard_tokens=_count_option(parse_count, shard_tokens, "--shard-tokens"), tokenizer=tokenizer,
-        seed=seed, shuffle=shuffle, progress=not quiet, fast_encoder=not no_fast_encoder,
+        seed=seed, shuffle=shuffle, progress=not quiet, fast_encoder=not no_fast_encoder, rebuild=rebuild,
         slurm=SlurmOptions(partition=slurm_partition, time=slurm_time, env_command=slurm_env),
     )
     click.echo(result.summary())

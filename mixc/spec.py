@@ -87,6 +87,43 @@ def check_language(code: str) -> str:
     return code
 
 
+# ---------------------------------------------------------------------------
+# Names that become paths: store folders, phase manifests, run folders. Kept to one safe,
+# documented character set so that no name can climb out of `--out` or hide a folder.
+
+NAME_CHARS = "letters, digits and . _ + - (starting with a letter or digit)"
+NAME_MAX = 128
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def check_name(name: str) -> str:
+    """A source, phase, recipe or run name: [A-Za-z0-9][A-Za-z0-9._+-]*, no '..', at most 128 chars."""
+    if not isinstance(name, str):
+        raise ValueError(f"expected a name, got {type(name).__name__} {name!r}")
+    problem = None
+    if not name:
+        problem = "is empty"
+    elif len(name) > NAME_MAX:
+        problem = f"is {len(name)} characters long (at most {NAME_MAX})"
+    elif "/" in name or "\\" in name:
+        problem = "contains a path separator"
+    elif ".." in name:
+        problem = "contains '..'"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "contains a control character"
+    elif not name[0].isascii() or not name[0].isalnum():
+        problem = f"starts with {name[0]!r}"
+    elif (bad := next((c for c in name if not _SAFE_NAME.fullmatch("a" + c)), None)) is not None:
+        problem = f"contains {bad!r}"
+    if problem:
+        raise ValueError(f"name {name[:60]!r} {problem}; names become folder names, so they use only {NAME_CHARS}")
+    return name
+
+
+Name = Annotated[str, BeforeValidator(check_name),
+                 Field(json_schema_extra={"pattern": f"^{_SAFE_NAME.pattern}$", "maxLength": NAME_MAX})]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,7 +167,7 @@ class SourceFields(Strict):
 
 
 class Source(SourceFields):
-    name: str
+    name: Name
 
     @property
     def multilingual(self) -> bool:
@@ -148,7 +185,7 @@ class Source(SourceFields):
 
 class Catalog(Strict):
     description: str | None = None
-    sources: dict[str, SourceFields]
+    sources: dict[Name, SourceFields]
 
     @field_validator("sources")
     @classmethod
@@ -194,7 +231,7 @@ class Mix(Strict):
     weights: Literal["relative", "absolute"] = Field(
         "absolute", description="'relative': weights are normalized when compiled; 'absolute': they must sum to 1"
     )
-    sources: dict[str, Annotated[InlineEntry, BeforeValidator(_entry, json_schema_input_type=float | InlineEntry)]]
+    sources: dict[Name, Annotated[InlineEntry, BeforeValidator(_entry, json_schema_input_type=float | InlineEntry)]]
 
     @field_validator("sources")
     @classmethod
@@ -234,7 +271,7 @@ class Optimizer(Strict):
 
 
 class Phase(Strict):
-    name: str
+    name: Name
     stage: int | None = Field(None, ge=1, description="the user's stage number (1, 2, 3 for pretraining)")
     mix: str = Field(description="mix file, relative to the recipe")
     steps: PositiveCount | None = None
@@ -242,7 +279,7 @@ class Phase(Strict):
     start_step: PositiveCount | None = Field(None, description="optional check: first step of this phase")
     sequence_length: PositiveCount
     rope_theta: Number = Field(gt=0)
-    run: str = Field("main", description="phases of one run share a step counter and a schedule")
+    run: Name = Field("main", description="phases of one run share a step counter and a schedule")
     schedule: Schedule | None = None
 
     @model_validator(mode="after")
@@ -253,7 +290,7 @@ class Phase(Strict):
 
 
 class Recipe(Strict):
-    name: str
+    name: Name
     description: str | None = None
     tokenizer: str
     model: str

@@ -127,6 +127,59 @@ def test_a_changed_input_or_tokenizer_gets_a_new_key(tmp_path, tokenizer_path):
     assert all(not s.reused and s.folder != moved[s.name][0] for s in third.sources)
 
 
+def test_keys_do_not_depend_on_the_working_directory(tmp_path, tokenizer_path, monkeypatch):
+    """A catalog with relative paths, built from three directories (relative and absolute recipe
+    paths): one key per source, so the second and third builds tokenize nothing."""
+    proj = tmp_path / "proj"
+    write_jsonl(proj / "data" / "web.jsonl", texts(1, 100))
+    write_parquet(proj / "data" / "code.parquet", texts(3, 100))
+    write_project(proj, {"web": {"category": "web", "format": "jsonl", "path": "data/web.jsonl"},
+                         "code": {"category": "code", "path": "./data/code.parquet"}},
+                  {"one": {"web": 1, "code": 1}}, tokenizer=str(tokenizer_path))
+    store = tmp_path / "store"
+    (tmp_path / "elsewhere" / "deeper").mkdir(parents=True)
+    runs = []
+    for cwd, recipe in ((tmp_path, "proj/recipe.yaml"), (proj, "recipe.yaml"),
+                        (tmp_path / "elsewhere" / "deeper", str(proj / "recipe.yaml"))):
+        monkeypatch.chdir(cwd)
+        runs.append({s.name: (s.folder, s.reused) for s in _build(recipe, store).sources})
+    assert {name: reused for name, (_, reused) in runs[0].items()} == {"web": False, "code": False}
+    assert runs[1] == runs[2] == {name: (folder, True) for name, (folder, _) in runs[0].items()}
+    assert sorted(p.parent.name for p in (store / "sources").glob("*/*")) == ["code", "web"]
+    manifest = read_manifest(store / runs[0]["web"][0])
+    assert manifest["input"]["location"] == f"file://{(proj / 'data' / 'web.jsonl').resolve()}"
+
+
+def test_rebuild_tokenizes_again_and_swaps_the_whole_folder(tmp_path, tokenizer_path, monkeypatch):
+    import mixc.shards.run as run_mod
+    from mixc.shards.store import complete_source_folders
+
+    recipe = _project(tmp_path, tokenizer_path)
+    store = tmp_path / "store"
+    first = {s.name: s.folder for s in _build(recipe, store, stage="1").sources}
+    reference = _shard_bytes(store)
+    shard = store / first["web"] / "00000.ds"
+    shard.write_bytes(b"\0" * shard.stat().st_size)  # a damaged shard that a plain rebuild would reuse
+    assert all(s.reused for s in _build(recipe, store, stage="1").sources)
+
+    def killed(staged, final):  # stands in for a kill after the new folder is complete, before the swap
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "replace_folder", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _build(recipe, store, stage="1", rebuild=True)
+    # The staged copy is never taken for a source folder; the old one is still whole.
+    assert sorted(str(f.relative_to(store)) for f in complete_source_folders(store)) == sorted(first.values())
+    assert read_manifest(store / first["web"])["files"][0]["path"] == "00000.ds" and shard.read_bytes().count(0) == len(shard.read_bytes())
+    monkeypatch.undo()
+    again = _build(recipe, store, stage="1", rebuild=True)
+    assert {s.name: (s.folder, s.reused) for s in again.sources} == {n: (f, False) for n, f in first.items()}
+    assert _shard_bytes(store) == reference
+    assert not (store / ".rebuild").exists() and not list(store.rglob(".work"))
+    code, out = _cli("--recipe", recipe, "--out", store, "--stage", "1", "--shard-tokens", 3000, "--rebuild")
+    assert code == 0 and "0 reused" in out and _shard_bytes(store) == reference
+
+
 def test_a_second_build_into_the_same_store_is_refused(tmp_path, tokenizer_path):
     recipe = _project(tmp_path, tokenizer_path)
     with StoreLock(tmp_path / "store"), pytest.raises(MixcError, match="another mixc build is writing to this store"):

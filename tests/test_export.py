@@ -156,11 +156,37 @@ def test_cli_export_checkpoint_format_hf(tmp_path):
     assert hf.config.rope_parameters["rope_type"] == "yarn" and hf.config.rope_parameters["factor"] == 2.0
     assert hf.config.rope_parameters["original_max_position_embeddings"] == model.config.max_position_embeddings
     ids, _ = packed_batch()
-    assert json.loads((out / "config.json").read_text())["mixc"] == {"recipe": "smollm3-tiny", "phase": "decay", "step": 5}
+    # The checkpoint names no recipe file: the model's constant, and the config says so.
+    assert json.loads((out / "config.json").read_text())["mixc"] == {
+        "recipe": "smollm3-tiny", "phase": "decay", "step": 5, "trained_sequence_length": model.config.max_position_embeddings,
+        "trained_sequence_length_from": "model config (the checkpoint names no readable recipe phase)"}
     plain = tmp_path / "hf-plain"
     assert run_cli(["export", str(folder), str(plain)]).exit_code == 0  # --format hf is the default
     with torch.no_grad():
         torch.testing.assert_close(load_hf(plain)(ids, use_cache=False).logits, model(ids)[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("phase, length", [("stable-1", 256), ("long-context-32k", 1024), ("long-context-64k", 2048)])
+def test_exported_length_is_the_one_the_checkpoints_phase_trained_at(tmp_path, phase, length):
+    """The tiny recipe's 256 / 1024 / 2048 stand for SmolLM3's 4096 / 32768 / 65536: a checkpoint
+    exports the sequence length of its own phase (from the recipe the checkpoint names), and YaRN
+    scales from there, not from the model's constant."""
+    from spec_fixtures import REPO
+
+    recipe = REPO / "recipes" / "smollm3-tiny.yaml"
+    model = mixc_model(seed=6, max_position_embeddings=4096)
+    save_checkpoint(tmp_path / "run", model, recipe=str(recipe), phase=phase)
+    plain, scaled = tmp_path / "hf", tmp_path / "hf-yarn"
+    assert run_cli(["export", str(tmp_path / "run"), str(plain)]).exit_code == 0
+    assert run_cli(["export", str(tmp_path / "run"), str(scaled), "--yarn", "4"]).exit_code == 0
+    assert transformers.AutoConfig.from_pretrained(plain).max_position_embeddings == length
+    assert json.loads((plain / "config.json").read_text())["mixc"]["trained_sequence_length_from"] == f"recipe {recipe}, phase {phase}"
+    config = transformers.AutoConfig.from_pretrained(scaled)
+    assert config.rope_parameters["original_max_position_embeddings"] == length and config.max_position_embeddings == 4 * length
+    # A checkpoint that records its sequence length is taken at its word.
+    save_checkpoint(tmp_path / "run2", model, sequence_length=65536)
+    assert run_cli(["export", str(tmp_path / "run2"), str(tmp_path / "hf2")]).exit_code == 0
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "hf2").max_position_embeddings == 65536
 
 
 def test_cli_export_errors_and_nanotron_subcommand_still_resolves(tmp_path):

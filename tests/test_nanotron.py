@@ -107,15 +107,60 @@ def test_published_configs_give_the_shipped_smollm3_curriculum(tmp_path):
     assert pi.phases[4].schedule.decay_steps == 21_000
     # Names: the catalog's, except stable-1/2 where the shipped mixes call the 'stack-edu-*'
     # folders 'stack-v2-*' (the published comment: "we use stack v2 data, just typo in s3 path
-    # names"), and the 64k slot whose read path is '.../infiwebmath-4plus/tokenized', which the
-    # shipped catalog keeps as a source named 'tokenized' and mixc reads as infiwebmath-4plus.
+    # names"). The 64k slot read as '.../infiwebmath-4plus/tokenized' is infiwebmath-4plus.
     for x, y in zip(pi.phases, ps.phases):
         renamed = {(a.name, b.name) for a, b in zip(x.sources, y.sources) if a.name != b.name}
-        renamed -= {("infiwebmath-4plus", "tokenized")}
         assert all(a.replace("stack-edu-", "stack-v2-") == b for a, b in renamed), renamed
         if x.index >= 2:
             assert not renamed
         assert x.categories() == pytest.approx(y.categories(), abs=0.004)
+
+
+def test_the_64k_phase_reads_infiwebmath_4plus_and_counts_it(tmp_path):
+    """The 64k config's '.../infiwebmath-4plus/tokenized' slot is InfiWebMath-4+: one source whose
+    epochs carry over from the 32k phase (a separate 'tokenized' source would drop ~410M tokens)."""
+    plan = plan_recipe(load_recipe(SHIPPED))
+    lc64 = plan.phases[-1]
+    assert lc64.sequence_length == 65536 and "tokenized" not in {s.name for p in plan.phases for s in p.sources}
+    assert "tokenized" not in load_file(CATALOG).data["sources"]
+    mine = {s.name: s for s in lc64.sources}["infiwebmath-4plus"]
+    assert mine.weight == 0.0079096 and 400e6 < mine.tokens < 420e6
+    before = sum(s.tokens for p in plan.phases[:-1] for s in p.sources if s.name == "infiwebmath-4plus")
+    assert mine.tokens_before == before > 0
+    assert mine.cumulative_epochs == pytest.approx((before + mine.tokens) / 8.5e9)
+    # Imported with the catalog, the published config gives the same name.
+    imported = load_recipe(import_(tmp_path, LC64, extra=("--catalog", str(CATALOG))))
+    assert ("infiwebmath-4plus", 0.0079096) in mix_entries(imported, 0)
+
+
+def test_without_a_catalog_known_smollm3_sources_take_the_shipped_catalogs_fields(tmp_path):
+    """multilingual_wiki's name says nothing of its languages and tinyGSM's 'problem-solving' and
+    '2students' nothing of math: the shipped catalog knows them; unknown names are still guessed."""
+    resolved = load_recipe(import_(tmp_path, STAGE3, LC64))
+    plan = plan_recipe(resolved)
+    decay = {s.name: s for s in plan.phase("decay-stage").sources}
+    assert decay["multilingual_wiki"].multilingual and decay["multilingual_wiki"].language == "mul_Zyyy"
+    lc64 = {s.name: s for s in plan.phases[-1].sources}
+    assert lc64["problem-solving"].category == lc64["2students"].category == "math"
+    assert lc64["fw2-hq-fra_Latn"].language == "fra_Latn" and lc64["dclm"].category == "web"
+    # Without --catalog the category split equals the one the catalog gives.
+    with_catalog = plan_recipe(load_recipe(import_(tmp_path / "c", STAGE3, LC64, extra=("--catalog", str(CATALOG)))))
+    for x, y in zip(plan.phases, with_catalog.phases):
+        assert x.categories() == pytest.approx(y.categories(), abs=1e-12), x.name
+
+
+def test_an_unknown_folder_is_still_guessed(tmp_path):
+    config = CONFIG.replace("web-en", "my-own-gsm-set")
+    (tmp_path / "a.yaml").write_text(config)
+    resolved = load_recipe(import_(tmp_path, tmp_path / "a.yaml"))
+    assert {s.name: s.category for s, _ in resolved.mixes[0].entries}["my-own-gsm-set"] == "math"
+
+
+def test_folder_names_that_are_not_safe_names_are_imported_as_safe_ones(tmp_path):
+    config = CONFIG.replace("/data/tok/web-en/standard/", "/data/tok/..web en(2024)/standard/")
+    (tmp_path / "a.yaml").write_text(config)
+    resolved = load_recipe(import_(tmp_path, tmp_path / "a.yaml"))
+    assert [n for n, _ in mix_entries(resolved, 0)][0] == "web-en-2024"
 
 
 def test_resumed_configs_form_one_run(tmp_path):

@@ -120,7 +120,7 @@ def test_python_samples_compile():
                                              ("Shell", r"^#!/usr/bin/env bash"), ("SQL", r"\b(SELECT|CREATE TABLE|INSERT INTO)\b"),
                                              ("HTML", r"^<!DOCTYPE html>"), ("Markdown", r"^# ")])
 def test_code_looks_like_its_language(language, marker):
-    docs = texts(source(name=f"stack-{language}", category="code", programming_language=language), 30)
+    docs = texts(source(name=f"stack-{language.replace('#', '-Sharp')}", category="code", programming_language=language), 30)
     for text in docs:
         assert re.search(marker, text, re.M), text[:300]
         if language in ("JavaScript", "TypeScript", "Java", "C#", "C", "C++", "Go", "Rust", "Swift", "PHP"):

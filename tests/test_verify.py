@@ -144,8 +144,35 @@ def test_a_phase_pointing_at_an_unfinished_folder_is_caught(store):
     result = _verify(phase)
     assert result.exit_code == 1
     assert f"{phase}: source 'b': folder sources/b/{folder.name} is incomplete" in result.stderr
+    # A folder a phase names is checked, never skipped as unfinished; one nothing names is skipped.
     whole = _verify(store)
-    assert whole.exit_code == 1 and "unfinished folder(s) without a manifest skipped" in whole.stderr
+    assert whole.exit_code == 1 and f"source 'b': folder sources/b/{folder.name} is incomplete" in whole.stderr
+    assert "skipped" not in whole.output
+    (store / "sources" / "c" / "0123456789ab").mkdir(parents=True)
+    assert "1 unfinished folder(s) without a manifest skipped" in _verify(store).stderr
+
+
+def test_every_folder_a_phase_names_is_verified_whatever_the_source_name(tmp_path):
+    """A store written before names were checked: 'HuggingFaceFW/fineweb-edu' nests one level
+    deeper. Its damaged shard is found, not skipped as an unfinished folder."""
+    store = make_store(tmp_path, "r", {"p1": {"HuggingFaceFW/fineweb-edu": 1, "b": 1}},
+                       {"HuggingFaceFW/fineweb-edu": _docs(1, 60), "b": _docs(2, 30)}, vocab_size=VOCAB)
+    clean = _verify(store)
+    assert clean.exit_code == 0 and "2 source folder(s)" in clean.stdout and "skipped" not in clean.output
+    ds = next((store / "sources" / "HuggingFaceFW" / "fineweb-edu").iterdir()) / "00000.ds"
+    ds.write_bytes(ds.read_bytes()[:-2])
+    for path in (store, store / "phases" / "r" / "p1.json"):
+        result = _verify(path)
+        assert result.exit_code == 1 and f"{ds}: sha256 does not match" in result.stderr and "skipped" not in result.output
+
+
+def test_a_phase_naming_a_folder_outside_the_store_is_caught(store):
+    phase = store / "phases" / "r" / "p1.json"
+    data = json.loads(phase.read_text())
+    data["sources"][1]["folder"] = "sources/../../../b"
+    write_json_atomic(phase, data)
+    result = _verify(store)
+    assert result.exit_code == 1 and "source 'b': folder sources/../../../b is outside the store's sources/" in result.stderr
 
 
 def test_a_path_that_is_not_shards_is_a_clear_error(tmp_path):

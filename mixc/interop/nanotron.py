@@ -24,6 +24,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import yaml
 
 from ..errors import MixcError
 from ..locyaml import Located, SpecError, SpecErrors, load_file
-from ..spec import CATEGORIES, Optimizer, ResolvedRecipe, Schedule, check_language, key_path, load_catalog
+from ..spec import CATEGORIES, DEFAULT_LANGUAGE, Optimizer, ResolvedRecipe, Schedule, check_language, key_path, load_catalog
 
 LAYOUT_WORDS = frozenset({"standard", "tokenized"})
 NAMINGS = ("read-path", "folder")
@@ -430,6 +431,33 @@ def merge_runs(configs: list[RunConfig]) -> tuple[list[RunConfig], list[str]]:
 # --------------------------------------------------------------------------- guessing source fields
 
 
+# The shipped SmolLM3 catalog: without --catalog, a source it knows (matched by the names its
+# dataset path gives) takes its category and language from there; only unknown ones are guessed.
+# Absent when mixc is installed without the repository's mixes/ folder: then everything is guessed.
+SHIPPED_CATALOG = Path(__file__).resolve().parents[2] / "mixes" / "smollm3" / "sources.yaml"
+
+
+@lru_cache(maxsize=1)
+def _shipped_sources() -> dict[str, tuple[str, str]]:
+    """name -> (category, language) of the shipped catalog's sources."""
+    if not SHIPPED_CATALOG.is_file():
+        return {}
+    sources, _ = load_catalog(SHIPPED_CATALOG)
+    return {name: (s.category, s.language) for name, s in sources.items()}
+
+
+def classify(candidates: tuple[str | None, ...]) -> tuple[str, str | None]:
+    """(category, language or None for English) of an inline source: the shipped catalog's entry
+    for the first candidate name it knows, else guessed from the names."""
+    known = _shipped_sources()
+    match = next((known[n] for n in candidates if n and n in known), None)
+    if match is not None:
+        category, language = match
+        return category, None if language == DEFAULT_LANGUAGE else language
+    category = guess_category(*candidates)
+    return category, guess_language(candidates[0] or "") if category == "web" else None
+
+
 def guess_category(*names: str | None) -> str:
     text = " ".join(n for n in names if n)
     for category, pattern in CATEGORY_PATTERNS:
@@ -465,8 +493,9 @@ class ImportResult:
 
 
 def slug(text: str) -> str:
-    out = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text).strip()).strip("-.")
-    return out or "phase"
+    """A safe mixc name (spec.check_name) from any text: a folder or stage name of a config."""
+    out = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(text).strip())).strip("-._+")
+    return out[:128] or "phase"
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -599,11 +628,13 @@ def _mix_text(run: RunConfig, stage: Stage, index: int, phase_name: str, catalog
         if name is not None and name not in sources:
             sources[name] = _number(e.weight)
             continue
-        name = e.name if e.name not in sources else f"{e.name}-{len(sources)}"
+        name = slug(e.name)
+        name = name if name not in sources else f"{name}-{len(sources)}"
         inline.append(name)
         names = (e.name, source_name(e.read_path) if e.read_path else None, source_name(e.folder))
-        entry: dict[str, Any] = {"weight": _number(e.weight), "category": guess_category(*names)}
-        if entry["category"] == "web" and (language := guess_language(e.name)):
+        category, language = classify((*names, *candidates[1:]))
+        entry: dict[str, Any] = {"weight": _number(e.weight), "category": category}
+        if language:
             entry["language"] = language
         entry |= {"path": e.folder, "verified": False}
         sources[name] = entry
@@ -619,7 +650,8 @@ def _mix_text(run: RunConfig, stage: Stage, index: int, phase_name: str, catalog
               f"{len(stage.entries)} datasets.\n"
               "Weights as written in the config (nanotron normalizes them; so does mixc, as they are relative).")
     if inline:
-        header += ("\nInline sources: category guessed from the name, path = the nanotron dataset folder (already tokenized).\n"
+        header += ("\nInline sources: category and language from the shipped SmolLM3 catalog where it knows the folder's name,"
+                   "\nelse guessed from the name; path = the nanotron dataset folder (already tokenized).\n"
                    "Point path or dataset at the raw text (or give --catalog) before `mixc build`.")
     return _dump(mix, header, flow_leaves=True)
 

@@ -6,8 +6,12 @@ hf://... — or HuggingFaceDatasetReader for `format: hf`), or mixc's sample rea
 `sample://` locations and `--sample` builds.
 
 Lowering also fixes the source's store key: sha256 over its input fingerprint, the tokenizer
-fingerprint and the options that change bytes. Input fingerprints:
-  - local files: every file's path (relative to the source folder), size and mtime in ns.
+fingerprint and the options that change bytes. Everything in it is canonical, never the spelling
+of the spec: a local location enters as its resolved absolute path, so the same source built
+from any working directory, through a relative or an absolute path or a symlink, has one key.
+Input fingerprints:
+  - local files: the resolved location, and every file's path (relative to the source folder),
+    size and mtime in ns.
     Editing or replacing a file changes its mtime, so the key changes; hashing terabytes of
     parquet on every build would cost more than tokenizing them.
   - remote files (hf://, s3://): path, size and whatever content id the filesystem reports
@@ -33,6 +37,7 @@ from ..errors import MixcError
 from ..plan import PhasePlan
 from ..spec import Source
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
+from .store import source_folder
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
 from .writer import DEFAULT_SHARD_TOKENS
 
@@ -64,12 +69,26 @@ class SourceBuild:
     options: dict
     tasks: int
     pipeline: list = field(repr=False)
+    rebuild: bool = False  # `mixc build --rebuild`: tokenize afresh beside the folder, then swap it in
 
     def path(self, store: str | Path) -> Path:
         return Path(store) / self.folder
 
+    def build_path(self, store: str | Path) -> Path:
+        """Where the tasks write: the folder itself, or for a rebuild a staging folder outside
+        `sources/`, so that the complete folder stays readable until the new one replaces it."""
+        return Path(store) / rebuild_folder(self.folder) if self.rebuild else self.path(store)
+
     def work(self, store: str | Path) -> Path:
-        return self.path(store) / WORK
+        return self.build_path(store) / WORK
+
+
+REBUILD = ".rebuild"
+
+
+def rebuild_folder(folder: str) -> str:
+    """sources/<name>/<key> -> .rebuild/<name>/<key> (relative to the store)."""
+    return str(Path(REBUILD, *Path(folder).parts[1:]))
 
 
 def canonical_sha256(data: Any) -> str:
@@ -109,6 +128,17 @@ def _disk_location(source: Source) -> tuple[str, str, bool]:
     return url, glob, True
 
 
+def canonical_location(source: Source) -> str:
+    """The location as a key input: a local path resolved (file:///abs/path), a remote URL as given.
+
+    The spec's own spelling (`data/web`, `./data/web`, `../proj/data/web`) depends on the working
+    directory and would give one source several keys."""
+    local = _local_path(source.url)
+    if local is None:
+        return source.url.rstrip("/")  # 'hf://datasets/x/' and 'hf://datasets/x' are one folder
+    return "file://" + str(local.resolve())
+
+
 def input_fingerprint(source: Source, options: BuildOptions) -> dict:
     """What the source's bytes depend on, with a digest of it."""
     if is_sample(source, options):
@@ -121,7 +151,7 @@ def input_fingerprint(source: Source, options: BuildOptions) -> dict:
                 "split": source.split, "data_dir": source.data_dir, "revision": _hub_revision(source)}
     else:
         folder, glob, recursive = _disk_location(source)
-        info = {"location": source.url, "files": _list_files(source, folder, glob, recursive)}
+        info = {"location": canonical_location(source), "files": _list_files(source, folder, glob, recursive)}
     info["fingerprint"] = canonical_sha256(info)
     return info
 
@@ -199,23 +229,24 @@ def reader_for(source: Source, options: BuildOptions):
     return cls(folder, source_name=source.name, text_key=source.text_column, glob_pattern=glob, recursive=recursive)
 
 
-def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, options: BuildOptions) -> SourceBuild:
+def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, options: BuildOptions,
+                 rebuild: bool = False) -> SourceBuild:
     """One source -> its key, its folder in the store and its datatrove pipeline."""
     info = input_fingerprint(source, options)
     opts = byte_options(source, options)
     key = source_key(info, tokenizer.fingerprint, opts)
-    folder = f"sources/{source.name}/{key}"
+    folder = source_folder(source.name, key)
     tasks = max(1, options.tasks)
     if "files" in info:  # a task per file at most: datatrove splits file sources by file
         tasks = min(tasks, len(info["files"]))
     pipeline: list = [reader_for(source, options)]
     if source.filter and (source.filter.min_chars is not None or source.filter.max_chars is not None):
         pipeline.append(LengthFilter(source.filter.min_chars, source.filter.max_chars))
-    work = (Path(store) / folder / WORK).resolve()
+    work = (Path(store) / (rebuild_folder(folder) if rebuild else folder) / WORK).resolve()
     pipeline.append(TokenizeStep(source.name, tokenizer, work, shard_tokens=options.shard_tokens,
                                  batch_documents=options.batch_documents, shuffle_seed=options.shuffle_seed,
                                  threads=options.threads, fast=options.fast_encoder))
-    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline)
+    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild)
 
 
 def phase_sources(phases: list[PhasePlan]) -> list[Source]:
@@ -227,6 +258,7 @@ def phase_sources(phases: list[PhasePlan]) -> list[Source]:
     return list(out.values())
 
 
-def lower(phases: list[PhasePlan], tokenizer: TokenizerRef, store: str | Path, options: BuildOptions) -> list[SourceBuild]:
+def lower(phases: list[PhasePlan], tokenizer: TokenizerRef, store: str | Path, options: BuildOptions,
+          rebuild: bool = False) -> list[SourceBuild]:
     """The union of the phases' sources, each lowered to its pipeline."""
-    return [lower_source(s, tokenizer, store, options) for s in phase_sources(phases)]
+    return [lower_source(s, tokenizer, store, options, rebuild) for s in phase_sources(phases)]

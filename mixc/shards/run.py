@@ -35,7 +35,7 @@ from ..errors import MixcError
 from ..report.text import human_tokens
 from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
-from .store import MANIFEST, StoreLock, finalize_source, read_manifest, tokenizer_file, write_phase_manifest
+from .store import MANIFEST, StoreLock, finalize_source, read_manifest, replace_folder, tokenizer_file, write_phase_manifest
 from .tokenize import TokenizerRef, task_error, task_marker
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -245,8 +245,10 @@ def _slurm_executors(pipeline, tasks: int, workers: int, run_dir: Path, context:
 
 def _prepare(store: Path, sb: SourceBuild) -> bool:
     """Get a source folder ready; False when it is already complete."""
-    folder = sb.path(store)
+    folder = sb.build_path(store)
     work = folder / WORK
+    if sb.rebuild and (folder / MANIFEST).exists():  # staged by a rebuild that stopped before the swap
+        shutil.rmtree(folder)
     if (folder / MANIFEST).exists():
         shutil.rmtree(work, ignore_errors=True)  # a build killed just after writing the manifest
         return False
@@ -279,7 +281,7 @@ def _check_tasks(store: Path, sources: list[SourceBuild], run_dir: str, failure:
     missing, errors = [], []
     for sb in sources:
         work = sb.work(store)
-        if (sb.path(store) / MANIFEST).exists() or (work / "finalize.json").exists():
+        if (sb.build_path(store) / MANIFEST).exists() or (work / "finalize.json").exists():
             continue
         for r in range(sb.tasks):
             if not task_marker(work, r).exists():
@@ -303,11 +305,15 @@ def finish(context: BuildContext) -> tuple[list[SourceResult], list[Path]]:
     results = {}
     for sb in context.sources:
         folder = sb.path(store)
-        reused = (folder / MANIFEST).exists()
-        if not reused:
-            manifest = _finalize(store, context, sb)
-        else:
+        reused = not sb.rebuild and (folder / MANIFEST).exists()
+        if reused:
             manifest = read_manifest(folder)
+        elif sb.rebuild and (sb.build_path(store) / MANIFEST).exists():  # finalized, not yet swapped in
+            manifest = read_manifest(sb.build_path(store))
+        else:
+            manifest = _finalize(store, context, sb)
+        if sb.rebuild:
+            replace_folder(sb.build_path(store), folder)
         results[sb.name] = SourceResult(sb.name, sb.folder, int(manifest["documents"]), int(manifest["tokens"]), reused)
     paths = []
     for phase in context.phases:
@@ -336,7 +342,7 @@ def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
         "input": sb.input, "options": dict(sb.options, tasks=sb.tasks), "seed": context.options.seed,
         "mixc_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return finalize_source(sb.path(store), summaries, manifest)
+    return finalize_source(sb.build_path(store), summaries, manifest)
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -384,6 +390,7 @@ def build(
     shuffle: bool = False,
     batch_documents: int | None = None,
     fast_encoder: bool = True,
+    rebuild: bool = False,
     slurm: SlurmOptions | None = None,
     progress: bool = True,
     stream=None,
@@ -391,7 +398,8 @@ def build(
     """Tokenize the sources of a recipe's phase(s) into the shard store `out`.
 
     `stage`: a stage number, a phase name or "all". Sources already in the store with the same
-    key are reused; the phase manifests are (re)written for the selected phases.
+    key are reused; the phase manifests are (re)written for the selected phases. `rebuild`
+    tokenizes the selected phases' sources afresh and swaps each new folder in for the old.
     """
     from ..project import default_recipe, load_plan
     from ..sample import DEFAULT_SAMPLE_DOCUMENTS
@@ -435,7 +443,7 @@ def build(
                     "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
         ref = TokenizerRef(spec.name, str((out / rel).resolve()), spec.fingerprint, spec.vocab_size, spec.eos_id, token_size,
                            spec.eos_token)
-        sources = lower(phases, ref, out, options)
+        sources = lower(phases, ref, out, options, rebuild)
         pending_sources = [sb for sb in sources if _prepare(out, sb)]
         run_dir = out / ".build" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         context = BuildContext(
@@ -462,6 +470,10 @@ def build(
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             (out / ".build").rmdir()
+        for sb in sources if rebuild else ():  # the emptied staging folders
+            with contextlib.suppress(OSError):
+                sb.build_path(out).parent.rmdir()
+                sb.build_path(out).parent.parent.rmdir()
     return BuildResult(out, plan.recipe.name, results, manifests, time.monotonic() - started, spec.name, executor)
 
 

@@ -70,8 +70,24 @@ def read_manifest(folder: str | Path) -> dict:
     return _read_json(Path(folder) / MANIFEST, "source manifest", SHARDS_FORMAT)
 
 
+def path_part(name: str, what: str) -> str:
+    """A name used as one path component, checked again here (the spec checks it first), so
+    that no caller can make the store write outside itself."""
+    from ..spec import check_name
+
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise MixcError(f"{what} {exc}") from None
+
+
+def source_folder(source_name: str, key: str) -> str:
+    """sources/<source>/<key>, relative to the store."""
+    return f"sources/{path_part(source_name, 'source')}/{path_part(key, 'key')}"
+
+
 def phase_manifest_path(store: str | Path, recipe_name: str, phase_name: str) -> Path:
-    return Path(store) / "phases" / recipe_name / f"{phase_name}.json"
+    return Path(store) / "phases" / path_part(recipe_name, "recipe") / f"{path_part(phase_name, 'phase')}.json"
 
 
 def read_phase_manifest(path: str | Path) -> dict:
@@ -240,6 +256,43 @@ def finalize_source(folder: str | Path, task_summaries: list[dict], manifest: di
     write_json_atomic(folder / MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_folder(staged: str | Path, final: str | Path) -> None:
+    """Put a complete source folder (manifest written) in place of `final`, for `build --rebuild`.
+
+    Where the kernel can swap two directories, a reader sees the old complete folder or the new
+    one, never a mix. Elsewhere the old folder is renamed away first: for an instant the folder
+    is absent (a reader fails cleanly: no manifest), and never half old, half new."""
+    import shutil
+
+    staged, final = Path(staged), Path(final)
+    if not (staged / MANIFEST).exists():
+        raise MixcError(f"{staged}: a rebuilt folder without a manifest is not complete; not replacing {final}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and _exchange(staged, final):
+        shutil.rmtree(staged)  # now the old folder
+        return
+    if final.exists():
+        old = staged.with_name(staged.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
 
 
 def write_phase_manifest(store: str | Path, recipe_name: str, phase_name: str, data: dict) -> Path:

@@ -90,7 +90,12 @@ def _store_of_phase(path: Path) -> Path:
 
 
 def _store_of_source(folder: Path) -> Path:
-    return folder.parent.parent.parent  # STORE/sources/<source>/<key12>
+    """STORE of STORE/sources/<source>/<key12> (a store from before names were checked may nest
+    a name with '/' deeper: the nearest `sources` above the folder marks it)."""
+    for parent in folder.parents:
+        if parent.name == "sources":
+            return parent.parent
+    return folder.parent.parent.parent
 
 
 # --------------------------------------------------------------------------------- verify
@@ -106,12 +111,39 @@ def verify_path(path: str | Path) -> VerifyResult:
         for folder in verify_phase(path, result):
             verify_source(folder, result)
     else:
-        for phase in sorted((path / "phases").glob("*/*.json")):
-            verify_phase(phase, result)
-        for folder in complete_source_folders(path):
+        phases = sorted((path / "phases").glob("*/*.json"))
+        named = [folder for phase in phases for folder in verify_phase(phase, result)]
+        folders, result.incomplete = _store_folders(path, named, {f for phase in phases for f in _named_folders(phase)})
+        for folder in folders:
             verify_source(folder, result)
-        result.incomplete = sorted(f for f in (path / "sources").glob("*/*") if f.is_dir() and not (f / MANIFEST).exists())
     return result
+
+
+def _named_folders(phase: Path) -> list[Path]:
+    """Every folder a phase manifest names, whether or not it is there (resolved)."""
+    try:
+        sources = json.loads(phase.read_text(encoding="utf-8"))["sources"]
+        return [(_store_of_phase(phase) / s["folder"]).resolve() for s in sources]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _store_folders(store: Path, named: list[Path], all_named: set[Path]) -> tuple[list[Path], list[Path]]:
+    """(source folders to verify, unfinished folders skipped) of a whole store.
+
+    Verified: every folder a phase manifest names, and every folder under sources/ with a
+    manifest at any depth (not only sources/<name>/<key>: a store written before names were
+    checked nests a name with '/' deeper). Skipped as unfinished: only folders that no phase
+    manifest names and that hold no manifest at all."""
+    seen, folders = set(), []
+    for folder in [*named, *complete_source_folders(store),
+                   *sorted(m.parent for m in (store / "sources").rglob(MANIFEST))]:
+        if folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            folders.append(folder)
+    incomplete = sorted(f for f in (store / "sources").glob("*/*") if f.is_dir() and not (f / MANIFEST).exists()
+                        and f.resolve() not in all_named and not any(f.rglob(MANIFEST)))
+    return folders, incomplete
 
 
 def verify_phase(path: Path, result: VerifyResult) -> list[Path]:
@@ -129,8 +161,11 @@ def verify_phase(path: Path, result: VerifyResult) -> list[Path]:
         result.problems.append(Problem(path, f"weights sum to {sum(weights):.9g}, not 1"))
     folders = []
     for s in sources:
-        folder = store / s.get("folder", "")
+        folder = store / str(s.get("folder", ""))
         name = s.get("name", "?")
+        if not folder.resolve().is_relative_to((store / "sources").resolve()):
+            result.problems.append(Problem(path, f"source '{name}': folder {s.get('folder')} is outside the store's sources/"))
+            continue
         if not folder.is_dir():
             result.problems.append(Problem(path, f"source '{name}': folder {s.get('folder')} does not exist"))
             continue

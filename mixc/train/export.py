@@ -42,8 +42,13 @@ def yarn(factor: float, original_max_position_embeddings: int, **extra: Any) -> 
 
 
 def hf_config(config: SmolLM3Config, *, rope_scaling: dict[str, Any] | None = None,
-              dtype: torch.dtype = torch.float32, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+              dtype: torch.dtype = torch.float32, extra: dict[str, Any] | None = None,
+              max_position_embeddings: int | None = None) -> dict[str, Any]:
+    """`max_position_embeddings`: the length the weights were trained at, when known (a
+    checkpoint's phase); else the model config's constant."""
     values = config.to_dict()
+    if max_position_embeddings is not None:
+        values["max_position_embeddings"] = int(max_position_embeddings)
     rope_parameters = {"rope_type": "default", "rope_theta": float(config.rope_theta)}
     if rope_scaling:
         scaling = dict(rope_scaling)
@@ -54,8 +59,7 @@ def hf_config(config: SmolLM3Config, *, rope_scaling: dict[str, Any] | None = No
         factor = scaling.get("factor")
         if factor:
             # The usable length grows with the scaling factor.
-            values["max_position_embeddings"] = max(
-                values["max_position_embeddings"], int(scaling["original_max_position_embeddings"] * factor))
+            values["max_position_embeddings"] = int(scaling["original_max_position_embeddings"] * factor)
     out = {
         "architectures": [HF_ARCHITECTURE],
         "model_type": "smollm3",
@@ -103,7 +107,7 @@ def hf_state_dict(model: SmolLM3) -> dict[str, torch.Tensor]:
 
 def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path, *,
               rope_scaling: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
-              extra: dict[str, Any] | None = None) -> Path:
+              extra: dict[str, Any] | None = None, max_position_embeddings: int | None = None) -> Path:
     """Write `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir."""
     import safetensors.torch
 
@@ -120,7 +124,8 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
     generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                   "pad_token_id": config.pad_token_id}
     write_atomic(out / "generation_config.json", json.dumps(generation, indent=2, sort_keys=True) + "\n")
-    text = json.dumps(hf_config(config, rope_scaling=rope_scaling, dtype=dtype, extra=extra), indent=2, sort_keys=True)
+    text = json.dumps(hf_config(config, rope_scaling=rope_scaling, dtype=dtype, extra=extra,
+                                max_position_embeddings=max_position_embeddings), indent=2, sort_keys=True)
     write_atomic(out / "config.json", text + "\n")
     return out
 
@@ -153,12 +158,14 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: flo
                       dtype: torch.dtype = torch.float32) -> Path:
     """`mixc export CHECKPOINT --format hf OUT`: the checkpoint's model as a transformers folder.
 
-    `yarn_factor` records YaRN scaling over the trained length, taken as the config's
-    max_position_embeddings (the longest sequence the recipe trains: 65536 for smollm3-3b,
-    2048 for smollm3-tiny)."""
+    max_position_embeddings (and YaRN's original length, with `yarn_factor`) is the sequence
+    length the checkpoint was trained at: its phase's, not the model's constant (a 4k-phase
+    checkpoint of smollm3-3b has never seen 65,536 positions). See `trained_length`."""
     model, config, meta = model_from_checkpoint(path)
-    rope_scaling = yarn(yarn_factor, config.max_position_embeddings) if yarn_factor else None
-    extra = {"mixc": {k: meta[k] for k in ("recipe", "phase", "step") if k in meta}} if meta else None
+    length, origin = trained_length(meta or {}, config)
+    rope_scaling = yarn(yarn_factor, length) if yarn_factor else None
+    extra = {"mixc": {**{k: meta[k] for k in ("recipe", "phase", "step") if k in meta}, "trained_sequence_length": length,
+                      "trained_sequence_length_from": origin}}
     try:
         tokenizer = checkpoint.tokenizer_file(meta or {}, path)
     except MixcError:
@@ -166,8 +173,34 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: flo
     if tokenizer is not None:  # before the weights and config: config.json is written last
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "config.json").unlink(missing_ok=True)
-        export_tokenizer(tokenizer, out_dir, eos_token_id=config.eos_token_id, max_length=config.max_position_embeddings)
-    return export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra)
+        export_tokenizer(tokenizer, out_dir, eos_token_id=config.eos_token_id, max_length=length)
+    return export_hf(model, config, out_dir, rope_scaling=rope_scaling, dtype=dtype, extra=extra,
+                     max_position_embeddings=length)
+
+
+def trained_length(meta: dict[str, Any], config: SmolLM3Config) -> tuple[int, str]:
+    """(sequence length the checkpoint's phase trained at, where that figure came from).
+
+    From the checkpoint's meta when it records `sequence_length`, else from its recipe file's
+    phase of that name; only when neither is readable, the model config's constant (said so in
+    the exported config's "mixc" block)."""
+    if isinstance(meta.get("sequence_length"), int) and meta["sequence_length"] > 0:
+        return meta["sequence_length"], "checkpoint"
+    recipe, phase = meta.get("recipe"), meta.get("phase")
+    if isinstance(recipe, str) and isinstance(phase, str) and Path(recipe).is_file():
+        from pydantic import ValidationError
+
+        from ..locyaml import SpecError, SpecErrors, load_file
+        from ..spec import Recipe
+
+        try:
+            phases = Recipe.model_validate(load_file(recipe).data).phases
+        except (OSError, SpecError, SpecErrors, ValidationError):  # edited or broken since: the model's constant
+            phases = []
+        for p in phases:
+            if p.name == phase:
+                return p.sequence_length, f"recipe {recipe}, phase {phase}"
+    return config.max_position_embeddings, "model config (the checkpoint names no readable recipe phase)"
 
 
 def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_token_id: int, max_length: int) -> None:
