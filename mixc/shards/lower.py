@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import MixcError
 from ..plan import PhasePlan
+from ..sample import sample_location
 from ..spec import Source
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
 from .store import source_folder
@@ -97,12 +98,6 @@ def canonical_sha256(data: Any) -> str:
 
 def is_sample(source: Source, options: BuildOptions) -> bool:
     return options.sample or (source.path or "").startswith("sample://")
-
-
-def sample_location(source: Source) -> str:
-    if (source.path or "").startswith("sample://"):
-        return source.path
-    return f"sample://{source.category}/{source.language}/{source.name}"
 
 
 def _local_path(url: str) -> Path | None:
