@@ -81,6 +81,15 @@ class SourceStream:
         self._tokens, self._ends = tokens, ends
         self._starts = self.file_starts.tolist()
 
+    def refuse_token(self, window: np.ndarray, start: int) -> None:
+        """Raise the error for the first id >= the vocabulary size in `window` (tokens from `start`)."""
+        col = int(np.flatnonzero(window >= self.vocab_size)[0])
+        position = start + col
+        f = bisect.bisect_right(self.file_starts.tolist(), position) - 1
+        raise MixcError(f"source '{self.name}': shard {self.files[f]} holds token id {int(window[col])} at token "
+                        f"{position - int(self.file_starts[f])}, outside the vocabulary of {self.vocab_size}: the shard is "
+                        "damaged; run mixc verify")
+
     def window(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens [start, start+length) as int64, and the offsets in the window where a document starts."""
         out = np.empty(length, dtype=np.int64)
@@ -155,6 +164,7 @@ class PhaseStream:
             if w > 0 and size == 0:
                 raise MixcError(f"phase '{name}': source '{n}' has a positive weight but fewer than {seq_len + 1} tokens")
         self.blend = Blend(weights, sizes, seed, offsets=offsets, names=names, batch_size=batch_size)
+        self._vocab = np.array([s.vocab_size or np.iinfo(np.int64).max for s in streams], dtype=np.int64)
 
     def samples_at(self, indices: range | np.ndarray) -> list[Sample]:
         """Blend indices -> samples; one vectorized blend lookup for the whole batch."""
@@ -174,6 +184,12 @@ class PhaseStream:
         tokens = np.empty((len(src), length), dtype=np.int64)
         starts = [self.streams[s].read_into(tokens[row], i * length)
                   for row, (s, i) in enumerate(zip(src.tolist(), idx.tolist()))]
+        # A damaged shard (a flipped byte) can hold an id the model has no embedding for; the
+        # start-up checks do not read token files, so every batch is range-checked here (one max).
+        over = np.flatnonzero(tokens.max(axis=1) >= self._vocab[src])
+        if over.size:
+            row = int(over[0])
+            self.streams[int(src[row])].refuse_token(tokens[row], int(idx[row]) * length)
         return tokens, starts
 
     def sample(self, i: int) -> Sample:
