@@ -354,3 +354,35 @@ def test_every_recipe_field_has_a_documented_resume_rule():
     table = readme[readme.index("Resume rules"):]
     for field, (rule, _) in RESUME_RULES.items():
         assert re.search(rf"\| `{re.escape(field)}` \| {rule} \|", table), field
+
+
+def test_a_real_build_trains_then_refuses_a_rebuild_with_another_tokenizer_or_input(tmp_path):
+    """End to end on `mixc build` output: the cheap checks pass a fresh store; a resume after
+    rebuilding it with another tokenizer, or from another input, is refused."""
+    from build_fixtures import texts, train_tokenizer, write_jsonl, write_project
+
+    from mixc.shards.run import build
+
+    tokenizer = train_tokenizer(tmp_path / "tok.json", vocab_size=400)
+    web = tmp_path / "data" / "web.jsonl"
+    write_jsonl(web, texts(1, 200))
+    write_jsonl(tmp_path / "data" / "code.jsonl", texts(2, 200))
+    sources = {"web": {"category": "web", "format": "jsonl", "path": str(web)},
+               "code": {"category": "code", "format": "jsonl", "path": str(tmp_path / "data" / "code.jsonl")}}
+    recipe = write_project(tmp_path, sources, {"one": {"web": 2, "code": 1}}, tokenizer=str(tokenizer))
+    recipe.write_text(recipe.read_text().replace("model: m", "model: smollm3-test"))
+    store, run = tmp_path / "store", tmp_path / "run"
+
+    def rebuild(**kw):
+        build(recipe, out=store, workers=1, progress=False, **kw)
+
+    rebuild()
+    assert cli_train(recipe, store, run, "--max-steps", "1").exit_code == 0
+    other = train_tokenizer(tmp_path / "other.json", vocab_size=420)
+    rebuild(tokenizer=str(other))
+    refused(cli_train(recipe, store, run, "--resume"), "the shard store's tokenizer changed")
+    rebuild()  # the first tokenizer again: the store is the run's again
+    assert cli_train(recipe, store, run, "--resume", "--max-steps", "2").exit_code == 0
+    write_jsonl(web, texts(5, 200))
+    rebuild()
+    refused(cli_train(recipe, store, run, "--resume"), "phase 'one' has started", "source 'web' store folder key")
