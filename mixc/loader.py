@@ -22,6 +22,7 @@ contiguous slice of every global batch. Nothing here holds an entry per sample.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,9 +359,21 @@ class CurriculumLoader:
                                                   persistent_workers=False, prefetch_factor=4))
         else:
             it = (self.batches[j] for j in indices)
-        for j, batch in zip(indices, it):
-            self.next_index = j + 1
-            yield to_torch(batch) if self.as_torch else batch
+        try:
+            for j, batch in zip(indices, it):
+                self.next_index = j + 1
+                yield to_torch(batch) if self.as_torch else batch
+        except MixcError as exc:
+            # A worker's MixcError comes back with the worker's traceback in its text: keep the one line.
+            raise MixcError(_worker_error_line(str(exc))) from None
+
+
+def _worker_error_line(message: str) -> str:
+    """The original message of an error torch re-raised from a DataLoader worker."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    return re.sub(r"^[\w.]+: ", "", last)
 
 
 def _identity(x):

@@ -178,6 +178,8 @@ def test_a_flipped_byte_is_caught_where_its_id_is_read_or_by_verify_store(tmp_pa
     line = refused(cli_train(recipe, store, tmp_path / "run"), f"shard {shard} holds token id", f"at token {offset}",
                    "outside the vocabulary of 300")
     assert re.search(r"source '[abc]'", line)
+    # The same line when a DataLoader worker process meets it.
+    assert refused(cli_train(recipe, store, tmp_path / "run1", "--workers", "1")) == line
     # --verify-store reads every token file against its checksum before step 1.
     refused(cli_train(recipe, store, tmp_path / "run2", "--verify-store"), f"{shard}: sha256 does not match the manifest")
 
