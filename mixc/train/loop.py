@@ -17,6 +17,9 @@ Checkpoints every `checkpoint_every` steps, at every phase end and at the last s
 model, optimizer, RNG states, every rank's loader position and the step, written atomically
 (mixc/train/checkpoint.py). `resume=True` continues from the newest: the weights after the
 last step equal an uninterrupted run's bit for bit (same world size and micro-batch size).
+A checkpoint records what binds the run to its recipe and data (mixc/train/binding.py); a
+resume that would change the past (another tokenizer, rebuilt sources, model, seed, a started
+phase) is refused, and the settings it may change are applied with a warning.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
     Under torchrun every process calls this; each trains on its slice of every global batch.
     `max_steps` stops after that many global steps of the curriculum (a checkpoint is written
     there); `verify_store` also reads every token file against its checksum before step 1 (the
-    cheap checks of the store always run); `on_step(info)` is called on rank 0 after each step with the step's record and the
-    model (tests use it to look inside).
+    cheap checks of the store always run); `on_step(info)` is called on rank 0 after each step
+    with the step's record and the model (tests use it to look inside).
     """
     if threads:
         torch.set_num_threads(threads)
