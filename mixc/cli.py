@@ -323,8 +323,9 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--peak-tflops", type=float, help="Peak TFLOP/s per device for the MFU estimate.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--log-every", type=click.IntRange(min=0), default=1, show_default=True, help="Progress line every N steps.")
+@click.option("--verify-store", is_flag=True, help="Also check every token file's checksum before step 1 (reads all the shards).")
 def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
-                  threads, seed, peak_tflops, workers, log_every) -> None:
+                  threads, seed, peak_tflops, workers, log_every, verify_store) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
     from .train.loop import train
     from .train.metrics import render_summary
@@ -332,7 +333,7 @@ def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, chec
     summary = train(recipe, shards, out, resume=resume, micro_batch_size=micro_batch_size, max_steps=max_steps,
                     checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
                     threads=threads, seed=seed, peak_flops=peak_tflops * 1e12 if peak_tflops else None,
-                    num_workers=workers, log_every=log_every)
+                    num_workers=workers, log_every=log_every, verify_store=verify_store)
     if summary:
         click.echo(render_summary(summary))
 

@@ -22,6 +22,7 @@ contiguous slice of every global batch. Nothing here holds an entry per sample.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,15 @@ class SourceStream:
             ends.append(np.fromfile(index, dtype="<u8").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
         self._tokens, self._ends = tokens, ends
         self._starts = self.file_starts.tolist()
+
+    def refuse_token(self, window: np.ndarray, start: int) -> None:
+        """Raise the error for the first id >= the vocabulary size in `window` (tokens from `start`)."""
+        col = int(np.flatnonzero(window >= self.vocab_size)[0])
+        position = start + col
+        f = bisect.bisect_right(self.file_starts.tolist(), position) - 1
+        raise MixcError(f"source '{self.name}': shard {self.files[f]} holds token id {int(window[col])} at token "
+                        f"{position - int(self.file_starts[f])}, outside the vocabulary of {self.vocab_size}: the shard is "
+                        "damaged; run mixc verify")
 
     def window(self, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Tokens [start, start+length) as int64, and the offsets in the window where a document starts."""
@@ -155,6 +165,7 @@ class PhaseStream:
             if w > 0 and size == 0:
                 raise MixcError(f"phase '{name}': source '{n}' has a positive weight but fewer than {seq_len + 1} tokens")
         self.blend = Blend(weights, sizes, seed, offsets=offsets, names=names, batch_size=batch_size)
+        self._vocab = np.array([s.vocab_size or np.iinfo(np.int64).max for s in streams], dtype=np.int64)
 
     def samples_at(self, indices: range | np.ndarray) -> list[Sample]:
         """Blend indices -> samples; one vectorized blend lookup for the whole batch."""
@@ -174,6 +185,12 @@ class PhaseStream:
         tokens = np.empty((len(src), length), dtype=np.int64)
         starts = [self.streams[s].read_into(tokens[row], i * length)
                   for row, (s, i) in enumerate(zip(src.tolist(), idx.tolist()))]
+        # A damaged shard (a flipped byte) can hold an id the model has no embedding for; the
+        # start-up checks do not read token files, so every batch is range-checked here (one max).
+        over = np.flatnonzero(tokens.max(axis=1) >= self._vocab[src])
+        if over.size:
+            row = int(over[0])
+            self.streams[int(src[row])].refuse_token(tokens[row], int(idx[row]) * length)
         return tokens, starts
 
     def consumed(self) -> np.ndarray:
@@ -339,9 +356,21 @@ class CurriculumLoader:
                                                   persistent_workers=False, prefetch_factor=4))
         else:
             it = (self.batches[j] for j in indices)
-        for j, batch in zip(indices, it):
-            self.next_index = j + 1
-            yield to_torch(batch) if self.as_torch else batch
+        try:
+            for j, batch in zip(indices, it):
+                self.next_index = j + 1
+                yield to_torch(batch) if self.as_torch else batch
+        except MixcError as exc:
+            # A worker's MixcError comes back with the worker's traceback in its text: keep the one line.
+            raise MixcError(_worker_error_line(str(exc))) from None
+
+
+def _worker_error_line(message: str) -> str:
+    """The original message of an error torch re-raised from a DataLoader worker."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    return re.sub(r"^[\w.]+: ", "", last)
 
 
 def _identity(x):

@@ -137,6 +137,56 @@ def test_a_document_not_ending_with_eos_is_caught(store):
     assert f"{ds}: 1 document(s) do not end with EOS id 0 (first: document 3)" in result.stderr
 
 
+def test_a_metadata_file_disagreeing_with_the_manifest_is_caught(store):
+    meta = _folder(store, "a") / "00001.ds.metadata"
+    size, count = meta.read_text().splitlines()[:2]
+    meta.write_text(f"{size}\n{int(count) + 5}\n")
+    result = _verify(store)
+    assert result.exit_code == 1
+    assert f"{meta}: says {int(count) + 5} tokens of 2 bytes, the manifest {count} tokens of 2 bytes" in result.stderr
+
+
+def _store_tokenizer(store: Path) -> Path:
+    """A real tokenizer file in the store, recorded (name, fingerprint, vocabulary, EOS) in every manifest."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from mixc.shards.tokenizer import tokenizer_fingerprint
+
+    tok = Tokenizer(models.WordLevel({"<eos>": 0, **{f"w{i}": i for i in range(1, VOCAB)}}, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = store / "tokenizers" / "test.json"
+    path.parent.mkdir(exist_ok=True)
+    tok.save(str(path))
+    info = {"name": "test", "fingerprint": tokenizer_fingerprint(path.read_text(), "<eos>"), "vocab_size": VOCAB,
+            "eos_token": "<eos>", "eos_id": 0, "file": "tokenizers/test.json"}
+    for manifest in [*store.glob("sources/*/*/manifest.json"), *store.glob("phases/*/*.json")]:
+        m = json.loads(manifest.read_text())
+        write_json_atomic(manifest, dict(m, tokenizer=info))
+    return path
+
+
+def test_a_changed_or_missing_tokenizer_file_is_caught(store):
+    path = _store_tokenizer(store)
+    assert _verify(store).exit_code == 0
+    path.write_text(path.read_text().replace('"w5"', '"w5x"'))
+    result = _verify(store)
+    assert result.exit_code == 1
+    # Reported once per source folder that records it, as a problem of its manifest.
+    assert result.stderr.count("tokenizer file tokenizers/test.json does not match the fingerprint the shards were "
+                               "built with") == 2, result.stderr
+    path.unlink()
+    assert "tokenizer file tokenizers/test.json is missing from the store" in _verify(store).stderr
+
+
+def test_a_source_built_with_another_tokenizer_than_its_phase_is_caught(store):
+    folder = _folder(store, "b")
+    m = json.loads((folder / "manifest.json").read_text())
+    _edit_manifest(folder, tokenizer={**m["tokenizer"], "fingerprint": "e" * 64})
+    result = _verify(store / "phases" / "r" / "p1.json")
+    assert result.exit_code == 1
+    assert f"source 'b': tokenizer fingerprint {'e' * 64} in the folder's manifest, {'f' * 64} in the phase manifest" in result.stderr
+
+
 def test_a_phase_pointing_at_an_unfinished_folder_is_caught(store):
     folder = _folder(store, "b")
     (folder / "manifest.json").unlink()

@@ -81,10 +81,15 @@ def resolve_tokenizer(name: str, *, base_dir: Path | None = None, cache_dir: Pat
     except Exception as exc:  # the Rust side raises plain Exceptions on bad JSON
         raise MixcError(f"tokenizer '{name}' could not be parsed: {exc}") from None
     eos = _eos_token(name, tokenizer, eos_token, config_dir)
-    canonical = json.dumps(json.loads(definition), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    fingerprint = hashlib.sha256(f"{canonical}\n{eos}".encode()).hexdigest()
-    return TokenizerSpec(name=name, fingerprint=fingerprint, vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
+    return TokenizerSpec(name=name, fingerprint=tokenizer_fingerprint(definition, eos), vocab_size=tokenizer.get_vocab_size(with_added_tokens=True),
                          eos_token=eos, eos_id=tokenizer.token_to_id(eos), definition=definition)
+
+
+def tokenizer_fingerprint(definition: str, eos_token: str) -> str:
+    """sha256 of the canonical tokenizer JSON and the EOS token: what shards record, and what
+    verify, train and export recompute from the store's tokenizer file to know it is intact."""
+    canonical = json.dumps(json.loads(definition), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{canonical}\n{eos_token}".encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- local files and the hub

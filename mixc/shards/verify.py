@@ -6,9 +6,14 @@ or one phase manifest (`phases/<recipe>/<phase>.json`).
 verify checks, per source folder: every file the manifest lists is present (.ds, .ds.index,
 .ds.metadata); a .ds holds tokens x token size bytes; its index is monotone and ends at the
 file's length; every token is below the vocabulary size; every document ends with EOS; the
-checksums, token and document counts match the manifest. A phase manifest must point at
-complete folders whose counts it repeats correctly. Each token file is read once, in large
-chunks, hashed and range-checked from the same buffer; indices are memory-mapped.
+checksums, token and document counts match the manifest; the store's tokenizer file is the one
+the manifests fingerprint. A phase manifest must point at complete folders whose counts and
+tokenizer it repeats correctly. Each token file is read once, in large chunks, hashed and
+range-checked from the same buffer; indices are memory-mapped.
+
+`full=False` is the cheap mode `mixc train` runs before step 1: everything but the O(data)
+reads of the token files (their checksum, the vocabulary range, the EOS at each document end).
+Sizes come from the file system; indices, metadata, manifests and the tokenizer are read whole.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MixcError
-from .store import MANIFEST, PHASE_FORMAT, complete_source_folders, read_manifest, read_phase_manifest
+from .store import (
+    MANIFEST,
+    PHASE_FORMAT,
+    complete_source_folders,
+    phase_manifest_path,
+    read_manifest,
+    read_phase_manifest,
+)
 
 CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
 
@@ -44,6 +56,7 @@ class VerifyResult:
     tokens: int = 0
     documents: int = 0
     incomplete: list[Path] = field(default_factory=list)  # folders without a manifest (not checked)
+    tokenizers: dict[tuple, str | None] = field(default_factory=dict)  # each tokenizer file is checked once
 
     @property
     def ok(self) -> bool:
@@ -181,8 +194,70 @@ def verify_phase(path: Path, result: VerifyResult) -> list[Path]:
             result.problems.append(Problem(path, f"source '{name}': folder {s.get('folder')} holds source '{m.get('source')}'"))
         if phase.get("token_size") is not None and int(phase["token_size"]) != int(m["token_size"]):
             result.problems.append(Problem(path, f"source '{name}': token size {phase['token_size']}, the folder's is {m['token_size']}"))
+        result.problems += [Problem(path, f"source '{name}': {what}") for what in _tokenizer_disagreement(phase, m)]
         folders.append(folder)
     return folders
+
+
+def _tokenizer_disagreement(phase: dict, manifest: dict) -> list[str]:
+    """A phase blends sources of one tokenizer: the folder's manifest must record the phase's."""
+    ours, theirs = phase.get("tokenizer") or {}, manifest.get("tokenizer") or {}
+    return [f"tokenizer {key} {theirs.get(key)} in the folder's manifest, {ours.get(key)} in the phase manifest"
+            for key in ("fingerprint", "vocab_size", "eos_id") if key in ours and theirs.get(key) != ours.get(key)]
+
+
+def tokenizer_file_problem(store: Path, info: dict) -> str | None:
+    """What is wrong with the store's tokenizer file a manifest records, or None (intact, or none
+    recorded). The file must parse, give the recorded fingerprint (tokenizer_fingerprint of its
+    JSON and EOS token) and have the recorded vocabulary size."""
+    rel = info.get("file")
+    if not rel:
+        return None
+    path = Path(store) / rel
+    try:
+        definition = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"tokenizer file {rel} is missing from the store"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"tokenizer file {rel} is unreadable ({exc})"
+    from .tokenizer import tokenizer_fingerprint
+
+    try:
+        fingerprint = tokenizer_fingerprint(definition, info.get("eos_token", ""))
+    except ValueError as exc:
+        return f"tokenizer file {rel} is not valid JSON ({exc})"
+    if info.get("eos_token") is not None and info.get("fingerprint") and fingerprint != info["fingerprint"]:
+        return (f"tokenizer file {rel} does not match the fingerprint the shards were built with "
+                f"({info['fingerprint'][:12]}, the file gives {fingerprint[:12]}): it was changed or damaged")
+    if info.get("vocab_size") is not None:
+        from tokenizers import Tokenizer
+
+        try:
+            vocab = Tokenizer.from_str(definition).get_vocab_size(with_added_tokens=True)
+        except Exception as exc:  # the Rust side raises plain Exceptions on a bad definition
+            return f"tokenizer file {rel} does not load ({exc})"
+        if vocab != int(info["vocab_size"]):
+            return f"tokenizer file {rel} has {vocab} tokens, the manifest says vocab_size {info['vocab_size']}"
+    return None
+
+
+def _check_tokenizer(store: Path, info: dict, result: VerifyResult) -> str | None:
+    key = (str(store), json.dumps(info, sort_keys=True))
+    if key not in result.tokenizers:
+        result.tokenizers[key] = tokenizer_file_problem(store, info)
+    return result.tokenizers[key]
+
+
+def _metadata_problem(path: Path, token_size: int, tokens: int) -> str | None:
+    """The .ds.metadata datatrove readers use: '<tokenizer>|<token size>' then the token count."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        size, count = int(lines[0].rsplit("|", 1)[1]), int(lines[1])
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        return "not '<tokenizer>|<token size>' and a token count"
+    if size != token_size or count != tokens:
+        return f"says {count} tokens of {size} bytes, the manifest {tokens} tokens of {token_size} bytes"
+    return None
 
 
 def _hash_and_max(path: Path, dtype: np.dtype) -> tuple[str, int, int]:
@@ -206,7 +281,8 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def verify_source(folder: Path, result: VerifyResult) -> None:
+def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> None:
+    """Check one source folder against its manifest; `full=False` skips reading the token files."""
     result.sources += 1
     try:
         m = read_manifest(folder)
@@ -229,9 +305,8 @@ def verify_source(folder: Path, result: VerifyResult) -> None:
         problems.append(Problem(manifest, f"token size {token_size} does not fit vocabulary size {vocab}"))
     if not 0 <= eos < vocab:
         problems.append(Problem(manifest, f"EOS id {eos} is outside the vocabulary of {vocab}"))
-    tok_file = m["tokenizer"].get("file")
-    if tok_file and not (_store_of_source(folder) / tok_file).is_file():
-        problems.append(Problem(manifest, f"tokenizer file {tok_file} is missing from the store"))
+    if (tok_problem := _check_tokenizer(_store_of_source(folder), m["tokenizer"], result)) is not None:
+        problems.append(Problem(manifest, tok_problem))
     dtype = np.dtype(np.uint16 if token_size == 2 else np.uint32).newbyteorder("<")
     total_tokens = total_docs = 0
     listed = set()
@@ -245,14 +320,17 @@ def verify_source(folder: Path, result: VerifyResult) -> None:
         missing = [p for p in (ds, index, Path(f"{ds}.metadata")) if not p.is_file()]
         for p in missing:
             problems.append(Problem(p, "missing"))
+        metadata = Path(f"{ds}.metadata")
+        if metadata not in missing and (what := _metadata_problem(metadata, token_size, int(entry["tokens"]))):
+            problems.append(Problem(metadata, what))
         if ds in missing or index in missing:
             continue
         # Tokens: size, checksum, vocabulary range.
-        sha, nbytes, largest = _hash_and_max(ds, dtype)
+        sha, nbytes, largest = _hash_and_max(ds, dtype) if full else (None, ds.stat().st_size, -1)
         if nbytes != int(entry["tokens"]) * token_size:
             problems.append(Problem(ds, f"{nbytes} bytes, expected {entry['tokens']} tokens x {token_size} = "
                                         f"{int(entry['tokens']) * token_size} bytes"))
-        if sha != entry.get("sha256"):
+        if full and sha != entry.get("sha256"):
             problems.append(Problem(ds, "sha256 does not match the manifest"))
         if largest >= vocab:
             tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(nbytes // token_size,))
@@ -276,7 +354,7 @@ def verify_source(folder: Path, result: VerifyResult) -> None:
                 problems.append(Problem(index, f"document ends are not increasing (at document {first}: {int(ends[first])})"))
             elif int(ends[-1]) != n_tokens:
                 problems.append(Problem(index, f"last document ends at token {int(ends[-1])}, the file holds {n_tokens} tokens"))
-            else:
+            elif full:
                 tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(n_tokens,))
                 last = tokens[ends.astype(np.int64) - 1]
                 bad = np.flatnonzero(last != eos)
@@ -293,6 +371,38 @@ def verify_source(folder: Path, result: VerifyResult) -> None:
         problems.append(Problem(manifest, f"documents {m['documents']}, but its files add up to {total_docs}"))
     result.tokens += total_tokens
     result.documents += total_docs
+
+
+def check_store_for_training(store: str | Path, recipe_name: str, phase_names: list[str], *, full: bool = False) -> None:
+    """Refuse, before step 1, a store `mixc verify` would reject: the recipe's phase manifests,
+    every folder they blend (cheap mode unless `full`) and the tokenizer file. MixcError with
+    the first problem, naming the source and the file, as one line."""
+    store = Path(store)
+    result = VerifyResult()
+    names: dict[Path, str] = {}
+    for phase in phase_names:
+        path = phase_manifest_path(store, recipe_name, phase)
+        if not path.exists():
+            continue  # an unbuilt phase: source_streams names the build command for it
+        data = read_phase_manifest(path)  # MixcError for a garbled phase manifest
+        for folder in verify_phase(path, result):
+            names[folder] = folder.parent.name  # STORE/sources/<source>/<key>
+        if result.problems:
+            _refuse(store, None, result)
+        if (tok_problem := _check_tokenizer(store, data.get("tokenizer") or {}, result)) is not None:
+            result.problems.append(Problem(path, tok_problem))
+            _refuse(store, None, result)
+    for folder, name in names.items():
+        verify_source(folder, result, full=full)
+        if result.problems:
+            _refuse(store, name, result)
+
+
+def _refuse(store: Path, source: str | None, result: VerifyResult) -> None:
+    first, more = result.problems[0], len(result.problems) - 1
+    where = f"source '{source}': " if source else ""
+    also = f" (and {more} more problem(s))" if more else ""
+    raise MixcError(f"the shard store fails its checks: {where}{first}{also}; see `mixc verify {store}`")
 
 
 # --------------------------------------------------------------------------------- inspect

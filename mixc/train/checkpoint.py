@@ -83,15 +83,24 @@ def resolve(path: str | Path) -> Path:
     raise MixcError(f"no complete checkpoint found at {path}")
 
 
+class TokenizerMissing(MixcError):
+    """The checkpoint names no tokenizer file, or the store no longer holds it."""
+
+
 def tokenizer_file(meta: dict[str, Any], where: str | Path) -> Path:
     """The tokenizer.json a checkpoint's run was trained with: its meta names the shard store
-    and the tokenizer's file inside it. `where` names the checkpoint in errors."""
+    and the tokenizer's file inside it. `where` names the checkpoint in errors. A file that no
+    longer gives the fingerprint the run was trained with is refused (MixcError), never used."""
     info = meta.get("tokenizer") or {}
     if not info.get("file") or not meta.get("shards"):
-        raise MixcError(f"{where}: the checkpoint does not name its tokenizer file; pass --tokenizer FILE")
+        raise TokenizerMissing(f"{where}: the checkpoint does not name its tokenizer file; pass --tokenizer FILE")
     found = Path(meta["shards"]) / info["file"]
     if not found.is_file():
-        raise MixcError(f"{found}: the run's tokenizer is missing (was the shard store moved?)")
+        raise TokenizerMissing(f"{found}: the run's tokenizer is missing (was the shard store moved?)")
+    from ..shards.verify import tokenizer_file_problem
+
+    if (problem := tokenizer_file_problem(Path(meta["shards"]), info)) is not None:
+        raise MixcError(f"{found}: {problem}; refusing to use it for the checkpoint {where}")
     return found
 
 

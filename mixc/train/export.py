@@ -168,7 +168,7 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: flo
                       "trained_sequence_length_from": origin}}
     try:
         tokenizer = checkpoint.tokenizer_file(meta or {}, path)
-    except MixcError:
+    except checkpoint.TokenizerMissing:
         tokenizer = None  # a moved store only means the export carries no tokenizer (generate takes --tokenizer)
     if tokenizer is not None:  # before the weights and config: config.json is written last
         Path(out_dir).mkdir(parents=True, exist_ok=True)

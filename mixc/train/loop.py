@@ -17,13 +17,15 @@ Checkpoints every `checkpoint_every` steps, at every phase end and at the last s
 model, optimizer, RNG states, every rank's loader position and the step, written atomically
 (mixc/train/checkpoint.py). `resume=True` continues from the newest: the weights after the
 last step equal an uninterrupted run's bit for bit (same world size and micro-batch size).
+A checkpoint records what binds the run to its recipe and data (mixc/train/binding.py); a
+resume that would change the past (another tokenizer, rebuilt sources, model, seed, a started
+phase) is refused, and the settings it may change are applied with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import random
@@ -40,8 +42,9 @@ from ..errors import MixcError
 from ..loader import CurriculumLoader, CurriculumStream
 from ..plan import lr_at, plan_recipe, run_schedule
 from ..shards.store import phase_manifest, source_streams, source_token_counts
+from ..shards.verify import check_store_for_training
 from ..spec import load_recipe
-from . import checkpoint
+from . import binding, checkpoint
 from . import dist as distributed
 from .metrics import DEFAULT_PEAK_FLOPS, SUMMARY_FILE, MetricsLog, mfu, progress_line, summarize
 from .model import SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
@@ -56,13 +59,15 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
           micro_batch_size: int | None = None, max_steps: int | None = None, checkpoint_every: int = 100,
           keep: int = 3, device: str = "cpu", attention: str = "sdpa", seed: int | None = None, fsdp: bool = False,
           threads: int | None = None, peak_flops: float | None = None, num_workers: int = 0, log_every: int = 1,
-          log: Callable[[str], Any] = _print, on_step: Callable[[dict], Any] | None = None) -> dict[str, Any]:
+          verify_store: bool = False, log: Callable[[str], Any] = _print,
+          on_step: Callable[[dict], Any] | None = None) -> dict[str, Any]:
     """Train a recipe on a shard store; returns the run summary (also written to out/summary.json).
 
     Under torchrun every process calls this; each trains on its slice of every global batch.
     `max_steps` stops after that many global steps of the curriculum (a checkpoint is written
-    there); `on_step(info)` is called on rank 0 after each step with the step's record and the
-    model (tests use it to look inside).
+    there); `verify_store` also reads every token file against its checksum before step 1 (the
+    cheap checks of the store always run); `on_step(info)` is called on rank 0 after each step
+    with the step's record and the model (tests use it to look inside).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -71,18 +76,23 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
         return _train(Path(recipe_path), Path(shards), Path(out), world, resume=resume, micro_batch_size=micro_batch_size,
                       max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
                       fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
-                      log=log if world.main else (lambda _msg: None), on_step=on_step)
+                      verify_store=verify_store, log=log if world.main else (lambda _msg: None), on_step=on_step)
     finally:
         distributed.teardown(world)
 
 
 def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, *, resume, micro_batch_size, max_steps,
-           checkpoint_every, keep, attention, seed, fsdp, peak_flops, num_workers, log_every, log, on_step) -> dict:
+           checkpoint_every, keep, attention, seed, fsdp, peak_flops, num_workers, log_every, verify_store, log,
+           on_step) -> dict:
     resolved = load_recipe(recipe_path)
     recipe = resolved.recipe
     plan = plan_recipe(resolved, source_token_counts(store, recipe.name))
+    # What `mixc verify` would reject is refused before step 1 (cheap checks; the token files'
+    # checksums only with verify_store). An id out of range is still caught batch by batch.
+    check_store_for_training(store, recipe.name, [p.name for p in plan.phases], full=verify_store)
     streams = source_streams(store, plan)  # MixcError for a missing store or an unbuilt phase
     tokenizer = phase_manifest(store, recipe.name, plan.phases[0].name)["tokenizer"]
+    data = binding.data_binding(store, plan)
 
     # Where to start: the newest checkpoint when resuming; never train over an existing run.
     ckpt_root = out / "checkpoints"
@@ -98,11 +108,11 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
         if seed is not None and seed != meta["seed"]:
             raise MixcError(f"{found} was trained with seed {meta['seed']}; resume without --seed or with the same one")
         seed = meta["seed"]
+        # Refused changes (tokenizer, source contents, model, seed, ...) stop here; see binding.py.
+        warnings = binding.resume_warnings(meta, recipe, plan, data, found)
         log(f"resuming from {found} (step {meta['step']}, phase {meta['phase']})")
-        if meta.get("plan_digest") not in (None, plan_digest(plan)):
-            log(f"warning: the recipe or its mixes changed since {found} was written (phase boundaries, weights, "
-                "sequence lengths or schedule); the run continues with the new numbers from here on, so it is no "
-                "longer the run one uninterrupted training of either version would give")
+        for line in warnings:
+            log(line)
     elif resume:
         log(f"no checkpoint in {ckpt_root}; starting from step 0")
     seed = recipe.seed if seed is None else seed
@@ -125,7 +135,9 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
     opt = recipe.optimizer
     optimizer = model.configure_optimizer(lr=0.0, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2), eps=opt.eps)
     if state is not None:
+        settings = binding.optimizer_settings(optimizer)
         _load_optimizer(optimizer, model, state["optimizer"], fsdp)
+        binding.restore_settings(optimizer, settings)  # the recipe's betas, eps, weight decay
         _restore_rng(state["rng"])
         saved = state["loader"]
         if len(saved) == world.world_size and meta.get("micro_batch_size") == micro_batch_size:
@@ -213,11 +225,12 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
         phase_end = done == stream.step_starts[p + 1]
         if done == end or phase_end or (checkpoint_every and done % checkpoint_every == 0):
             last_checkpoint = _save(ckpt_root, keep, done, model, optimizer, loader, world, fsdp, meta={
-                "format": CHECKPOINT_FORMAT, "recipe": str(recipe_path), "recipe_name": recipe.name, "plan_digest": plan_digest(plan), "model": recipe.model,
+                "format": CHECKPOINT_FORMAT, "recipe": str(recipe_path), "recipe_name": recipe.name, "plan_digest": plan_digest(plan, data), "model": recipe.model,
                 "model_config": model.config.to_dict(), "step": done, "total_steps": total, "phase": phase.name,
                 "phase_index": p, "phase_complete": phase_end, "run": phase.run, "run_step": run_step, "tokens": tokens_done,
                 "loss": loss, "seed": seed, "world_size": world.world_size, "micro_batch_size": micro_batch_size,
-                "tokenizer": tokenizer, "shards": str(store), "mixc_version": __version__})
+                "tokenizer": tokenizer, "shards": str(store), "mixc_version": __version__,
+                "binding": binding.run_binding(recipe, data)})
     train_seconds = time.perf_counter() - started
     summary: dict[str, Any] = {}
     if world.main:
@@ -233,11 +246,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
     return summary
 
 
-def plan_digest(plan) -> str:
-    """A digest of what decides a run's data and schedule, to notice a recipe edited mid-run."""
-    numbers = [[p.name, p.run, p.steps, p.sequence_length, p.rope_theta, p.global_batch_tokens,
-                p.schedule.model_dump(mode="json"), [[s.name, s.share] for s in p.sources]] for p in plan.phases]
-    return hashlib.sha256(json.dumps(numbers, sort_keys=True).encode()).hexdigest()[:16]
+plan_digest = binding.plan_digest  # a digest of the plan's numbers and each source's store key, size and checksums
 
 
 def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: distributed.World,
