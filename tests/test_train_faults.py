@@ -186,10 +186,15 @@ def test_rollback_returns_to_the_last_good_checkpoint_and_drops_the_batches_sinc
     assert [r.get("skipped") for r in metrics(part)] == [r.get("skipped") for r in records]
 
 
-def test_rollback_stops_past_its_limit(store_root, tmp_path, poison):
-    poison({3, 6})
+def test_rollback_skips_before_the_first_checkpoint_and_stops_past_its_limit(store_root, tmp_path, poison):
+    poison({2, 3, 6})
+    out = tmp_path / "run"
     with pytest.raises(MixcError, match=r"step 6 .*1 rollback\(s\) already, stopping"):
-        run(store_root, recipe(store_root, "rollback1", policy="rollback", limit=1), tmp_path / "run", checkpoint_every=2)
+        run(store_root, recipe(store_root, "rollback1", policy="rollback", limit=1), out, checkpoint_every=2)
+    records = metrics(out)
+    assert records[1]["skipped"] == "gradient norm nan; batch skipped (no checkpoint to roll back to yet)"
+    assert "rolled back to step 2, batch 3 skipped" in records[2]["skipped"]
+    assert [r["step"] for r in records if r.get("skipped")] == [2, 3]
 
 
 def test_cli_stop_policy_is_one_line_and_exit_1(store_root, tmp_path):

@@ -287,7 +287,8 @@ def _drop_step(guard: Guard, done: int, problem: str, where: str, last_good: Pat
         return f"{problem}; batch skipped" + ("" if guard.policy == "skip" else " (no checkpoint to roll back to yet)")
     back = _rollback(last_good, model, optimizer, fsdp)
     guard.record_rollback(range(back + 1, done + 1))
-    reason = f"{problem} at step {done}; rolled back to step {back}, batches {back + 1}-{done} skipped"
+    dropped = f"batch {done}" if back + 1 == done else f"batches {back + 1}-{done}"
+    reason = f"{problem} at step {done}; rolled back to step {back}, {dropped} skipped"
     if metrics is not None:
         metrics.mark_skipped(range(back + 1, done), reason)
     log(f"warning: step {done}: {reason}")
