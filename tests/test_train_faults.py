@@ -197,6 +197,36 @@ def test_rollback_skips_before_the_first_checkpoint_and_stops_past_its_limit(sto
     assert [r["step"] for r in records if r.get("skipped")] == [2, 3]
 
 
+@pytest.mark.parametrize("policy", ["skip", "rollback"])
+def test_a_state_gone_non_finite_is_never_checkpointed(store_root, tmp_path, policy):
+    """Finite gradients can still leave a non-finite state (an optimizer moment overflowing);
+    here a weight turns NaN after step 3's update."""
+    poisoned = []
+
+    def corrupt(info):
+        if info["record"]["step"] == 3 and not poisoned:
+            with torch.no_grad():
+                next(info["model"].parameters()).view(-1)[0] = math.nan
+            poisoned.append(3)
+
+    out = tmp_path / "run"
+    kw = {"checkpoint_every": 1, "max_steps": 4, "on_step": corrupt}
+    if policy == "skip":
+        with pytest.raises(MixcError, match=r"step 3 \(phase one\): the model or optimizer state holds non-finite values "
+                                            r"in model\.embed_tokens\.weight; checkpoint not written"):
+            run(store_root, recipe(store_root, "state-skip", policy="skip"), out, **kw)
+        assert checkpoint.latest(out / "checkpoints").name == "step-000000002"
+        return
+    summary = run(store_root, recipe(store_root, "state-rollback", policy="rollback"), out, **kw)
+    assert summary["skipped_steps"] == [3] and summary["steps"] == 4
+    dirs = checkpoint.checkpoint_dirs(out / "checkpoints")
+    assert [d.name for d in dirs] == ["step-000000002", "step-000000003", "step-000000004"]
+    assert all(all_finite(d) for d in dirs)
+    at_two, at_three = checkpoint.load(dirs[0])[0]["model"], checkpoint.load(dirs[1])[0]["model"]
+    assert all(torch.equal(at_two[k], at_three[k]) for k in at_two)  # step 3 undone
+    assert "the state holds non-finite values" in metrics(out)[2]["skipped"]
+
+
 def test_cli_stop_policy_is_one_line_and_exit_1(store_root, tmp_path):
     stop = recipe(store_root, "stop", policy="stop", replace=("peak_lr: 3.0e-3", "peak_lr: 1.0e3"))
     out = tmp_path / "run"
