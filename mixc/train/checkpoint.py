@@ -128,24 +128,27 @@ def load_newest(root: str | Path, *, warn: Callable[[str], Any], finite: bool = 
                 set_aside: bool = False) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
     """(path, state, meta) of the newest checkpoint under `root` that loads (and, with `finite`,
     holds only finite numbers), or None when there is none at all. Every newer checkpoint passed
-    over is named in a warning; with `set_aside` it is also renamed `bad-step-...`, so that it is
+    over is named in a warning with the one used instead; with `set_aside` it is also renamed `bad-step-...`, so that it is
     neither resumed from nor counted by `keep` again. A MixcError when none loads."""
     dirs = checkpoint_dirs(root)
     if not dirs:
         return None
-    problems = []
+    passed: list[tuple[str, Path]] = []
     for path in reversed(dirs):
         try:
             state, meta = load(path)
             if finite:
                 check_finite(path, state)
         except MixcError as exc:
-            problems.append(str(exc))
-            moved = _set_aside(path) if set_aside else None
-            warn(f"warning: {exc}; " + (f"moved it to {moved.name} and " if moved else "") + "falling back to an older checkpoint")
+            passed.append((str(exc), path))
             continue
+        for problem, bad in passed:
+            # Set aside only once a usable one is found: a run with none must keep failing,
+            # never look empty and start over.
+            moved = _set_aside(bad) if set_aside else None
+            warn(f"warning: {problem}; " + (f"moved it to {moved.name}; " if moved else "") + f"using {path.name} instead")
         return path, state, meta
-    raise MixcError(f"no usable checkpoint in {root}: {'; '.join(problems)}")
+    raise MixcError(f"no usable checkpoint in {root}: {'; '.join(problem for problem, _ in passed)}")
 
 
 def load_given(path: str | Path, *, warn: Callable[[str], Any]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
@@ -185,8 +188,12 @@ def tokenizer_file(meta: dict[str, Any], where: str | Path) -> Path:
 
 
 def _reason(exc: BaseException) -> str:
+    """The gist of a loader's error: its type and first sentence (torch adds a paragraph)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    first = text[0].split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {first[:160]}"
 
 
 def _set_aside(path: Path) -> Path | None:
