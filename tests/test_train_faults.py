@@ -136,8 +136,9 @@ def test_skip_drops_the_batch_keeps_the_weights_and_resumes_exactly(store_root, 
     run(store_root, skip, part, resume=True, max_steps=8)
     final, expected = weights(part), weights(full)
     assert all(torch.equal(final[k], expected[k]) for k in expected)
-    assert metrics(part) == [{**r, **{k: metrics(part)[i][k] for k in ("tokens_per_s", "mfu", "step_time", "elapsed")}}
-                             for i, r in enumerate(records)]
+    timing = ("tokens_per_s", "mfu", "step_time", "elapsed")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in metrics(part)] == \
+        [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
 def test_skip_stops_after_limit_consecutive_non_finite_steps(store_root, tmp_path, poison):
