@@ -320,7 +320,8 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per process.")
 @click.option("--seed", type=int, help="Override the recipe's seed (data order and init).")
-@click.option("--peak-tflops", type=float, help="Peak TFLOP/s per device for the MFU estimate.")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
+              help="Peak TFLOP/s per device for the MFU estimate (default: known GPUs only; no MFU on CPU).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--log-every", type=click.IntRange(min=0), default=1, show_default=True, help="Progress line every N steps.")
 @click.option("--verify-store", is_flag=True, help="Also check every token file's checksum before step 1 (reads all the shards).")
@@ -402,7 +403,8 @@ def export_checkpoint_command(checkpoint, out, fmt, yarn_factor, dtype) -> None:
 
     from .train.export import export_checkpoint
 
-    written = export_checkpoint(checkpoint, out, yarn_factor=yarn_factor, dtype=getattr(torch, dtype))
+    written = export_checkpoint(checkpoint, out, yarn_factor=yarn_factor, dtype=getattr(torch, dtype),
+                                warn=lambda msg: click.echo(msg, err=True))
     click.echo(f"wrote {written / 'config.json'} and {written / 'model.safetensors'}")
 
 

@@ -270,6 +270,17 @@ class Optimizer(Strict):
     z_loss: Number = Field(0.0, ge=0)
 
 
+class NonFinite(Strict):
+    """What the trainer does with a step whose loss or gradient norm is NaN or infinite. The
+    update is never applied and a non-finite state is never checkpointed, whatever the policy."""
+
+    policy: Literal["stop", "skip", "rollback"] = Field(
+        "skip", description="stop: end the run (exit 1); skip: drop the step's batch and go on; rollback: reload the "
+        "last good checkpoint and drop every batch since it")
+    limit: PositiveCount = Field(
+        5, description="skip: consecutive skipped steps allowed; rollback: rollbacks allowed; one more stops the run")
+
+
 class Phase(Strict):
     name: Name
     stage: int | None = Field(None, ge=1, description="the user's stage number (1, 2, 3 for pretraining)")
@@ -301,6 +312,7 @@ class Recipe(Strict):
                                        "(Megatron's eod_mask_loss); by default they count, as in transformers")
     schedule: Schedule
     optimizer: Optimizer = Optimizer()
+    nonfinite: NonFinite = NonFinite()
     phases: list[Phase]
 
     @field_validator("phases")

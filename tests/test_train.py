@@ -147,7 +147,7 @@ def test_metrics_file_and_summary_describe_every_step(full_run):
     assert records == [s["record"] for s in seen]
     assert [r["tokens"] for r in records] == [256 * k for k in range(1, 12)]
     for r in records:
-        assert r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 and r["grad_norm"] > 0 and np.isfinite(r["loss"])
+        assert r["tokens_per_s"] > 0 and r["mfu"] is None and r["grad_norm"] > 0 and np.isfinite(r["loss"])
     assert [r["sequence_length"] for r in records] == [32] * 8 + [64] * 3
     assert [r["rope_theta"] for r in records] == [10000] * 8 + [100000] * 3
     on_disk = json.loads((out / "summary.json").read_text())

@@ -41,6 +41,8 @@ RESUME_RULES: dict[str, tuple[str, str]] = {
     "seed": (REFUSED, "the sample map and the initialization depend on it"),
     "epoch_warning": (APPLIED, "only changes the plan's warnings"),
     "mask_document_starts": (WARNED, "the loss counts other labels from the resumed step on"),
+    "nonfinite.policy": (WARNED, "decides what a later non-finite step does; steps already dropped stay dropped"),
+    "nonfinite.limit": (WARNED, "as nonfinite.policy"),
     "schedule.type": (WARNED, "the learning rate of every later step follows the new schedule"),
     "schedule.peak_lr": (WARNED, "as schedule.type"),
     "schedule.warmup_steps": (WARNED, "as schedule.type"),

@@ -3,6 +3,12 @@
 A checkpoint folder `step-000123/` holds `state.pt` (model, optimizer, RNG states, loader
 state, step) and `meta.json` (what a person or `mixc export` needs without torch.load of the
 whole state). A folder without `meta.json` was never finished and is ignored.
+
+A finished checkpoint can still be damaged later (a full disk, a copy cut short, a hand edit):
+`load` turns every such case into a MixcError naming the file, and `load_newest` falls back
+over damaged checkpoints to the newest one that loads, with a warning naming each one passed.
+Pruning (`keep`) never deletes the checkpoint just written, so a damaged newer folder can
+never make it drop the last good one.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +30,13 @@ def checkpoint_dirs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
+             and (p / "meta.json").is_file()]
+    return sorted(found, key=step_of)
+
+
+def step_of(path: Path) -> int:
+    return int(path.name[len(PREFIX):])
 
 
 def latest(root: str | Path) -> Path | None:
@@ -53,22 +65,102 @@ def save(root: str | Path, step: int, state: dict[str, Any], meta: dict[str, Any
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    for old in checkpoint_dirs(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep > 0:
+        # The one just written is known good; the others are counted by step, so a damaged or
+        # discarded folder with a higher step can never push it out.
+        others = [d for d in checkpoint_dirs(root) if d != final]
+        for old in others[:max(0, len(others) - (keep - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(f".tmp-{PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
 def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, meta) of one checkpoint folder; a MixcError naming the file when it is damaged."""
     import torch
 
     path = Path(path)
     if not (path / "meta.json").is_file() or not (path / "state.pt").is_file():
         raise MixcError(f"{path} is not a complete mixc checkpoint (expected state.pt and meta.json)")
-    meta = json.loads((path / "meta.json").read_text())
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise MixcError(f"{path / 'meta.json'} is unreadable ({_reason(exc)})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise MixcError(f"{path / 'meta.json'} is not a checkpoint's metadata (no integer 'step')")
+    if (path / "state.pt").stat().st_size == 0:
+        raise MixcError(f"{path / 'state.pt'} is empty")
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    except Exception as exc:  # a cut-short zip or pickle fails in many ways, all meaning "damaged"
+        raise MixcError(f"{path / 'state.pt'} is unreadable ({_reason(exc)})") from None
+    if not isinstance(state, dict):
+        raise MixcError(f"{path / 'state.pt'} does not hold a checkpoint's state")
     return state, meta
+
+
+def nonfinite_tensors(tree: Any, prefix: str = "") -> Iterator[str]:
+    """Names of the tensors holding a NaN or an infinity anywhere in a (nested) state."""
+    import torch
+
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() or tree.is_complex():
+            local = tree.to_local() if hasattr(tree, "to_local") else tree
+            if not bool(torch.isfinite(local).all()):
+                yield prefix or "<tensor>"
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from nonfinite_tensors(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def check_finite(path: Path, state: dict[str, Any]) -> None:
+    """A MixcError when the model or optimizer state of a loaded checkpoint is not finite."""
+    bad = list(nonfinite_tensors({"model": state.get("model"), "optimizer": state.get("optimizer")}))
+    if bad:
+        raise MixcError(f"{path / 'state.pt'} holds NaN or infinite values in {len(bad)} tensor(s), e.g. {bad[0]}")
+
+
+def load_newest(root: str | Path, *, warn: Callable[[str], Any], finite: bool = False,
+                set_aside: bool = False) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """(path, state, meta) of the newest checkpoint under `root` that loads (and, with `finite`,
+    holds only finite numbers), or None when there is none at all. Every newer checkpoint passed
+    over is named in a warning with the one used instead; with `set_aside` it is also renamed `bad-step-...`, so that it is
+    neither resumed from nor counted by `keep` again. A MixcError when none loads."""
+    dirs = checkpoint_dirs(root)
+    if not dirs:
+        return None
+    passed: list[tuple[str, Path]] = []
+    for path in reversed(dirs):
+        try:
+            state, meta = load(path)
+            if finite:
+                check_finite(path, state)
+        except MixcError as exc:
+            passed.append((str(exc), path))
+            continue
+        for problem, bad in passed:
+            # Set aside only once a usable one is found: a run with none must keep failing,
+            # never look empty and start over.
+            moved = _set_aside(bad) if set_aside else None
+            warn(f"warning: {problem}; " + (f"moved it to {moved.name}; " if moved else "") + f"using {path.name} instead")
+        return path, state, meta
+    raise MixcError(f"no usable checkpoint in {root}: {'; '.join(problem for problem, _ in passed)}")
+
+
+def load_given(path: str | Path, *, warn: Callable[[str], Any]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A checkpoint folder as given, or a run folder's newest checkpoint that loads."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return (path, *load(path))  # the user named this one: no silent substitute
+    for candidate in (path, path / "checkpoints"):
+        found = load_newest(candidate, warn=warn)
+        if found:
+            return found
+    raise MixcError(f"no complete checkpoint found at {path}")
 
 
 def resolve(path: str | Path) -> Path:
@@ -102,6 +194,28 @@ def tokenizer_file(meta: dict[str, Any], where: str | Path) -> Path:
     if (problem := tokenizer_file_problem(Path(meta["shards"]), info)) is not None:
         raise MixcError(f"{found}: {problem}; refusing to use it for the checkpoint {where}")
     return found
+
+
+def _reason(exc: BaseException) -> str:
+    """The gist of a loader's error: its type and first sentence (torch adds a paragraph)."""
+    text = str(exc).strip().splitlines()
+    if not text:
+        return type(exc).__name__
+    first = text[0].split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {first[:160]}"
+
+
+def _set_aside(path: Path) -> Path | None:
+    target = path.with_name(f"bad-{path.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"bad{n}-{path.name}")
+    try:
+        os.replace(path, target)
+    except OSError:
+        return None  # another rank moved it first, or a read-only run folder: the warning still names it
+    return target
 
 
 def _fsync_dir(path: Path) -> None:

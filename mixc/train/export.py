@@ -20,6 +20,7 @@ dict, including the RoPE base of the phase that wrote it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,14 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
     config = config or model.config
     if config.to_dict() != model.config.to_dict():
         raise MixcError("export_hf: the config passed differs from the model's own config")
+    refuse_nonfinite(model.state_dict(), "the model")
+    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in hf_state_dict(model).items()}
+    overflow = list(checkpoint.nonfinite_tensors(tensors))
+    if overflow:
+        raise MixcError(f"the model's weights do not fit {str(dtype).removeprefix('torch.')} ({len(overflow)} tensor(s) "
+                        f"overflow, e.g. {overflow[0]}); nothing exported (choose a wider --dtype)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in hf_state_dict(model).items()}
     # Every file is written under a temporary name and renamed, config.json last: a killed
     # export never leaves a folder that transformers would load as complete.
     (out / "config.json").unlink(missing_ok=True)
@@ -130,14 +136,24 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
     return out
 
 
-def model_from_checkpoint(path: str | Path, *, attention: str = "sdpa") -> tuple[SmolLM3, SmolLM3Config, dict[str, Any]]:
-    """(model, config, meta) from a checkpoint folder, or a run folder (its latest checkpoint)."""
-    folder = checkpoint.resolve(path)
-    state, meta = checkpoint.load(folder)
+def refuse_nonfinite(weights: dict[str, torch.Tensor], where: Any) -> None:
+    """A NaN or infinite weight makes every output NaN: such a model is refused, never written."""
+    bad = list(checkpoint.nonfinite_tensors(weights))
+    if bad:
+        raise MixcError(f"{where}: {len(bad)} of {len(weights)} weight tensors hold NaN or infinite values "
+                        f"(e.g. {bad[0]}); nothing exported (export an earlier checkpoint folder)")
+
+
+def model_from_checkpoint(path: str | Path, *, attention: str = "sdpa", warn: Callable[[str], Any] | None = None
+                          ) -> tuple[SmolLM3, SmolLM3Config, dict[str, Any]]:
+    """(model, config, meta) from a checkpoint folder, or a run folder (its newest checkpoint
+    that loads; `warn` hears of every damaged one passed over)."""
+    folder, state, meta = checkpoint.load_given(path, warn=warn or (lambda _msg: None))
     if "model_config" not in meta or "model" not in state:
         raise MixcError(f"{folder} has no model (expected meta.json 'model_config' and state 'model')")
     config = SmolLM3Config.from_dict(meta["model_config"])
     weights = {_strip_wrappers(k): v for k, v in state["model"].items()}
+    refuse_nonfinite(weights, folder)
     model = SmolLM3(config, attention=attention)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
@@ -155,13 +171,13 @@ def _strip_wrappers(name: str) -> str:
 
 
 def export_checkpoint(path: str | Path, out_dir: str | Path, *, yarn_factor: float | None = None,
-                      dtype: torch.dtype = torch.float32) -> Path:
+                      dtype: torch.dtype = torch.float32, warn: Callable[[str], Any] | None = None) -> Path:
     """`mixc export CHECKPOINT --format hf OUT`: the checkpoint's model as a transformers folder.
 
     max_position_embeddings (and YaRN's original length, with `yarn_factor`) is the sequence
     length the checkpoint was trained at: its phase's, not the model's constant (a 4k-phase
     checkpoint of smollm3-3b has never seen 65,536 positions). See `trained_length`."""
-    model, config, meta = model_from_checkpoint(path)
+    model, config, meta = model_from_checkpoint(path, warn=warn)
     length, origin = trained_length(meta or {}, config)
     rope_scaling = yarn(yarn_factor, length) if yarn_factor else None
     extra = {"mixc": {**{k: meta[k] for k in ("recipe", "phase", "step") if k in meta}, "trained_sequence_length": length,

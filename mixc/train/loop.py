@@ -15,7 +15,9 @@ number of ranks. DDP averages over ranks, hence the factor `world_size` on each 
 
 Checkpoints every `checkpoint_every` steps, at every phase end and at the last step trained:
 model, optimizer, RNG states, every rank's loader position and the step, written atomically
-(mixc/train/checkpoint.py). `resume=True` continues from the newest: the weights after the
+(mixc/train/checkpoint.py), and only when the state is finite. A step with a NaN or infinite
+loss or gradient norm is never applied; the recipe's `nonfinite` policy decides what follows
+(mixc/train/guard.py). `resume=True` continues from the newest: the weights after the
 last step equal an uninterrupted run's bit for bit (same world size and micro-batch size).
 A checkpoint records what binds the run to its recipe and data (mixc/train/binding.py); a
 resume that would change the past (another tokenizer, rebuilt sources, model, seed, a started
@@ -46,7 +48,8 @@ from ..shards.verify import check_store_for_training
 from ..spec import load_recipe
 from . import binding, checkpoint
 from . import dist as distributed
-from .metrics import DEFAULT_PEAK_FLOPS, SUMMARY_FILE, MetricsLog, mfu, progress_line, summarize
+from .guard import Guard, state_problem, step_problem
+from .metrics import SUMMARY_FILE, MetricsLog, default_peak_flops, mfu, progress_line, summarize
 from .model import SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
@@ -102,7 +105,8 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
     if found and not resume:
         raise MixcError(f"{out} already holds checkpoints (newest {found.name}); pass --resume to continue it, or choose another --out")
     if found:
-        state, meta = checkpoint.load(found)
+        # The newest checkpoint that loads and is finite; damaged ones are named and set aside.
+        found, state, meta = checkpoint.load_newest(ckpt_root, warn=log, finite=True, set_aside=world.main)
         if meta.get("recipe_name") != recipe.name:
             raise MixcError(f"{found} is a checkpoint of recipe '{meta.get('recipe_name')}', not '{recipe.name}'")
         if seed is not None and seed != meta["seed"]:
@@ -146,8 +150,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             # Another layout sees the same global batches; only the micro-batch split differs.
             loader.seek_step(start_step)
     params = model.num_parameters()
-    peak = peak_flops or (DEFAULT_PEAK_FLOPS["cuda"] if world.device.type == "cuda"
-                          else DEFAULT_PEAK_FLOPS["cpu_per_thread"] * torch.get_num_threads())
+    peak = peak_flops or default_peak_flops(world.device)  # None: no MFU (a CPU, an unlisted GPU)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and not fsdp
                 else contextlib.nullcontext())
 
@@ -168,6 +171,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
     started = time.perf_counter()
     session_tokens = 0
     last_checkpoint = found
+    guard = Guard.from_recipe(recipe.nonfinite, meta)
     for step in range(start_step, end):
         p, local = stream.locate(step)
         phase = plan.phases[p]
@@ -200,37 +204,46 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             loss_sum += micro_step(engine, batch, counted_labels, world, autocast, opt.z_loss, sync=m == n_micro - 1,
                                    loss_mask=masks[m])
         max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        # The norm is measured before any update: a non-finite one (or loss) is never applied.
+        grad_norm = float(_full(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)))
         loss = float(distributed.sum_across(loss_sum, world))
+        problem = step_problem(loss, grad_norm)
+        if problem is None:
+            optimizer.step()
+            guard.passed()
+        optimizer.zero_grad(set_to_none=True)
         step_time = time.perf_counter() - t0
         tokens_done += global_tokens
         session_tokens += global_tokens
-        if not math.isfinite(loss):
-            raise MixcError(f"the loss is {loss} at step {step + 1} (phase {phase.name}); lower the learning rate or check the data")
+        done = step + 1
+        skipped = None
+        if problem is not None:
+            skipped = _drop_step(guard, done, problem, f"phase {phase.name}", last_checkpoint, model, optimizer, fsdp,
+                                 metrics, log)
         if world.main:
             tps = global_tokens / step_time
             record = {"step": step + 1, "phase": phase.name, "phase_index": p, "run": phase.run, "run_step": run_step,
-                      "loss": loss, "lr": lr, "grad_norm": float(_full(grad_norm)), "tokens": tokens_done,
-                      "tokens_per_s": tps, "mfu": mfu(params, tps, peak * world.world_size), "step_time": step_time,
-                      "elapsed": time.perf_counter() - started, "sequence_length": phase.sequence_length,
-                      "rope_theta": model.config.rope_theta}
+                      "loss": _finite_or_none(loss), "lr": lr, "grad_norm": _finite_or_none(grad_norm), "tokens": tokens_done,
+                      "tokens_per_s": tps, "mfu": mfu(params, tps, peak * world.world_size if peak else None),
+                      "step_time": step_time, "elapsed": time.perf_counter() - started,
+                      "sequence_length": phase.sequence_length, "rope_theta": model.config.rope_theta}
+            if skipped:
+                record["skipped"] = skipped
             metrics.write(record)
-            if log_every and ((step + 1) % log_every == 0 or step + 1 == end):
+            if skipped or (log_every and ((step + 1) % log_every == 0 or step + 1 == end)):
                 log(progress_line(record, total))
             if on_step is not None:
                 on_step({"record": record, "model": model, "batch": batch})
-        done = step + 1
         phase_end = done == stream.step_starts[p + 1]
         if done == end or phase_end or (checkpoint_every and done % checkpoint_every == 0):
+            _check_state(guard, done, f"phase {phase.name}", last_checkpoint, model, optimizer, fsdp, world, metrics, log)
             last_checkpoint = _save(ckpt_root, keep, done, model, optimizer, loader, world, fsdp, meta={
                 "format": CHECKPOINT_FORMAT, "recipe": str(recipe_path), "recipe_name": recipe.name, "plan_digest": plan_digest(plan, data), "model": recipe.model,
                 "model_config": model.config.to_dict(), "step": done, "total_steps": total, "phase": phase.name,
                 "phase_index": p, "phase_complete": phase_end, "run": phase.run, "run_step": run_step, "tokens": tokens_done,
-                "loss": loss, "seed": seed, "world_size": world.world_size, "micro_batch_size": micro_batch_size,
+                "loss": _finite_or_none(loss), "seed": seed, "world_size": world.world_size, "micro_batch_size": micro_batch_size,
                 "tokenizer": tokenizer, "shards": str(store), "mixc_version": __version__,
-                "binding": binding.run_binding(recipe, data)})
+                "binding": binding.run_binding(recipe, data), **guard.meta()})
     train_seconds = time.perf_counter() - started
     summary: dict[str, Any] = {}
     if world.main:
@@ -272,6 +285,54 @@ def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: 
         # DDP averages gradients over ranks; each rank's share is of the global batch, so undo it.
         (share * world.world_size).backward()
     return share.detach().double()
+
+
+def _drop_step(guard: Guard, done: int, problem: str, where: str, last_good: Path | None, model, optimizer, fsdp: bool,
+               metrics: MetricsLog | None, log) -> str:
+    """Step `done` (1-based) was not applied: skip its batch or roll back, as the policy says
+    (or a MixcError that stops the run). Returns the reason recorded in metrics.jsonl."""
+    if guard.decide(done, problem, where, last_good) == "skip":
+        guard.record_skip(range(done, done + 1))
+        return f"{problem}; batch skipped" + ("" if guard.policy == "skip" else " (no checkpoint to roll back to yet)")
+    back = _rollback(last_good, model, optimizer, fsdp)
+    guard.record_rollback(range(back + 1, done + 1))
+    dropped = f"batch {done}" if back + 1 == done else f"batches {back + 1}-{done}"
+    reason = f"{problem} at step {done}; rolled back to step {back}, {dropped} skipped"
+    if metrics is not None:
+        metrics.mark_skipped(range(back + 1, done), reason)
+    log(f"warning: step {done}: {reason}")
+    return reason
+
+
+def _check_state(guard: Guard, done: int, where: str, last_good: Path | None, model, optimizer, fsdp: bool,
+                 world: distributed.World, metrics: MetricsLog | None, log) -> None:
+    """Before a checkpoint: a finite state, or a rollback (policy rollback), or a MixcError."""
+    bad = state_problem(model, optimizer)
+    flag = torch.tensor(0.0 if bad is None else 1.0, device=world.device)
+    if not float(distributed.sum_across(flag, world)):
+        return
+    bad = bad or "non-finite values on another rank"
+    if guard.policy == "rollback" and last_good is not None and guard.rollbacks < guard.limit:
+        reason = _drop_step(guard, done, f"the state holds {bad}", where, last_good, model, optimizer, fsdp, metrics, log)
+        if metrics is not None and metrics.records and metrics.records[-1]["step"] == done:
+            metrics.mark_skipped(range(done, done + 1), reason)
+        return
+    good = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+    raise MixcError(f"step {done} ({where}): the model or optimizer state holds {bad}; checkpoint not written, "
+                    f"stopping; {good}; lower the learning rate or check the data")
+
+
+def _rollback(path: Path, model, optimizer, fsdp: bool) -> int:
+    """Weights, optimizer and RNG of checkpoint `path` (the loader stays where it is); its step."""
+    state, meta = checkpoint.load(path)
+    _load_model(model, state["model"], fsdp)
+    _load_optimizer(optimizer, model, state["optimizer"], fsdp)
+    _restore_rng(state["rng"])
+    return int(meta["step"])
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no NaN or infinity
 
 
 def _model_config(name: str, tokenizer: dict) -> SmolLM3Config:
@@ -318,6 +379,15 @@ def _state_dicts(model, optimizer, fsdp: bool) -> tuple[dict, dict]:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _load_model(model, weights: dict, fsdp: bool) -> None:
+    if not fsdp:
+        model.load_state_dict(weights)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
 
 def _load_optimizer(optimizer, model, state: dict, fsdp: bool) -> None:

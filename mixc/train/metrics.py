@@ -5,6 +5,9 @@ One record per optimizer step (global step, 1-based), written by rank 0:
      "tokens_per_s", "mfu", "step_time", "elapsed", "sequence_length", "rope_theta"}
 `tokens` is the cumulative number of input tokens trained on, over all ranks. On resume the
 file is cut back to the checkpoint's step, so it always describes one uninterrupted history.
+`mfu` is null when no peak FLOP/s is known for the device (any CPU, an unlisted GPU) and none
+was given. A step whose update was not applied (mixc/train/guard.py) also has "skipped": the
+reason; its "loss" and "grad_norm" are null when they were not finite.
 """
 
 from __future__ import annotations
@@ -19,21 +22,38 @@ from ..shards.store import write_atomic
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
-# Peak dense throughput assumed for the MFU estimate when none is given (FLOP/s per device):
-# bf16 on an A100 for CUDA; for CPUs a rough fp32 FMA rate per thread (AVX2 at ~3 GHz).
-DEFAULT_PEAK_FLOPS = {"cuda": 312e12, "cpu_per_thread": 50e9}
+# Peak dense bf16 FLOP/s of the GPUs whose figure is known (vendor datasheets, without
+# sparsity), matched against torch.cuda.get_device_name, most specific first. Nothing for
+# CPUs: their peak depends on the model, clock and vector units, and a guess once showed
+# MFU above 100%; give --peak-tflops to see MFU there.
+GPU_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
+                  ("L40S", 362e12), ("L4", 121e12))
 
 
-def mfu(params: int, tokens_per_s: float, peak_flops: float) -> float:
-    """Model FLOPs utilization: 6 x params x tokens/s (forward + backward) over the peak."""
-    return 6.0 * params * tokens_per_s / peak_flops if peak_flops > 0 else 0.0
+def default_peak_flops(device) -> float | None:
+    """The peak FLOP/s assumed for one `device` (a torch.device), or None when unknown."""
+    if getattr(device, "type", None) != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in GPU_PEAK_FLOPS if key in name), None)
+
+
+def mfu(params: int, tokens_per_s: float, peak_flops: float | None) -> float | None:
+    """Model FLOPs utilization: 6 x params x tokens/s (forward + backward) over the peak; None
+    without a peak."""
+    return 6.0 * params * tokens_per_s / peak_flops if peak_flops else None
 
 
 def progress_line(r: dict[str, Any], total_steps: int) -> str:
     width = len(str(total_steps))
-    return (f"step {r['step']:>{width}}/{total_steps} | {r['phase']} | loss {r['loss']:.4f} | lr {r['lr']:.2e} | "
-            f"grad {r['grad_norm']:.3f} | {r['tokens_per_s']:,.0f} tok/s | MFU {100 * r['mfu']:.1f}% | "
-            f"{r['step_time'] * 1000:.0f} ms")
+    head = f"step {r['step']:>{width}}/{total_steps} | {r['phase']} | "
+    if r.get("skipped"):
+        return head + f"skipped: {r['skipped']}"
+    util = f"MFU {100 * r['mfu']:.1f}% | " if r.get("mfu") is not None else ""
+    return (head + f"loss {r['loss']:.4f} | lr {r['lr']:.2e} | grad {r['grad_norm']:.3f} | "
+            f"{r['tokens_per_s']:,.0f} tok/s | {util}{r['step_time'] * 1000:.0f} ms")
 
 
 class MetricsLog:
@@ -62,7 +82,17 @@ class MetricsLog:
         self._file.flush()
         if self._tb is not None:
             for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "rope_theta", "sequence_length"):
-                self._tb.add_scalar(f"train/{key}", record[key], record["step"])
+                if record.get(key) is not None:
+                    self._tb.add_scalar(f"train/{key}", record[key], record["step"])
+
+    def mark_skipped(self, steps: range, reason: str) -> None:
+        """Mark steps already written as undone (a rollback dropped their updates), in place."""
+        for r in self.records:
+            if r["step"] in steps:
+                r["skipped"] = reason
+        self._file.close()
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._file = open(self.path, "a")
 
     def close(self) -> None:
         self._file.close()
@@ -79,7 +109,10 @@ def _tensorboard(folder: Path):
 
 
 def summarize(records: list[dict[str, Any]], phases: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    """First and last loss of each phase (of the steps trained so far), tokens, time."""
+    """First and last loss of each phase (of the steps trained so far, skipped ones left out), tokens, time."""
+    skipped = [r["step"] for r in records if r.get("skipped")]
+    tokens = records[-1].get("tokens", 0) if records else 0
+    records = [r for r in records if not r.get("skipped")]
     out_phases = []
     for p in phases:
         rs = [r for r in records if r["phase"] == p["name"]]
@@ -88,9 +121,9 @@ def summarize(records: list[dict[str, Any]], phases: list[dict[str, Any]], **ext
                            "loss_last": rs[-1]["loss"] if rs else None,
                            "loss_min": min(r["loss"] for r in rs) if rs else None})
     last = records[-1] if records else {}
-    return {"steps": last.get("step", 0), "tokens": last.get("tokens", 0),
+    return {"steps": max(last.get("step", 0), skipped[-1] if skipped else 0), "tokens": tokens,
             "loss_first": records[0]["loss"] if records else None, "loss_last": last.get("loss"),
-            "phases": out_phases, **extra}
+            "skipped_steps": skipped, "phases": out_phases, **extra}
 
 
 def render_summary(s: dict[str, Any]) -> str:
@@ -106,6 +139,9 @@ def render_summary(s: dict[str, Any]) -> str:
     lines.append(f"step {s['steps']}/{s.get('total_steps', s['steps'])}, {s['tokens']:,} tokens; this session "
                  f"{s.get('session_steps', s['steps'])} steps in {time_s:.1f} s ({session / time_s if time_s else 0:,.0f} tokens/s); "
                  f"loss {loss(s['loss_first'])} -> {loss(s['loss_last'])}")
+    if s.get("skipped_steps"):
+        lines.append(f"skipped {len(s['skipped_steps'])} step(s) with a non-finite loss or gradient norm: "
+                     + ", ".join(map(str, s["skipped_steps"])))
     if s.get("checkpoint"):
         lines.append(f"latest checkpoint: {s['checkpoint']}")
     return "\n".join(lines)
