@@ -166,7 +166,10 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
 
 def load_text(text: str, file: str) -> Located:
     """Parse YAML text; malformed YAML becomes a located SpecError."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader checks every character here, before parsing
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from None
     try:
         node = loader.get_single_node()
         positions: dict[KeyPath, Location] = {}
@@ -184,6 +187,15 @@ def load_text(text: str, file: str) -> Located:
     finally:
         loader.dispose()
     return Located(data, file, positions)
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """A character YAML does not allow (NUL, other control characters): where it is, and which."""
+    where = exc.position if isinstance(exc.position, int) else 0
+    line = text.count("\n", 0, where) + 1
+    column = where - (text.rfind("\n", 0, where) + 1) + 1
+    return SpecError(f"malformed YAML: control character U+{exc.character:04X} is not allowed in YAML text "
+                     "(a binary file, or a stray control character?)", Location(file, line, column))
 
 
 def load_file(path: str | Path) -> Located:
