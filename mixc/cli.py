@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .errors import MixcError
-from .locyaml import SpecErrors
+from .locyaml import SpecError, SpecErrors
 
 
 class MixcGroup(click.Group):
@@ -24,6 +24,9 @@ class MixcGroup(click.Group):
         except SpecErrors as exc:
             for err in exc.errors:
                 click.echo(str(err), err=True)
+            sys.exit(1)
+        except SpecError as exc:  # already 'file:line:column: error: ...'
+            click.echo(str(exc), err=True)
             sys.exit(1)
         except MixcError as exc:
             click.echo(f"error: {exc}", err=True)

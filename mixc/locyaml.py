@@ -128,7 +128,11 @@ def _convert(node: yaml.Node, file: str, path: KeyPath, positions: dict, loader:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, file, path + (i,), positions, loader, active) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError as exc:  # a bad date, or an integer of more digits than Python converts
+        problem = "an integer of thousands of digits" if "integer string conversion" in str(exc) else str(exc)
+        raise SpecError(f"malformed YAML value: {problem}", _mark(file, node), key_path(path) or None) from None
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:

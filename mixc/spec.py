@@ -33,7 +33,13 @@ MAX_COUNT = 10**15
 
 def _bounded(number: int, written: Any) -> int:
     if number > MAX_COUNT:
-        raise ValueError(f"{written!r} is beyond mixc's limit of {MAX_COUNT:.0e} (a quadrillion) for a count")
+        if isinstance(written, float):
+            shown = f"{written:g}"
+        elif isinstance(written, int):  # an int of thousands of digits is not printed whole
+            shown = f"{written:,}" if written < 10**30 else f"about 10^{int(written.bit_length() * math.log10(2))}"
+        else:
+            shown = repr(written)
+        raise ValueError(f"{shown} is beyond mixc's limit of {MAX_COUNT:.0e} (a quadrillion) for a count")
     return number
 
 
@@ -573,7 +579,7 @@ def load_recipe(path: str | Path) -> ResolvedRecipe:
     errors.extend(_check_runs(recipe, located))
     errors.extend(_check_total_tokens(recipe, located))
     if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(_dedupe(errors))  # a broken mix used by several phases is one error
     positions = {phase.name: located.where(("phases", i)) for i, phase in enumerate(recipe.phases)}
     return ResolvedRecipe(path=str(path), recipe=recipe, mixes=mixes, positions=positions)
 
@@ -599,7 +605,7 @@ def _check_total_tokens(recipe: Recipe, located: Located) -> list[SpecError]:
         total += phase_steps(recipe, phase) * recipe.global_batch_tokens
         if total > MAX_COUNT:
             field = "steps" if phase.steps is not None else "tokens"
-            return [SpecError(f"the curriculum reaches {total:.3g} tokens by this phase, beyond mixc's limit of "
+            return [SpecError(f"the curriculum reaches {total:,} tokens by this phase, beyond mixc's limit of "
                               f"{MAX_COUNT:.0e} (a quadrillion)", located.where(("phases", i, field)), f"phases[{i}].{field}")]
     return []
 
