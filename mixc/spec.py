@@ -29,6 +29,7 @@ _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 # The largest token or step count mixc accepts: a quadrillion tokens is ~30x the largest
 # published pretraining run, and keeps every product of counts exact in int64 and float64.
 MAX_COUNT = 10**15
+MAX_LR = 100.0  # far above any learning rate that trains (they are below 1)
 
 
 def _bounded(number: int, written: Any) -> int:
@@ -238,7 +239,8 @@ class Schedule(Strict):
     """Learning-rate schedule of one optimizer run. Steps are 1-based, as nanotron counts them."""
 
     type: Literal["wsd", "cosine", "constant"]
-    peak_lr: Finite = Field(gt=0)
+    # Bounded so that a dropped minus sign ('3e4' for 3e-4) is caught, and peak x steps stays finite.
+    peak_lr: Finite = Field(gt=0, le=MAX_LR)
     warmup_steps: Count = 0
     decay_start_step: PositiveCount | None = Field(None, description="wsd: first step of the decay")
     decay_steps: Count | None = Field(None, description="wsd: length of the decay")

@@ -82,6 +82,8 @@ NUMBERS = [
      r"expected a finite number, got inf"),
     ("peak-lr-nan", recipe("peak_lr: 1.0e-3", "peak_lr: .nan"), "recipe.yaml", 7, 3, "schedule.peak_lr",
      r"expected a finite number, got nan"),
+    ("peak-lr-typo", recipe("peak_lr: 1.0e-3", "peak_lr: 3e4"), "recipe.yaml", 7, 3, "schedule.peak_lr",
+     r"must be less than or equal to 100, got 30000.0"),
     ("final-lr-nan", recipe("  decay_steps: 50\n", "  decay_steps: 50\n  final_lr: .nan\n"), "recipe.yaml", 11, 3,
      "schedule.final_lr", r"expected a finite number, got nan"),
     ("final-lr-negative", recipe("  decay_steps: 50\n", "  decay_steps: 50\n  final_lr: -1.0e-5\n"), "recipe.yaml", 11, 3,
@@ -239,6 +241,8 @@ def _nanotron_config() -> str:
     ("    min_decay_lr: 0.0001\n", "    min_decay_lr: 0.0001\n  optimizer_factory: {adam_beta2: 1.5}\n", 29, 23,
      "optimizer.optimizer_factory.adam_beta2", r"must be less than 1, got 1.5"),
     ("optimizer:\n", "optimizer:\n  clip_grad: .nan\n", 23, 3, "optimizer.clip_grad", r"expected a finite number, got nan$"),
+    ("dataset_weights: [0.6,  0.3 ,", "dataset_weights: [1e308,  1e308 ,", 12, 7, "data_stages[0].data.dataset.dataset_weights",
+     r"weights sum beyond the largest number"),
     ("min_decay_lr: 0.0001", "min_decay_lr: -1.0", 28, 5, "optimizer.learning_rate_scheduler.min_decay_lr",
      r"must be greater than or equal to 0, got -1.0"),
 ])
@@ -253,19 +257,53 @@ def test_nanotron_import_checks_its_input_and_writes_nothing(old, new, line, col
     assert not out.exists()
 
 
-def test_nanotron_import_that_cannot_validate_leaves_the_folder_as_it_was(tmp_path):
-    """Weights whose sum overflows pass the config reader; the written recipe would not validate,
-    so the import puts back what the folder held (here: an earlier recipe) and adds nothing."""
-    config = _nanotron_config().replace("dataset_weights: [0.6,  0.3 ,", "dataset_weights: [1e308,  1e308 ,")
-    (tmp_path / "bad.yaml").write_text(config)
+def test_nanotron_import_that_cannot_validate_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    """Should the importer ever write a recipe that does not validate (a bug: read_config checks
+    what it writes), it puts back what the folder held and adds nothing."""
+    import mixc.spec
+    from mixc.locyaml import Location, SpecError
+
+    def rejects(path):
+        raise SpecError("simulated importer bug", Location(str(path), 1, 1))
+
+    monkeypatch.setattr(mixc.spec, "load_recipe", rejects)
+    (tmp_path / "toy.yaml").write_text(_nanotron_config())
     out = tmp_path / "out"
     out.mkdir()
     (out / "recipe.yaml").write_text("# an earlier import\n")
-    result = run_cli(["import", "nanotron", "bad.yaml", "-o", str(out)], cwd=tmp_path)
+    result = run_cli(["import", "nanotron", "toy.yaml", "-o", str(out)], cwd=tmp_path)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "nothing was written" in result.output and "weights sum beyond the largest number" in result.output
-    assert sorted(p.name for p in out.rglob("*")) == ["recipe.yaml"]
+    assert "the imported recipe does not validate (nothing was written)" in result.output
+    assert sorted(p.name for p in out.rglob("*")) == ["recipe.yaml"]  # no mixes/ folder either
     assert (out / "recipe.yaml").read_text() == "# an earlier import\n"
+    monkeypatch.undo()
+    assert run_cli(["import", "nanotron", "toy.yaml", "-o", str(out)], cwd=tmp_path).exit_code == 0
+    assert (out / "recipe.yaml").read_text() != "# an earlier import\n" and any((out / "mixes").iterdir())
+
+
+def test_largest_legal_numbers_still_render(tmp_path):
+    """At the limits (a curriculum of 10^15 tokens, a RoPE base of 1e300, a learning rate of 100,
+    weights of 1e-320 beside 1e308) every report format draws or prints, with no error."""
+    big = """name: big
+tokenizer: t
+model: m
+global_batch_tokens: 4096
+schedule: {type: wsd, peak_lr: 100, warmup_steps: 1000, decay_start_step: 200000000000, decay_steps: 44000000000}
+phases:
+  - {name: a, mix: mix.yaml, steps: 200000000000, sequence_length: 256, rope_theta: 1.0e300}
+  - {name: b, mix: mix.yaml, steps: 44140000000, sequence_length: 256, rope_theta: 10000}
+"""
+    write_project(tmp_path, {"recipe.yaml": big, **mix("  web-en: 0.6\n  web-fr: 0.2", "  web-en: 1.0e-320\n  web-fr: 1.0e308")})
+    assert run_cli(["validate", "--strict", "recipe.yaml"], cwd=tmp_path).exit_code == 0
+    for fmt in ("table", "json", "markdown", "csv", "html", "png"):
+        result = run_cli(["report", "recipe.yaml", "--format", fmt, "-o", f"big.{fmt}"], cwd=tmp_path)
+        assert result.exit_code == 0 and "Traceback" not in result.output, (fmt, result.output)
+        assert (tmp_path / f"big.{fmt}").stat().st_size > 0
+    data = json.loads((tmp_path / "big.json").read_text())
+    assert data["phases"][-1]["end_token"] == (200_000_000_000 + 44_140_000_000) * 4096 <= 10**15
+    (tmp_path / "recipe.yaml").write_text(big.replace("44140000000", "44150000000"))
+    _one_located_error(run_cli(["validate", "recipe.yaml"], cwd=tmp_path), "recipe.yaml", 8, 30, "phases[1].steps",
+                       r"the curriculum reaches 1,000,038,400,000,000 tokens by this phase")
 
 
 @pytest.mark.parametrize("vocab, message", [

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from ..errors import MixcError
 from ..locyaml import Located, SpecError, SpecErrors, load_file
-from ..spec import CATEGORIES, MAX_COUNT, Optimizer, ResolvedRecipe, Schedule, check_language, key_path, load_catalog
+from ..spec import CATEGORIES, MAX_COUNT, Optimizer, ResolvedRecipe, Schedule, check_language, key_path, load_catalog, weight_sum
 
 LAYOUT_WORDS = frozenset({"standard", "tokenized"})
 NAMINGS = ("read-path", "folder")
@@ -388,6 +388,10 @@ def read_config(path: str | Path, naming: str = "read-path") -> RunConfig:
         if value is not None and value < 1:
             r.error(("tokens", key), f"expected a positive number, got {value}")
     _check_numbers(r, dp, rope, seq, micro, accumulation, train_steps)
+    for i, stage in enumerate(stages if len(stages) == len(stages_raw or []) else []):  # i: its index in data_stages
+        if math.isinf(weight_sum([e.weight for e in stage.entries])):
+            r.error(("data_stages", i, "data", "dataset", "dataset_weights"),
+                    "weights sum beyond the largest number; scale them down")
     schedule = _schedule(r, train_steps) if train_steps else None
     if len(stages) == len(stages_raw or []) and stages and train_steps:
         if stages[0].start_step != 1:
