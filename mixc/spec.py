@@ -90,8 +90,10 @@ def _check_finite(value: Any) -> Any:
 _CountText = Annotated[str, Field(pattern=r"^\s*[0-9][0-9_,]*\.?[0-9_]*([eE][+-]?[0-9]+)?\s*[kKMBGT]?\s*$")]
 # The bound goes before the validator so that it constrains the parsed int (and shows in the
 # schema as 'minimum'/'exclusiveMinimum').
-Count = Annotated[int, Field(ge=0), BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(ge=0)] | _CountText)]
-PositiveCount = Annotated[int, Field(gt=0), BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(gt=0)] | _CountText)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT),
+                  BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(ge=0, le=MAX_COUNT)] | _CountText)]
+PositiveCount = Annotated[int, Field(gt=0, le=MAX_COUNT),
+                          BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(gt=0, le=MAX_COUNT)] | _CountText)]
 Number = Annotated[float, BeforeValidator(_check_number)]  # weights: load_mix says NaN / infinite / negative
 Finite = Annotated[float, BeforeValidator(_check_finite)]
 
