@@ -130,6 +130,12 @@ class Filter(Strict):
     min_chars: Count | None = None
     max_chars: Count | None = None
 
+    @model_validator(mode="after")
+    def _range(self) -> Filter:
+        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): no document would pass")
+        return self
+
 
 class SourceFields(Strict):
     """What a source is and where its data lives (shared by catalog and inline entries)."""

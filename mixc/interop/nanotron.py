@@ -295,7 +295,8 @@ def _schedule(r: _Reader, train_steps: int) -> Schedule | None:
             r.error(base + ("lr_decay_starting_step",), f"a cosine decay from step {decay_start}, after a {warm}-step warmup, "
                                                         "has no mixc equivalent (mixc's cosine starts where the warmup ends)")
             return None
-        return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="cosine", peak_lr=peak, warmup_steps=warm, decay_steps=max(length, 1), final_lr=final)
+        return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="cosine", peak_lr=peak, warmup_steps=warm,
+                               decay_steps=max(length, 1), final_lr=final)
     if style not in (None, "linear"):
         r.error(base + ("lr_decay_style",), f"unknown decay style '{style}'; nanotron knows linear and cosine")
         return None
@@ -304,8 +305,9 @@ def _schedule(r: _Reader, train_steps: int) -> Schedule | None:
         return None
     # mixc counts the first decayed step as decay_start_step; nanotron's default start (the
     # last warmup step) is one step earlier. With no style the LR drops to min_decay_lr at once.
-    return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="wsd", peak_lr=peak, warmup_steps=warm, decay_start_step=max(decay_start, warm + 1),
-                    decay_steps=0 if style is None else length, final_lr=final)
+    return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="wsd", peak_lr=peak, warmup_steps=warm,
+                           decay_start_step=max(decay_start, warm + 1), decay_steps=0 if style is None else length,
+                           final_lr=final)
 
 
 def _optimizer(r: _Reader) -> Optimizer:
@@ -433,8 +435,9 @@ def _check_numbers(r: _Reader, dp: Any, rope: Any, seq: Any, micro: Any, accumul
         r.error(("parallelism", "dp"), f"expected at least 1 data-parallel replica, got {dp}")
     if rope is not None and rope <= 0:
         r.error(("model", "model_config", "rope_theta"), f"expected a positive RoPE base, got {rope}")
-    seed = r.get(("general", "seed"), "int", required=False)
-    if seed is not None and not 0 <= seed < 2**63:
+    general = r.located.data.get("general")
+    seed = general.get("seed") if isinstance(general, dict) else None  # a seed that is not a number is left out, as before
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**63:
         r.error(("general", "seed"), f"expected a seed in [0, 2^63), got {seed}")
     if r.errors or None in (seq, micro, accumulation, train_steps):
         return
