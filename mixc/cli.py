@@ -7,13 +7,14 @@ traceback. Usage errors (unknown options, missing paths) exit 2, as click does.
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
 
 from . import __version__
 from .errors import MixcError
-from .locyaml import SpecErrors
+from .locyaml import SpecError, SpecErrors
 
 
 class MixcGroup(click.Group):
@@ -23,6 +24,9 @@ class MixcGroup(click.Group):
         except SpecErrors as exc:
             for err in exc.errors:
                 click.echo(str(err), err=True)
+            sys.exit(1)
+        except SpecError as exc:  # already 'file:line:column: error: ...'
+            click.echo(str(exc), err=True)
             sys.exit(1)
         except MixcError as exc:
             click.echo(f"error: {exc}", err=True)
@@ -89,12 +93,30 @@ def schema(kind: str) -> None:
 REPORT_FORMATS = ["table", "json", "markdown", "csv", "html", "png"]
 
 
+class EpochThreshold(click.ParamType):
+    """--epoch-warning: a finite number of epochs above zero (NaN would silence every warning)."""
+
+    name = "epochs"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"expected a number of epochs such as 4, got {value!r}", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"expected a finite number of epochs above 0, got {value!r}", param, ctx)
+        return number
+
+
+EPOCH_THRESHOLD = EpochThreshold()
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout.")
 @click.option("--tokens", help="Token budget per mix when reporting bare mixes (e.g. 1T).")
-@click.option("--epoch-warning", type=float, help="Warn when a source is seen more epochs than this (default: the recipe's, else 4).")
+@click.option("--epoch-warning", type=EPOCH_THRESHOLD, help="Warn when a source is seen more epochs than this (default: the recipe's, else 4).")
 @click.option("--shards", type=click.Path(exists=True, file_okay=False), help="Shard store: use real source sizes from its manifests.")
 def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     """Explain a curriculum: per-phase shares, budgets, rollups, boundaries and epochs.
@@ -135,7 +157,7 @@ def _count_option(parse, value: str | None, name: str) -> int | None:
 @click.argument("recipe", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--shards", type=click.Path(exists=True, file_okay=False), help="Shard store: source sizes from its manifests (else the catalog's estimates).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--epoch-warning", type=float, help="Warn when a source is seen more epochs than this (default: the recipe's).")
+@click.option("--epoch-warning", type=EPOCH_THRESHOLD, help="Warn when a source is seen more epochs than this (default: the recipe's).")
 @click.option("--stage", help="Only this phase (stage number or name); earlier phases still count toward cumulative epochs.")
 def plan_command(recipe, shards, fmt, epoch_warning, stage) -> None:
     """Tokens each phase demands of each source, tokens available, and epochs (per phase and cumulative).

@@ -128,7 +128,11 @@ def _convert(node: yaml.Node, file: str, path: KeyPath, positions: dict, loader:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, file, path + (i,), positions, loader, active) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except ValueError as exc:  # a bad date, or an integer of more digits than Python converts
+        problem = "an integer of thousands of digits" if "integer string conversion" in str(exc) else str(exc)
+        raise SpecError(f"malformed YAML value: {problem}", _mark(file, node), key_path(path) or None) from None
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
@@ -166,7 +170,10 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
 
 def load_text(text: str, file: str) -> Located:
     """Parse YAML text; malformed YAML becomes a located SpecError."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader checks every character here, before parsing
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from None
     try:
         node = loader.get_single_node()
         positions: dict[KeyPath, Location] = {}
@@ -184,6 +191,15 @@ def load_text(text: str, file: str) -> Located:
     finally:
         loader.dispose()
     return Located(data, file, positions)
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """A character YAML does not allow (NUL, other control characters): where it is, and which."""
+    where = exc.position if isinstance(exc.position, int) else 0
+    line = text.count("\n", 0, where) + 1
+    column = where - (text.rfind("\n", 0, where) + 1) + 1
+    return SpecError(f"malformed YAML: control character U+{exc.character:04X} is not allowed in YAML text "
+                     "(a binary file, or a stray control character?)", Location(file, line, column))
 
 
 def load_file(path: str | Path) -> Located:

@@ -140,9 +140,14 @@ class Plan:
 
 
 def normalize(weights: Sequence[float]) -> list[float]:
-    total = math.fsum(weights)
-    if not total > 0:
-        raise ValueError("weights sum to zero")
+    try:
+        total = math.fsum(weights)
+    except OverflowError:  # weights near the largest float: scaled by the largest, the sum is at most len(weights)
+        largest = max(weights)
+        weights = [w / largest for w in weights]
+        total = math.fsum(weights)
+    if not total > 0 or not math.isfinite(total):
+        raise ValueError("weights sum to zero" if not total > 0 else "weights are not finite")
     return [w / total for w in weights]
 
 
@@ -322,10 +327,12 @@ def lr_at_token(plan: Plan, token: float) -> float:
 
 
 def epochs_at_token(plan: Plan, token: float) -> dict[str, float]:
-    """Each source's cumulative epochs at token position `token` (sources of known size only)."""
+    """Each source's cumulative epochs at token position `token` (sources of known size only),
+    over the phases begun by then and the phase training at `token` (its sources at the start
+    of that phase, so token 0 lists the first phase's sources at 0 epochs)."""
     out: dict[str, float] = {}
     for p in plan.phases:
-        if token <= p.start_token:
+        if token < p.start_token:
             break
         frac = min(1.0, (token - p.start_token) / p.tokens) if p.tokens else 0.0
         for s in p.sources:

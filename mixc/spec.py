@@ -12,6 +12,7 @@ import difflib
 import math
 import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,10 +26,26 @@ FORMATS = ("parquet", "jsonl", "hf")
 DEFAULT_LANGUAGE = "eng_Latn"
 
 _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+# The largest token or step count mixc accepts: a quadrillion tokens is ~30x the largest
+# published pretraining run, and keeps every product of counts exact in int64 and float64.
+MAX_COUNT = 10**15
+MAX_LR = 100.0  # far above any learning rate that trains (they are below 1)
+
+
+def _bounded(number: int, written: Any) -> int:
+    if number > MAX_COUNT:
+        if isinstance(written, float):
+            shown = f"{written:g}"
+        elif isinstance(written, int):  # an int of thousands of digits is not printed whole
+            shown = f"{written:,}" if written < 10**30 else f"about 10^{int(written.bit_length() * math.log10(2))}"
+        else:
+            shown = repr(written)
+        raise ValueError(f"{shown} is beyond mixc's limit of {MAX_COUNT:.0e} (a quadrillion) for a count")
+    return number
 
 
 def parse_count(value: Any) -> Any:
-    """Accept 1000, 1e12, '8.14T', '47B', '1_000' for token and step counts."""
+    """Accept 1000, 1e12, '8.14T', '47B', '1_000' for token and step counts (at most MAX_COUNT)."""
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
     if isinstance(value, str):
@@ -37,15 +54,19 @@ def parse_count(value: Any) -> Any:
         if not m:
             raise ValueError(f"expected a count such as 1000, 2.5e9 or '8.14T', got '{value}'")
         number = float(m.group(1)) * _SUFFIX.get(m.group(2), 1)
+        if not math.isfinite(number):  # '1e400' parses as infinity
+            raise ValueError(f"expected a finite count, got '{value}'")
         if not m.group(2) and number != int(number):  # '8.14T' is approximate by nature; '2.5' is a mistake
             raise ValueError(f"expected a whole number, got '{value}'")
-        return round(number)
+        return _bounded(round(number), value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"expected a finite count, got {value}")
         if value != int(value):
             raise ValueError(f"expected a whole number, got {value}")
-        return int(value)
+        return _bounded(int(value), value)
+    if isinstance(value, int):
+        return _bounded(value, value)
     return value
 
 
@@ -56,13 +77,25 @@ def _check_number(value: Any) -> Any:
     return value
 
 
+def _check_finite(value: Any) -> Any:
+    """Rates, coefficients and RoPE bases: a number, and neither NaN nor infinite (either would
+    pass a range check or poison the trainer, the schedule and the charts)."""
+    value = _check_number(value)
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
 # What a count may be written as, for the JSON Schema (editors should accept '8.14T' too).
 _CountText = Annotated[str, Field(pattern=r"^\s*[0-9][0-9_,]*\.?[0-9_]*([eE][+-]?[0-9]+)?\s*[kKMBGT]?\s*$")]
 # The bound goes before the validator so that it constrains the parsed int (and shows in the
 # schema as 'minimum'/'exclusiveMinimum').
-Count = Annotated[int, Field(ge=0), BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(ge=0)] | _CountText)]
-PositiveCount = Annotated[int, Field(gt=0), BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(gt=0)] | _CountText)]
-Number = Annotated[float, BeforeValidator(_check_number)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT),
+                  BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(ge=0, le=MAX_COUNT)] | _CountText)]
+PositiveCount = Annotated[int, Field(gt=0, le=MAX_COUNT),
+                          BeforeValidator(parse_count, json_schema_input_type=Annotated[int, Field(gt=0, le=MAX_COUNT)] | _CountText)]
+Number = Annotated[float, BeforeValidator(_check_number)]  # weights: load_mix says NaN / infinite / negative
+Finite = Annotated[float, BeforeValidator(_check_finite)]
 
 
 @lru_cache(maxsize=1)
@@ -133,6 +166,12 @@ class Filter(Strict):
 
     min_chars: Count | None = None
     max_chars: Count | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> Filter:
+        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is above max_chars ({self.max_chars}): no document would pass")
+        return self
 
 
 class SourceFields(Strict):
@@ -245,11 +284,12 @@ class Schedule(Strict):
     """Learning-rate schedule of one optimizer run. Steps are 1-based, as nanotron counts them."""
 
     type: Literal["wsd", "cosine", "constant"]
-    peak_lr: Number = Field(gt=0)
+    # Bounded so that a dropped minus sign ('3e4' for 3e-4) is caught, and peak x steps stays finite.
+    peak_lr: Finite = Field(gt=0, le=MAX_LR)
     warmup_steps: Count = 0
     decay_start_step: PositiveCount | None = Field(None, description="wsd: first step of the decay")
     decay_steps: Count | None = Field(None, description="wsd: length of the decay")
-    final_lr: Number = Field(0.0, ge=0)
+    final_lr: Finite = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _wsd(self) -> Schedule:
@@ -262,12 +302,12 @@ class Schedule(Strict):
 
 class Optimizer(Strict):
     type: Literal["adamw"] = "adamw"
-    beta1: Number = 0.9
-    beta2: Number = 0.95
-    eps: Number = 1e-8
-    weight_decay: Number = Field(0.1, ge=0)
-    grad_clip: Number = Field(1.0, ge=0)
-    z_loss: Number = Field(0.0, ge=0)
+    beta1: Finite = Field(0.9, ge=0, lt=1)
+    beta2: Finite = Field(0.95, ge=0, lt=1)
+    eps: Finite = Field(1e-8, gt=0)
+    weight_decay: Finite = Field(0.1, ge=0)
+    grad_clip: Finite = Field(1.0, ge=0, description="maximum gradient norm; 0 turns clipping off")
+    z_loss: Finite = Field(0.0, ge=0)
 
 
 class NonFinite(Strict):
@@ -289,7 +329,7 @@ class Phase(Strict):
     tokens: PositiveCount | None = None
     start_step: PositiveCount | None = Field(None, description="optional check: first step of this phase")
     sequence_length: PositiveCount
-    rope_theta: Number = Field(gt=0)
+    rope_theta: Finite = Field(gt=0)
     run: Name = Field("main", description="phases of one run share a step counter and a schedule")
     schedule: Schedule | None = None
 
@@ -306,8 +346,8 @@ class Recipe(Strict):
     tokenizer: str
     model: str
     global_batch_tokens: PositiveCount
-    seed: int = 0
-    epoch_warning: Number = Field(4.0, gt=0, description="warn when a source is seen more epochs than this")
+    seed: int = Field(0, ge=0, lt=2**63)
+    epoch_warning: Finite = Field(4.0, gt=0, description="warn when a source is seen more epochs than this")
     mask_document_starts: bool = Field(False, description="drop the labels whose target is a document's first token "
                                        "(Megatron's eod_mask_loss); by default they count, as in transformers")
     schedule: Schedule
@@ -480,7 +520,15 @@ class ResolvedMix(BaseModel):
 
     @property
     def weight_sum(self) -> float:
-        return math.fsum(w for _, w in self.entries)
+        return weight_sum([w for _, w in self.entries])
+
+
+def weight_sum(weights: list[float]) -> float:
+    """The exact sum of finite weights, or infinity when it exceeds the largest float."""
+    try:
+        return math.fsum(weights)
+    except OverflowError:  # fsum refuses an intermediate overflow ('1e308 + 1e308')
+        return math.inf
 
 
 def _check_weight(name: str, weight: float, where: Location) -> SpecError | None:
@@ -532,6 +580,9 @@ def load_mix(path: str | Path, catalog: dict[str, Source] | None = None) -> Reso
                 errors.append(SpecError(e["msg"].removeprefix("Value error, "), where, key))
     if not errors and entries and all(w == 0 for _, w in entries):
         errors.append(SpecError("all weights are zero", located.where(("sources",)), "sources"))
+    if not errors and math.isinf(weight_sum([w for _, w in entries])):
+        errors.append(SpecError(f"weights sum beyond the largest number ({sys.float_info.max:.3g}); scale them down",
+                                located.where(("sources",)), "sources"))
     if errors:
         raise SpecErrors(errors)
     name = mix.name or Path(path).stem
@@ -585,8 +636,9 @@ def load_recipe(path: str | Path) -> ResolvedRecipe:
         except SpecErrors as exc:
             errors.extend(exc.errors)
     errors.extend(_check_runs(recipe, located))
+    errors.extend(_check_total_tokens(recipe, located))
     if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(_dedupe(errors))  # a broken mix used by several phases is one error
     positions = {phase.name: located.where(("phases", i)) for i, phase in enumerate(recipe.phases)}
     return ResolvedRecipe(path=str(path), recipe=recipe, mixes=mixes, positions=positions)
 
@@ -601,6 +653,20 @@ def phase_steps(recipe: Recipe, phase: Phase) -> int:
     if phase.steps is not None:
         return phase.steps
     return -(-phase.tokens // recipe.global_batch_tokens)  # ceil: never train on less than asked
+
+
+def _check_total_tokens(recipe: Recipe, located: Located) -> list[SpecError]:
+    """Each count is bounded, but steps x global batch may not be: bound the curriculum too."""
+    total = 0
+    for i, phase in enumerate(recipe.phases):
+        if not (phase.steps or phase.tokens):
+            continue
+        total += phase_steps(recipe, phase) * recipe.global_batch_tokens
+        if total > MAX_COUNT:
+            field = "steps" if phase.steps is not None else "tokens"
+            return [SpecError(f"the curriculum reaches {total:,} tokens by this phase, beyond mixc's limit of "
+                              f"{MAX_COUNT:.0e} (a quadrillion)", located.where(("phases", i, field)), f"phases[{i}].{field}")]
+    return []
 
 
 def _check_runs(recipe: Recipe, located: Located) -> list[SpecError]:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .locyaml import SpecError, SpecErrors
+from .locyaml import Location, SpecError, SpecErrors
 from .plan import plan_mixes, plan_recipe
 from .report.text import human_tokens, rollup_line
 from .spec import ResolvedMix, detect_kind, load_catalog, load_mix, load_recipe
@@ -91,6 +91,11 @@ def validate_paths(paths: list[str], strict: bool = False) -> Validation:
             result.errors.extend(exc.errors)
         except SpecError as exc:
             result.errors.append(exc)
+        except (ArithmeticError, ValueError) as exc:
+            # A number no check anticipated must not cost the other files their results: report
+            # it against this file, as a failure, and go on.
+            result.errors.append(SpecError(f"cannot evaluate this file's numbers ({type(exc).__name__}: {exc})",
+                                           Location(str(path), 1, 1)))
     result.errors = _unique(result.errors)
     result.warnings = list(dict.fromkeys(result.warnings))  # a mix used by several phases warns once
     if not files:

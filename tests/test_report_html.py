@@ -137,6 +137,7 @@ def _shown(page) -> dict:
             bar: rows("#cur-mixbar div", ["data-category", "data-share"]),
             top: rows("#cur-top tbody tr", ["data-source", "data-share"]),
             epochs: rows("#cur-epochs tbody tr", ["data-source", "data-epochs"]),
+            epochsNote: document.getElementById("epochs-note").textContent,
             openDiffs: [...document.querySelectorAll("details.diff[open]")].map((d) => d.id),
             active: document.activeElement.id,
         };
@@ -195,6 +196,9 @@ def test_scrubbing_the_timeline_shows_the_reports_numbers(browser, page_file, pl
 
     shown = at(0)  # the start: stable-1, first warmup step
     assert shown["phase"] == "stable-1" and shown["lr"] == 2e-4 / 2000 and shown["lrText"] == "1.000e−7"
+    # Sizes are known from the start: stable-1's sources of known size, at 0 epochs so far.
+    assert shown["epochs"] and set(shown["epochs"].values()) == {0.0}
+    assert shown["epochsNote"].startswith(f"Cumulative epochs of the {len(shown['epochs'])} sources trained so far")
     page.keyboard.press("ArrowRight")
     at()
     page.keyboard.press("2")  # jump to phase 2
@@ -231,4 +235,30 @@ def test_scrubbing_the_timeline_shows_the_reports_numbers(browser, page_file, pl
     page.screenshot(path=str(ARTIFACTS / "timeline-smollm3-3b.png"), full_page=True)
     assert not errors, errors
     assert requests and all(url.startswith("file://") for url in requests), requests
+    page.close()
+
+
+@pytest.mark.browser
+def test_hostile_names_leave_the_page_working(browser, tmp_path):
+    """Names that open HTML comments or script tags are shown as text, and the page still runs."""
+    from test_spec_faults import HOSTILE, hostile_plan
+
+    plan, rename = hostile_plan(tmp_path)
+    page_file = tmp_path / "hostile.html"
+    page_file.write_text(render(plan, "html"), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(page_file.as_uri())
+    page.wait_for_selector('#app[data-ready="1"]', timeout=10_000)
+    assert page.evaluate("document.querySelectorAll('script').length") == 2
+    assert page.locator("h1").text_content().startswith(HOSTILE[0])
+    shown = _shown(page)
+    assert set(dict(shown["top"])) == set(rename.values())  # every source of the first phase, by its hostile name
+    cells = page.evaluate("[...document.querySelectorAll('#cur-top tbody tr td:first-child')].map((td) => td.textContent)")
+    assert set(cells) == set(rename.values())
+    assert shown["epochs"] == {HOSTILE[0]: 0.0}  # the renamed web-en has a size in the catalog
+    assert shown["phase"] == "a" + HOSTILE[1]
+    assert not errors, errors
     page.close()

@@ -29,10 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ..errors import MixcError
 from ..locyaml import Located, SpecError, SpecErrors, load_file
-from ..spec import CATEGORIES, DEFAULT_LANGUAGE, Optimizer, ResolvedRecipe, Schedule, check_language, key_path, load_catalog
+from ..spec import (
+    CATEGORIES,
+    DEFAULT_LANGUAGE,
+    MAX_COUNT,
+    Optimizer,
+    ResolvedRecipe,
+    Schedule,
+    check_language,
+    key_path,
+    load_catalog,
+    weight_sum,
+)
 
 LAYOUT_WORDS = frozenset({"standard", "tokenized"})
 NAMINGS = ("read-path", "folder")
@@ -289,13 +301,14 @@ def _schedule(r: _Reader, train_steps: int) -> Schedule | None:
         length = train_steps - (warm or 0) - (start or 0)
     decay_start = warm if start is None else start
     if final == peak or (style is None and decay_start >= train_steps):
-        return Schedule(type="constant", peak_lr=peak, warmup_steps=warm)
+        return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="constant", peak_lr=peak, warmup_steps=warm)
     if style == "cosine":
         if decay_start != warm:
             r.error(base + ("lr_decay_starting_step",), f"a cosine decay from step {decay_start}, after a {warm}-step warmup, "
                                                         "has no mixc equivalent (mixc's cosine starts where the warmup ends)")
             return None
-        return Schedule(type="cosine", peak_lr=peak, warmup_steps=warm, decay_steps=max(length, 1), final_lr=final)
+        return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="cosine", peak_lr=peak, warmup_steps=warm,
+                               decay_steps=max(length, 1), final_lr=final)
     if style not in (None, "linear"):
         r.error(base + ("lr_decay_style",), f"unknown decay style '{style}'; nanotron knows linear and cosine")
         return None
@@ -304,8 +317,9 @@ def _schedule(r: _Reader, train_steps: int) -> Schedule | None:
         return None
     # mixc counts the first decayed step as decay_start_step; nanotron's default start (the
     # last warmup step) is one step earlier. With no style the LR drops to min_decay_lr at once.
-    return Schedule(type="wsd", peak_lr=peak, warmup_steps=warm, decay_start_step=max(decay_start, warm + 1),
-                    decay_steps=0 if style is None else length, final_lr=final)
+    return _model_or_error(r, Schedule, base, _SCHEDULE_KEYS, type="wsd", peak_lr=peak, warmup_steps=warm,
+                           decay_start_step=max(decay_start, warm + 1), decay_steps=0 if style is None else length,
+                           final_lr=final)
 
 
 def _optimizer(r: _Reader) -> Optimizer:
@@ -321,9 +335,31 @@ def _optimizer(r: _Reader) -> Optimizer:
     config = model.get("model_config", {}) if isinstance(model, dict) else {}
     config = config if isinstance(config, dict) else {}
     z_loss = number(config, "z_loss_coefficient", 0.0) if config.get("z_loss_enabled") else 0.0
-    return Optimizer(beta1=number(factory, "adam_beta1", 0.9), beta2=number(factory, "adam_beta2", 0.95),
-                     eps=number(factory, "adam_eps", 1e-8), weight_decay=number(opt, "weight_decay", 0.0),
-                     grad_clip=number(opt, "clip_grad", 0.0), z_loss=z_loss)
+    factory_path = ("optimizer", "optimizer_factory") if factory is not opt else ("optimizer",)
+    keys = {"beta1": factory_path + ("adam_beta1",), "beta2": factory_path + ("adam_beta2",), "eps": factory_path + ("adam_eps",),
+            "weight_decay": ("optimizer", "weight_decay"), "grad_clip": ("optimizer", "clip_grad"),
+            "z_loss": ("model", "model_config", "z_loss_coefficient")}
+    return _model_or_error(r, Optimizer, ("optimizer",), keys, beta1=number(factory, "adam_beta1", 0.9),
+                           beta2=number(factory, "adam_beta2", 0.95), eps=number(factory, "adam_eps", 1e-8),
+                           weight_decay=number(opt, "weight_decay", 0.0), grad_clip=number(opt, "clip_grad", 0.0), z_loss=z_loss)
+
+
+_SCHEDULE_KEYS = {field: ("optimizer", "learning_rate_scheduler", key) for field, key in (
+    ("peak_lr", "learning_rate"), ("final_lr", "min_decay_lr"), ("warmup_steps", "lr_warmup_steps"),
+    ("decay_start_step", "lr_decay_starting_step"), ("decay_steps", "lr_decay_steps"))}
+
+
+def _model_or_error(r: _Reader, model: Any, base: tuple, keys: dict[str, tuple], **fields: Any) -> Any:
+    """Build a spec model from config values; a value mixc refuses is reported at its config key."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            message = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+            got = err["loc"] and err["type"] != "value_error"  # a value error says what it got
+            r.error(keys.get(field, base), f"{message}, got {err['input']!r}" if got else message)
+        return None
 
 
 # The architectures mixc knows by name, as nanotron's model_config spells their sizes.
@@ -365,6 +401,11 @@ def read_config(path: str | Path, naming: str = "read-path") -> RunConfig:
                        ("train_steps", train_steps)):
         if value is not None and value < 1:
             r.error(("tokens", key), f"expected a positive number, got {value}")
+    _check_numbers(r, dp, rope, seq, micro, accumulation, train_steps)
+    for i, stage in enumerate(stages if len(stages) == len(stages_raw or []) else []):  # i: its index in data_stages
+        if math.isinf(weight_sum([e.weight for e in stage.entries])):
+            r.error(("data_stages", i, "data", "dataset", "dataset_weights"),
+                    "weights sum beyond the largest number; scale them down")
     schedule = _schedule(r, train_steps) if train_steps else None
     if len(stages) == len(stages_raw or []) and stages and train_steps:
         if stages[0].start_step != 1:
@@ -377,6 +418,7 @@ def read_config(path: str | Path, naming: str = "read-path") -> RunConfig:
         if stages[-1].start_step > train_steps:
             r.error(("data_stages", len(stages) - 1, "start_training_step"),
                     f"starts at step {stages[-1].start_step}, after the run's last step (tokens.train_steps = {train_steps})")
+    optimizer = _optimizer(r)
     if r.errors:
         raise SpecErrors(r.errors)
     data = located.data
@@ -393,9 +435,28 @@ def read_config(path: str | Path, naming: str = "read-path") -> RunConfig:
         path=str(path), located=located, project=general.get("project"), run=general.get("run"),
         seed=general.get("seed") if isinstance(general.get("seed"), int) else None, stages=stages,
         train_steps=train_steps, sequence_length=seq, global_batch_tokens=seq * micro * accumulation * dp,
-        rope_theta=float(rope), schedule=schedule, optimizer=_optimizer(r), tokenizer=tokenizer, model=model,
+        rope_theta=float(rope), schedule=schedule, optimizer=optimizer, tokenizer=tokenizer, model=model,
         architecture=words,
     )
+
+
+def _check_numbers(r: _Reader, dp: Any, rope: Any, seq: Any, micro: Any, accumulation: Any, train_steps: Any) -> None:
+    """What the recipe will hold, checked here so that an error names the config, not the recipe
+    that would have been written from it."""
+    if dp is not None and dp < 1:
+        r.error(("parallelism", "dp"), f"expected at least 1 data-parallel replica, got {dp}")
+    if rope is not None and rope <= 0:
+        r.error(("model", "model_config", "rope_theta"), f"expected a positive RoPE base, got {rope}")
+    general = r.located.data.get("general")
+    seed = general.get("seed") if isinstance(general, dict) else None  # a seed that is not a number is left out, as before
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**63:
+        r.error(("general", "seed"), f"expected a seed in [0, 2^63), got {seed}")
+    if r.errors or None in (seq, micro, accumulation, train_steps):
+        return
+    batch = seq * micro * accumulation * dp
+    if train_steps * batch > MAX_COUNT:
+        r.error(("tokens", "train_steps"), f"{train_steps:,} steps of {batch:,} tokens exceed mixc's limit of "
+                                           f"{MAX_COUNT:.0e} (a quadrillion) tokens")
 
 
 def _same_stage(a: Stage, b: Stage) -> bool:
@@ -560,7 +621,7 @@ def import_nanotron(paths: list[str | Path], out_dir: str | Path, catalog: str |
     catalog_names: set[str] = set()
     catalog_ref = None
     out = Path(out_dir)
-    (out / "mixes").mkdir(parents=True, exist_ok=True)
+    pending: dict[Path, str] = {}  # written only once all of it is known to validate
     if catalog is not None:
         sources, _ = load_catalog(catalog)
         catalog_names = set(sources)
@@ -578,7 +639,7 @@ def import_nanotron(paths: list[str | Path], out_dir: str | Path, catalog: str |
             steps = run.stage_end(i) - stage.start_step + 1
             mix_path = out / "mixes" / f"{phase_name}.yaml"
             mix_files.append(mix_path)
-            mix_path.write_text(_mix_text(run, stage, i, phase_name, catalog_ref, catalog_names, naming, warnings), encoding="utf-8")
+            pending[mix_path] = _mix_text(run, stage, i, phase_name, catalog_ref, catalog_names, naming, warnings)
             phase: dict[str, Any] = {"name": phase_name}
             if r_index == 0:
                 phase["stage"] = i + 1
@@ -611,8 +672,8 @@ def import_nanotron(paths: list[str | Path], out_dir: str | Path, catalog: str |
               f"Global batch: sequence x micro batch x accumulation x dp = {first.global_batch_tokens:,} tokens.\n"
               f"Architecture in the config: {first.architecture}.")
     recipe_path = out / "recipe.yaml"
-    recipe_path.write_text(_dump(recipe, header), encoding="utf-8")
-    _check_written(recipe_path)
+    pending[recipe_path] = _dump(recipe, header)
+    _write_checked(pending, recipe_path)
     return ImportResult(recipe_path, mix_files, warnings)
 
 
@@ -656,14 +717,29 @@ def _mix_text(run: RunConfig, stage: Stage, index: int, phase_name: str, catalog
     return _dump(mix, header, flow_leaves=True)
 
 
-def _check_written(recipe_path: Path) -> None:
+def _write_checked(pending: dict[Path, str], recipe_path: Path) -> None:
+    """Write the recipe and its mixes, validate them as `mixc validate` would, and on failure put
+    back what was there before: an import that fails leaves nothing behind."""
     from ..plan import plan_recipe
     from ..spec import load_recipe
 
+    before = {path: path.read_bytes() if path.is_file() else None for path in pending}
+    made = {d for path in pending for d in (path.parent, *path.parent.parents) if not d.exists()}
+    for path, text in pending.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     try:
         plan_recipe(load_recipe(recipe_path))
-    except (SpecError, SpecErrors) as exc:  # a bug in the importer, or a config mixc cannot express
-        raise MixcError(f"the imported recipe does not validate:\n{exc}") from None
+    except (SpecError, SpecErrors) as exc:  # a bug in the importer: read_config checks what it writes
+        for path, old in before.items():
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(old)
+        for folder in sorted(made, key=lambda d: len(d.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise MixcError(f"the imported recipe does not validate (nothing was written):\n{exc}") from None
 
 
 # --------------------------------------------------------------------------- export
@@ -713,6 +789,30 @@ def _built_vocab_size(shards: str, recipe_name: str) -> int | None:
     return None
 
 
+# A byte-level tokenizer's alphabet: no tokenizer that can encode arbitrary text has fewer ids.
+MIN_VOCAB_SIZE = 256
+MAX_VOCAB_SIZE = 2**32  # nanotron stores ids in at most 4 bytes
+
+
+def _check_vocab_size(vocab_size: int, built_vocab: int | None, shards: str) -> None:
+    """--vocab-size becomes the model's embedding rows and the shards' bytes per id: it must cover
+    every id the tokenizer can emit, and agree with the bytes the shards were written with."""
+    from ..shards.writer import token_size_for
+
+    if not MIN_VOCAB_SIZE <= vocab_size <= MAX_VOCAB_SIZE:
+        raise MixcError(f"--vocab-size {vocab_size}: expected between {MIN_VOCAB_SIZE} (a byte-level alphabet) "
+                        f"and {MAX_VOCAB_SIZE:,} (4-byte token ids)")
+    if built_vocab is None:
+        return
+    if vocab_size < built_vocab:
+        raise MixcError(f"--vocab-size {vocab_size:,} is smaller than the {built_vocab:,} ids of the tokenizer the shards in "
+                        f"{shards} were built with; the model needs a row for every id (omit --vocab-size to use the store's)")
+    if token_size_for(vocab_size) != token_size_for(built_vocab):
+        raise MixcError(f"--vocab-size {vocab_size:,} means {token_size_for(vocab_size)}-byte token ids, but the shards in "
+                        f"{shards} hold {token_size_for(built_vocab)}-byte ids (tokenizer of {built_vocab:,} ids); "
+                        "nanotron would misread them")
+
+
 def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 1, micro_batch_size: int = 1,
                     vocab_size: int | None = None, run: str | None = None) -> dict[str, dict[str, Any]]:
     """Per run of the recipe, the nanotron config blocks that describe its data and schedule."""
@@ -721,8 +821,11 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
     plan = plan_recipe(resolved)
     recipe = resolved.recipe
     built = _built_folders(shards, recipe.name)
-    if built and vocab_size is None:
-        vocab_size = _built_vocab_size(shards, recipe.name)
+    built_vocab = _built_vocab_size(shards, recipe.name) if built else None
+    if vocab_size is None:
+        vocab_size = built_vocab
+    else:
+        _check_vocab_size(vocab_size, built_vocab, shards)
     runs: dict[str, list] = {}
     for p in plan.phases:
         runs.setdefault(p.run, []).append(p)

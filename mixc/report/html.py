@@ -70,9 +70,14 @@ def _asset(name: str) -> str:
     return resources.files("mixc.report").joinpath(name).read_text(encoding="utf-8")
 
 
+# In a <script> element '</script' ends it, and '<!--' followed by '<script' makes the parser
+# swallow the real closing tag (the "script data double escaped" state). JSON may spell any
+# character as \uXXXX, so no '<', '>' or '&' reaches the page: the text cannot change state.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def _json_for_script(payload: dict[str, Any]) -> str:
-    # Inside <script> only '</' can end the element early; '<\/' is the same JSON string.
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).translate(_SCRIPT_SAFE)
 
 
 def _pct(x: float) -> str:

@@ -61,11 +61,12 @@
     return lrAt(p.schedule, Math.min(stepAt(p, token), p.last_step));
   }
 
-  // mixc.plan.epochs_at_token: each source's cumulative epochs (sources of known size only).
+  // mixc.plan.epochs_at_token: each source's cumulative epochs (sources of known size only),
+  // including the phase that starts at `token` (its sources at 0 epochs of it).
   function epochsAtToken(token) {
     const out = new Map(), consumed = new Map();
     for (const p of PHASES) {
-      if (token <= p.start_token) break;
+      if (token < p.start_token) break;
       const frac = p.tokens ? Math.min(1, (token - p.start_token) / p.tokens) : 0;
       for (const s of p.sources) {
         const before = consumed.get(s.name) || 0;
@@ -373,10 +374,15 @@
       tr.append(el("td", {}, name), el("td", {}, human(e.size)), el("td", {}, e.epochs.toFixed(3)), cell);
       return tr;
     }));
-    const known = epochs.length, all = new Set(PHASES.flatMap((q) => q.sources.map((s) => s.name))).size;
-    setText("epochs-note", known
-      ? `Cumulative epochs of the ${known} of ${all} sources whose size is known, at ${human(token)} tokens; warning above ${REPORT.epoch_warning}.`
-      : "No source size is known (add 'tokens' to the catalog, or pass --shards to use built shards).");
+    // Whether any size is known is a property of the whole curriculum, not of the cursor.
+    const sources = PHASES.flatMap((q) => q.sources);
+    const all = new Set(sources.map((s) => s.name)).size;
+    const sized = new Set(sources.filter((s) => s.available_tokens).map((s) => s.name)).size;
+    setText("epochs-note", !sized
+      ? "No source size is known (add 'tokens' to the catalog, or pass --shards to use built shards)."
+      : epochs.length
+        ? `Cumulative epochs of the ${epochs.length} sources trained so far whose size is known (${sized} of all ${all}), at ${human(token)} tokens; warning above ${REPORT.epoch_warning}.`
+        : `None of the sources trained so far has a known size (${sized} of all ${all} sources have one).`);
 
     // Cursor marks on the charts and the slider.
     const px = plotX(x);
