@@ -364,7 +364,7 @@ def test_mismatched_lists_are_located(tmp_path):
 
 @pytest.mark.parametrize("edit, message, key", [
     (("      - /data/tok/stack-python\n", ""), "3 weights for 2 dataset folders", "dataset_weights"),
-    (("[0.6,  0.3 ,", "[0.6,  '0.3' ,"), "expected a finite number, got str '0.3'", "dataset_weights[1]"),
+    (("[0.6,  0.3 ,", "[0.6,  '0.3' ,"), "expected a number, got str '0.3'", "dataset_weights[1]"),
     (("[0.6,  0.3 ,", "[0.6,  -0.3 ,"), "weight is negative (-0.3)", "dataset_weights[1]"),
     (("train_steps: 100", "train_steps: 50"), "starts at step 81, after the run's last step", "data_stages[1].start_training_step"),
     (("start_training_step: 81", "start_training_step: 1"), "does not come after the previous stage's start", "start_training_step"),
@@ -375,7 +375,7 @@ def test_mismatched_lists_are_located(tmp_path):
     (("      dataset_folder: {/data", "      hf_dataset_or_datasets: {/data"), "mixc imports tokenized (Nanoset) stages", "hf_dataset"),
     # The older {folder: weight} form: its weights are checked where they are written (a word
     # there was a crash, a negative one an error in the recipe that would have been written).
-    (("{/data/tok/web-en/standard/: 0.5,", "{/data/tok/web-en/standard/: half,"), "expected a finite number, got str 'half'",
+    (("{/data/tok/web-en/standard/: 0.5,", "{/data/tok/web-en/standard/: half,"), "expected a number, got str 'half'",
      "dataset_folder./data/tok/web-en/standard/"),
     (("{/data/tok/web-en/standard/: 0.5,", "{/data/tok/web-en/standard/: -0.5,"), "weight is negative (-0.5)",
      "dataset_folder./data/tok/web-en/standard/"),

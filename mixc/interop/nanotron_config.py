@@ -8,7 +8,6 @@ not read are ignored (a nanotron config holds many); a key written as null count
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from pydantic import (
@@ -26,7 +25,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ..locyaml import Located, SpecError, SpecErrors
-from ..spec import located_errors
+from ..spec import Finite, Number, located_errors
 
 HF_STAGE = ("a Hugging Face dataset stage is tokenized on the fly by nanotron; mixc imports tokenized (Nanoset) stages, "
             "which name dataset_folder")
@@ -44,10 +43,6 @@ def _kind(what: str, ok: Any) -> PlainValidator:
     return PlainValidator(check)
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _not_negative(weight: float) -> float:
     if weight < 0:
         raise ValueError(f"weight is negative ({weight})")
@@ -62,11 +57,11 @@ def _a_list(of: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+# Numbers are checked as in a recipe (spec's Finite and Number, the latter where the spec
+# Optimizer built from them says which values it takes); whole numbers are not rounded.
 Int = Annotated[int, _kind("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool))]
-Number = Annotated[float, _kind("a finite number", lambda v: _is_real(v) and math.isfinite(v))]
-Real = Annotated[float, _kind("a number", _is_real)]  # spec's Optimizer says which ones it takes
 Text = Annotated[str, _kind("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")]
-Weight = Annotated[float, _kind("a finite number", lambda v: _is_real(v) and math.isfinite(v)), AfterValidator(_not_negative)]
+Weight = Annotated[Finite, AfterValidator(_not_negative)]
 
 _FOLDER_LIST = TypeAdapter(list[Text])
 _FOLDER_WEIGHTS = TypeAdapter(dict[str, Weight])
@@ -177,9 +172,9 @@ class Parallelism(_Part):
 class ModelConfig(_Part):
     model_config = ConfigDict(extra="allow")  # the sizes (format.SIZE_KEYS) are read as written
 
-    rope_theta: Annotated[Number, _positive("a positive RoPE base")]
+    rope_theta: Annotated[Finite, _positive("a positive RoPE base")]
     z_loss_enabled: Any = None
-    z_loss_coefficient: Real = 0.0
+    z_loss_coefficient: Number = 0.0
 
 
 class ModelSection(_Part):
@@ -187,8 +182,8 @@ class ModelSection(_Part):
 
 
 class LRScheduler(_Part):
-    learning_rate: Annotated[Number, _positive("a positive learning rate")]
-    min_decay_lr: Number = 0.0
+    learning_rate: Annotated[Finite, _positive("a positive learning rate")]
+    min_decay_lr: Finite = 0.0
     lr_warmup_steps: Int = 0
     lr_warmup_style: Text = "linear"
     lr_decay_style: Text | None = None
@@ -211,9 +206,9 @@ class LRScheduler(_Part):
 
 
 class AdamFactors(_Part):
-    adam_beta1: Real | None = None
-    adam_beta2: Real | None = None
-    adam_eps: Real | None = None
+    adam_beta1: Number | None = None
+    adam_beta2: Number | None = None
+    adam_eps: Number | None = None
 
 
 class OptimizerSection(AdamFactors):
@@ -221,8 +216,8 @@ class OptimizerSection(AdamFactors):
 
     learning_rate_scheduler: LRScheduler
     optimizer_factory: AdamFactors | None = None
-    weight_decay: Real = 0.0
-    clip_grad: Real = 0.0
+    weight_decay: Number = 0.0
+    clip_grad: Number = 0.0
 
 
 class General(_Borrowed):
