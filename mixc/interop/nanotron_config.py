@@ -31,14 +31,14 @@ HF_STAGE = ("a Hugging Face dataset stage is tokenized on the fly by nanotron; m
             "which name dataset_folder")
 
 
-def got(value: Any) -> str:
+def _got(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
 def _kind(what: str, ok: Any) -> PlainValidator:
     def check(value: Any) -> Any:
         if not ok(value):
-            raise ValueError(f"expected {what}, got {got(value)}"[:160])
+            raise ValueError(f"expected {what}, got {_got(value)}"[:160])
         return value.strip() if isinstance(value, str) else value
     return PlainValidator(check)
 
@@ -52,7 +52,7 @@ def _not_negative(weight: float) -> float:
 def _a_list(of: str) -> BeforeValidator:
     def check(value: Any) -> Any:
         if not isinstance(value, list):
-            raise ValueError(f"expected a list of {of}, got {got(value)}"[:160])
+            raise ValueError(f"expected a list of {of}, got {_got(value)}"[:160])
         return value
     return BeforeValidator(check)
 
@@ -83,7 +83,7 @@ def _read_paths(value: Any) -> str | list[str]:
         return value.strip()
     if isinstance(value, list):
         return _FOLDER_LIST.validate_python(value)
-    raise ValueError(f"expected a path or a list of paths, got {got(value)}"[:160])
+    raise ValueError(f"expected a path or a list of paths, got {_got(value)}"[:160])
 
 
 def _positive(what: str) -> AfterValidator:
@@ -94,12 +94,11 @@ def _positive(what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def fail(problems: list[tuple[tuple, str]]) -> None:
-    """Raise problems found in a validator at keys below it (a plain ValueError names only the
-    validator's own key)."""
-    if problems:
-        raise ValidationError.from_exception_data("nanotron config", [
-            InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=None) for loc, message in problems])
+def _fail_at(loc: tuple, message: str) -> None:
+    """Raise a problem found in a model's validator at a key below the model (a plain ValueError
+    names only the model's own key)."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=None)
+    raise ValidationError.from_exception_data("nanotron config", [error])
 
 
 class _Part(BaseModel):
@@ -111,7 +110,7 @@ class _Part(BaseModel):
     @classmethod
     def _mapping(cls, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise ValueError(f"expected a mapping, got {got(data)}"[:160])
+            raise ValueError(f"expected a mapping, got {_got(data)}"[:160])
         return {k: v for k, v in data.items() if v is not None}
 
 
@@ -134,7 +133,7 @@ class Dataset(_Part):
     @classmethod
     def _tokenized(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("dataset_folder") is None and data.get("hf_dataset_or_datasets") is not None:
-            fail([(("hf_dataset_or_datasets",), HF_STAGE)])
+            _fail_at(("hf_dataset_or_datasets",), HF_STAGE)
         return data
 
 
