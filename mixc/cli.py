@@ -384,7 +384,7 @@ def import_nanotron_command(configs, out_dir, catalog, name, naming, model) -> N
     one's resumes that run (it replaces it, as SmolLM3's stage 2 and 3 configs do); any other
     config starts a new run (a long-context extension).
     """
-    from .interop.nanotron import import_nanotron
+    from .interop.nanotron_import import import_nanotron
 
     result = import_nanotron(list(configs), out_dir, catalog=catalog, name=name, naming=naming, model=model)
     for warning in result.warnings:
@@ -444,7 +444,7 @@ def export_nanotron_command(recipe, output, shards, run, dp, micro_batch_size, v
     Gradient accumulation is derived so that sequence x micro batch x accumulation x dp is
     the recipe's global batch.
     """
-    from .interop.nanotron import export_nanotron, write_export
+    from .interop.nanotron_write import export_nanotron, write_export
     from .spec import load_recipe
 
     resolved = load_recipe(recipe)

@@ -491,6 +491,12 @@ def _validate(model: type[BaseModel], located: Located) -> Any:
         raise _pydantic_errors(exc, located) from None
 
 
+def located_errors(exc: ValidationError, located: Located) -> SpecErrors:
+    """Any model's ValidationError over data read from `located`, as file:line:column errors
+    (the nanotron importer's config models report through here too)."""
+    return _pydantic_errors(exc, located)
+
+
 def load_catalog(path: str | Path) -> tuple[dict[str, Source], Located]:
     located = load_file(path)
     catalog = _validate(Catalog, located)

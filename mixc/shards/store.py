@@ -299,3 +299,8 @@ def write_phase_manifest(store: str | Path, recipe_name: str, phase_name: str, d
     path = phase_manifest_path(store, recipe_name, phase_name)
     write_json_atomic(path, dict(data, format=PHASE_FORMAT, recipe=recipe_name, phase=phase_name))
     return path
+
+
+def recipe_phase_manifests(store: str | Path, recipe_name: str) -> list[Path]:
+    """The phase manifests a store holds for a recipe, by file name (read each with read_phase_manifest)."""
+    return sorted(phase_manifest_path(store, recipe_name, "phase").parent.glob("*.json"))
