@@ -258,8 +258,7 @@ def os_error(exc: OSError, store: str | Path | None = None) -> str:
 
     where = exc.filename or store or "the shard store"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"{os_reason(exc).lower()} writing {where}; free space there or build into another --out "
-                "(nothing was marked complete)")
+        return f"{os_reason(exc).lower()} writing {where}; free space there or build into another --out"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {where} ({os_reason(exc).lower()}); build into a folder you can write with --out"
     return f"{where}: {os_reason(exc)}"

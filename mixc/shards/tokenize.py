@@ -128,9 +128,10 @@ def _cut_is_exact(tokenizer, text: str, cut: int) -> bool:
     return whole.ids == left.ids + right.ids
 
 
-def split_document(tokenizer, text: str, *, target: int = SPLIT_CHARS, limit: int = MAX_PIECE_CHARS) -> list[str] | None:
+def split_document(tokenizer, text: str, *, target: int | None = None, limit: int | None = None) -> list[str] | None:
     """`text` in pieces whose ids, joined, are the ids of `text`; None when some stretch of
     `limit` characters has no cut that is exact (see above). One piece when `text` is short."""
+    target, limit = target or SPLIT_CHARS, limit or MAX_PIECE_CHARS
     pieces, start = [], 0
     while len(text) - start > target:
         cut = None
@@ -140,6 +141,8 @@ def split_document(tokenizer, text: str, *, target: int = SPLIT_CHARS, limit: in
                 cut = at
                 break
         if cut is None:
+            if len(text) - start <= limit:
+                break  # the rest is small enough to encode as one piece
             return None
         pieces.append(text[start:cut])
         start = cut
@@ -165,8 +168,9 @@ def split_documents(tokenizer, docs, source: str) -> tuple[list[str], list[bool]
     return texts, last
 
 
-def char_groups(texts: list[str], budget: int = ENCODE_GROUP_CHARS) -> list[slice]:
+def char_groups(texts: list[str], budget: int | None = None) -> list[slice]:
     """Consecutive runs of `texts` of at most `budget` characters (or one text), to encode one run at a time."""
+    budget = budget or ENCODE_GROUP_CHARS
     groups, start, size = [], 0, 0
     for i, text in enumerate(texts):
         if i > start and size + len(text) > budget:
@@ -271,7 +275,7 @@ class TokenizeStep(PipelineStep):
             self._record_error(rank, str(exc))
             raise
         except OSError as exc:  # a full disk, a folder that cannot be written
-            message = f"source '{self.source}': {os_error(exc)}"
+            message = f"source '{self.source}': {os_error(exc, self.work)}"
             self._record_error(rank, message)
             raise MixcError(message) from None
         except MemoryError:
