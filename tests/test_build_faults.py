@@ -88,8 +88,8 @@ def _group(pgid: int) -> set[int]:
     return pids
 
 
-def _start(recipe, store, *extra, cwd=None):
-    return subprocess.Popen([MIXC, "build", "-q", "--recipe", str(recipe), "--out", str(store), "--workers", "2",
+def _start(recipe, store, *extra, cwd=None, quiet=True):
+    return subprocess.Popen([MIXC, "build", *(["-q"] if quiet else []), "--recipe", str(recipe), "--out", str(store), "--workers", "2",
                              "--tasks", "3", "--shard-tokens", "4000", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=cwd)
 
@@ -160,15 +160,20 @@ def test_a_forked_child_does_not_hold_the_lock(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tokenizer_path):
-    recipe = _project(tmp_path, tokenizer_path, n=1500)
+    recipe = _project(tmp_path, tokenizer_path, n=3000)
     store = tmp_path / "store"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    proc = _start(recipe, store, cwd=cwd)
+    proc = _start(recipe, store, cwd=cwd, quiet=False)  # as typed: with the progress display
     assert _wait_for(lambda: any(store.rglob(".work/shards/*.ds")), proc)
+    time.sleep(1)  # workers deep in encoding
+    assert proc.poll() is None, "the build ended before Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
     assert proc.wait(60) == 130
-    assert proc.stderr.read().decode().splitlines() == ["interrupted"]
+    err = proc.stderr.read().decode()
+    lines = err.splitlines()
+    assert lines[-1] == "interrupted" and "Traceback" not in err, err
+    assert all(line.startswith("  ") for line in lines[:-1]), err  # only progress lines before it
     assert not list(store.rglob("manifest.json")) and not list(cwd.iterdir())
     deadline = time.monotonic() + 20
     while _group(proc.pid) and time.monotonic() < deadline:
