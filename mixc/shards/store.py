@@ -239,12 +239,11 @@ class StoreLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            _HELD.pop(self._fd, None)
+        fd, self._fd = self._fd, None
+        if fd is not None and _HELD.pop(fd, None) is not None:  # not in a forked child: it closed its copy
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the lock
 
 
 def os_reason(exc: OSError) -> str:
