@@ -115,9 +115,9 @@ def _pack(ids: list[list[int]], dtype, eos_id: int | None) -> tuple[np.ndarray, 
 # MAX_PIECE_CHARS is refused with its location rather than encoded at any memory cost.
 
 SPLIT_CHARS = 1 << 20  # pieces of about 1M characters
-MAX_PIECE_CHARS = 4 << 20  # no provable cut within this many characters: refuse the document
+MAX_PIECE_CHARS = 2 << 20  # no provable cut within this many characters: refuse the document
 CHECK_CHARS = 512
-ENCODE_GROUP_CHARS = 4 << 20  # characters encoded in one call (a batch of 1,000 web documents is ~5M)
+ENCODE_GROUP_CHARS = 1 << 20  # characters encoded in one call (a batch of 1,000 web documents is ~5M)
 _CUTS = re.compile(r"(?<=\S)\n(?=\S)|(?<=[^\W\d_]) (?=[^\W\d_])")
 
 
@@ -162,7 +162,7 @@ def split_documents(tokenizer, docs, source: str) -> tuple[list[str], list[bool]
             raise MixcError(f"source '{source}': {where}: a document of {len(text):,} characters with no point in "
                             f"{MAX_PIECE_CHARS:,} characters where the tokenizer provably splits (a space between two "
                             "letters, a newline between two non-spaces); encoding it whole could take ~"
-                            f"{len(text) * 200 / 1e9:.0f} GB: split it in the input or drop it with filter: max_chars")
+                            f"{len(text) * 200 / 1e9:.1f} GB: split it in the input or drop it with filter: max_chars")
         texts += pieces
         last += [False] * (len(pieces) - 1) + [True]
     return texts, last
