@@ -166,7 +166,7 @@ def source_streams(store: str | Path, plan: Plan) -> dict[str, SourceStream]:
 LOCK = "store.lock"
 
 
-_HELD: dict[int, str] = {}  # fd -> store, the locks this process holds
+_HELD: dict[int, int] = {}  # fd -> pid of the process that took the lock (this one, unless forked)
 
 
 def _release_in_child() -> None:
@@ -178,23 +178,35 @@ def _release_in_child() -> None:
     PR_SET_PDEATHSIG then has the kernel kill the child when the building process dies."""
     if not _HELD:
         return
+    parent = next(iter(_HELD.values()))
     for fd in list(_HELD):
         with contextlib.suppress(OSError):
             os.close(fd)
     _HELD.clear()
-    die_with_parent()
+    die_with_parent(parent)
+
+
+_PRCTL: list = []  # libc's prctl, looked up before any fork (no dlopen in a forked child)
+
+
+def _load_prctl() -> None:
+    if not _PRCTL:
+        import ctypes
+
+        try:
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (OSError, AttributeError):  # not Linux
+            _PRCTL.append(None)
 
 
 def die_with_parent(parent: int | None = None) -> None:
     """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing)."""
-    import ctypes
     import signal
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    _load_prctl()
+    if _PRCTL[0] is None:
         return
+    _PRCTL[0](1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     if parent is not None and os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -234,8 +246,9 @@ class StoreLock:
                             "wait for it to finish or build into another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        _load_prctl()
         self._fd = fd
-        _HELD[fd] = str(self.path.parent)
+        _HELD[fd] = os.getpid()
         return self
 
     def __exit__(self, *exc) -> None:
