@@ -491,3 +491,35 @@ def test_one_huge_document_stays_within_memory(tmp_path, tokenizer_path, encoder
     assert peak_kb <= 1.5 * 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
     manifest = read_manifest(next((tmp_path / "store" / "sources" / "web").iterdir()))
     assert manifest["documents"] == 11
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_the_system_ends_the_build_in_one_line(tmp_path, tokenizer_path):
+    """The OOM killer's SIGKILL to one pool worker: datatrove's pool would wait for its task forever."""
+    recipe = _project(tmp_path, tokenizer_path, n=3000)
+    store = tmp_path / "store"
+    proc = _start(recipe, store)
+
+    def a_busy_worker():
+        for running in store.rglob(".work/running/*"):
+            marker = running.parent.parent / "tasks" / (running.name + ".json")
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(running.read_text())
+                if not marker.exists() and pid in _group(proc.pid):
+                    return pid
+        return None
+
+    assert _wait_for(lambda: a_busy_worker() is not None, proc)
+    victim = a_busy_worker()
+    os.kill(victim, signal.SIGKILL)
+    assert proc.wait(60) == 1
+    err = proc.stderr.read().decode()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(rf"error: build task \w+\[\d\]: its worker process \(pid {victim}\) died without an error", err), err
+    deadline = time.monotonic() + 20
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group(proc.pid)
+    _not_locked(store)
+    rerun = _start(recipe, store)
+    assert rerun.wait(180) == 0, rerun.stderr.read().decode()

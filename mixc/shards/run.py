@@ -22,7 +22,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -152,6 +154,10 @@ class BuildTasks(PipelineStep):
         _, tasks, pipeline, work = self.jobs[job]
         if task_marker(work, local).exists():
             return
+        if self.owner is not None and self.owner != os.getpid():  # for _WorkerDeaths in the build
+            running = _running_file(work, local)
+            running.parent.mkdir(parents=True, exist_ok=True)
+            running.write_text(str(os.getpid()))  # read as an int: a torn write is just not seen yet
         # The tokenizer step records the documents its reader dropped (null or empty text).
         pipeline[-1].counters = [step for step in pipeline[:-1] if hasattr(step, "dropped_documents")]
         stream = None
@@ -192,6 +198,65 @@ def _die_with_build(owner: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="mixc-watch-build", daemon=True).start()
+
+
+def _running_file(work: str | Path, rank: int) -> Path:
+    return Path(work) / "running" / f"{rank:05d}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+class _WorkerDeaths(threading.Thread):
+    """A pool worker that vanishes (the kernel's OOM killer, a native abort) leaves datatrove's
+    multiprocessing pool waiting forever for its task. Each local worker writes its pid next to
+    its task; a worker found dead, twice in a row, with its task neither finished nor failed
+    while other workers live on (a pool shutting down ends them all at once) interrupts the build."""
+
+    def __init__(self, tasks: list[tuple[str, Path, int]]):
+        super().__init__(name="mixc-worker-deaths", daemon=True)
+        self.tasks = tasks  # (label, work folder, rank)
+        self.stop = threading.Event()
+        self.died: tuple[str, int] | None = None
+        for _, work, rank in tasks:
+            _running_file(work, rank).unlink(missing_ok=True)
+
+    def run(self) -> None:
+        suspect = None
+        while not self.stop.wait(0.5):
+            found = self._dead_task()
+            if found is not None and found == suspect and not self.stop.is_set():
+                self.died = found
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
+            suspect = found
+
+    def _dead_task(self) -> tuple[str, int] | None:
+        living, dead = set(), None
+        for label, work, rank in self.tasks:
+            if task_error(work, rank).exists():
+                return None  # a task failed: the build is already stopping
+            try:
+                pid = int(_running_file(work, rank).read_text())
+            except (OSError, ValueError):
+                continue
+            if _alive(pid):
+                living.add(pid)
+            elif dead is None and not task_marker(work, rank).exists():
+                dead = (label, pid)
+        return dead if dead is not None and living else None
 
 
 class FinishBuild(PipelineStep):
@@ -615,21 +680,33 @@ def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Pat
                sources: list[SourceBuild], progress: bool, stream) -> None:
     watched = [SourceProgress(sb.name, sb.work(store), sb.tasks) for sb in sources]
     failure: BaseException | None = None
+    deaths = None
+    if executor == "local" and min(workers, n_tasks) > 1:
+        deaths = _WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
+                                for job, rank in pipeline[0].table])
     saved_threads = os.environ.get("RAYON_NUM_THREADS")
     if options.threads:
         os.environ["RAYON_NUM_THREADS"] = str(options.threads)  # inherited by the worker processes
     try:
         with _datatrove_log(run_dir), _workers_stderr(run_dir, stream) as stream, \
                 ProgressDisplay(watched, stream, enabled=progress):
+            if deaths is not None:
+                deaths.start()
             if executor == "ray":
                 _ray_executor(pipeline, n_tasks, workers, run_dir, options.threads).run()
             else:
                 _local_executor(pipeline, n_tasks, workers, run_dir).run()
     except KeyboardInterrupt:
+        if deaths is not None and deaths.died is not None:
+            label, pid = deaths.died
+            raise MixcError(f"build task {label}: its worker process (pid {pid}) died without an error, killed by the "
+                            f"system (out of memory?) or a native crash; try fewer --workers (logs in {run_dir})") from None
         raise
     except Exception as exc:  # the tasks' own error files say more; _check_tasks reports them
         failure = exc
     finally:
+        if deaths is not None:
+            deaths.stop.set()
         if options.threads:
             if saved_threads is None:
                 os.environ.pop("RAYON_NUM_THREADS", None)
