@@ -9,6 +9,7 @@ Crash safety. Each source is tokenized into `sources/<name>/<key>/.work/`:
   - `job.json`         the task count of this attempt (a rerun with another count starts over)
   - `shards/`          `{rank:05d}_{k:05d}.ds` (+ .index, .metadata) written by the tasks
   - `tasks/{rank}.json` written by a task after its last shard is closed: its completion marker
+  - `running/{rank}`   the pid of the local worker process running the task (see _WorkerDeaths)
 A rerun skips tasks with a marker and redoes the others from scratch (tokenize.clear_task), so
 datatrove's own completion files are not trusted: its logging folder is fresh for every run.
 When every task of a source has its marker, `finalize_source` renames the shards to
