@@ -278,9 +278,12 @@ def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers
     from .shards.run import build as run_build
     from .spec import parse_count
 
+    shard_tokens = _count_option(parse_count, shard_tokens, "--shard-tokens")
+    if shard_tokens is not None and shard_tokens < 1:
+        raise click.BadParameter(f"{shard_tokens}: a shard holds at least 1 token", param_hint="--shard-tokens")
     result = run_build(
         recipe, stage=stage, out=out, sample=sample, sample_documents=sample_documents, executor=executor, tasks=tasks,
-        workers=workers, shard_tokens=_count_option(parse_count, shard_tokens, "--shard-tokens"), tokenizer=tokenizer,
+        workers=workers, shard_tokens=shard_tokens, tokenizer=tokenizer,
         seed=seed, shuffle=shuffle, progress=not quiet, fast_encoder=not no_fast_encoder, rebuild=rebuild,
         slurm=SlurmOptions(partition=slurm_partition, time=slurm_time, env_command=slurm_env),
     )

@@ -4,12 +4,14 @@ datatrove's readers are forgiving by design: a JSON line that does not parse, a 
 not UTF-8, a missing text column all become a logged warning and skipped documents. For a
 pretraining build a silently smaller source is worse than a stopped one, so these subclasses
 raise a `MixcError` naming the source and the file (and line) instead. Valid input reads
-exactly as datatrove reads it.
+exactly as datatrove reads it. Records with a null or empty text are skipped, as datatrove
+does, but counted (`dropped_documents`) so the build summary and the manifest say so.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -17,12 +19,22 @@ from datatrove.pipeline.readers import JsonlReader, ParquetReader
 
 from ..errors import MixcError
 
+# Documents at least this long carry their location (file and line) in their metadata, so
+# the tokenizer step can name them if they cannot be encoded (see tokenize.split_document).
+LOCATE_CHARS = 1 << 20
+
+# Compressed files fsspec reads only with an optional package: without it, it would pass the
+# compressed bytes through and the first line would be reported as "not UTF-8".
+COMPRESSION_PACKAGES = {".zst": ("zstd", "zstandard"), ".zstd": ("zstd", "zstandard"), ".lz4": ("lz4", "lz4"),
+                        ".sz": ("snappy", "python-snappy")}
+
 
 class _Strict:
     """Mixed into a datatrove disk reader: the text column must exist and hold UTF-8 text."""
 
     source_name: str
     text_key: str
+    dropped_documents: int = 0
 
     def _where(self, path: str) -> str:
         return self.data_folder.resolve_paths(path)
@@ -44,6 +56,17 @@ class _Strict:
             raise self._fail(path, f"record {id_in_file}: column '{self.text_key}' holds {type(text).__name__}, not text")
         return super()._default_adapter(data, path, id_in_file)
 
+    def _record_name(self, id_in_file) -> str:
+        return f"record {id_in_file}"
+
+    def get_document_from_dict(self, data: dict, source_file: str, id_in_file):
+        document = super().get_document_from_dict(data, source_file, id_in_file)
+        if document is None:
+            self.dropped_documents += 1
+        elif len(document.text) >= LOCATE_CHARS:
+            document.metadata["mixc_location"] = f"{self._where(source_file)}: {self._record_name(id_in_file)}"
+        return document
+
 
 class StrictJsonlReader(_Strict, JsonlReader):
     name = "🐿 Jsonl (strict)"
@@ -52,9 +75,35 @@ class StrictJsonlReader(_Strict, JsonlReader):
         super().__init__(data_folder, **kwargs)
         self.source_name = source_name
 
+    def _record_name(self, id_in_file) -> str:
+        return f"line {int(id_in_file) + 1}"
+
+    def _check_compression(self, filepath: str) -> None:
+        from fsspec.utils import infer_compression
+
+        for suffix, (codec, package) in COMPRESSION_PACKAGES.items():
+            if filepath.endswith(suffix) and self.compression == "infer" and infer_compression(filepath) != codec:
+                raise self._fail(filepath, f"reading {suffix} files needs the '{package}' package (pip install {package})")
+
+    def _media(self, data: dict, filepath: str, line_no: int) -> None:
+        media = data.get("media")
+        if media is None:
+            return
+        if not isinstance(media, list) or not all(isinstance(m, dict) for m in media):
+            raise self._fail(filepath, f"line {line_no}: 'media' must be a list of objects")
+        for m in media:
+            encoded = m.get("media_bytes")
+            if encoded is None:
+                continue
+            try:
+                m["media_bytes"] = base64.decodebytes(encoded.encode("ascii"))
+            except (AttributeError, UnicodeEncodeError, binascii.Error) as exc:
+                raise self._fail(filepath, f"line {line_no}: 'media_bytes' of a media entry is not base64 text ({exc})") from None
+
     def read_file(self, filepath: str) -> DocumentsPipeline:
         import orjson
 
+        self._check_compression(filepath)
         line_no = 0
         try:
             # Binary lines, decoded here: a text-mode reader decodes ahead in blocks and would
@@ -74,10 +123,11 @@ class StrictJsonlReader(_Strict, JsonlReader):
                             raise self._fail(filepath, f"line {line_no}: not valid JSON ({exc})") from None
                         if not isinstance(data, dict):
                             raise self._fail(filepath, f"line {line_no}: expected a JSON object, got {type(data).__name__}")
-                        for media in data.get("media", []):
-                            if media["media_bytes"] is not None:
-                                media["media_bytes"] = base64.decodebytes(media["media_bytes"].encode("ascii"))
-                        document = self.get_document_from_dict(data, filepath, line_no - 1)
+                        self._media(data, filepath, line_no)
+                        try:
+                            document = self.get_document_from_dict(data, filepath, line_no - 1)
+                        except (TypeError, KeyError, ValueError) as exc:  # e.g. a media entry with unknown fields
+                            raise self._fail(filepath, f"line {line_no}: not a document ({type(exc).__name__}: {exc})") from None
                     if document:
                         yield document
         except MixcError:

@@ -9,6 +9,7 @@ Crash safety. Each source is tokenized into `sources/<name>/<key>/.work/`:
   - `job.json`         the task count of this attempt (a rerun with another count starts over)
   - `shards/`          `{rank:05d}_{k:05d}.ds` (+ .index, .metadata) written by the tasks
   - `tasks/{rank}.json` written by a task after its last shard is closed: its completion marker
+  - `running/{rank}`   the pid of the local worker process running the task (see _WorkerDeaths)
 A rerun skips tasks with a marker and redoes the others from scratch (tokenize.clear_task), so
 datatrove's own completion files are not trusted: its logging folder is fresh for every run.
 When every task of a source has its marker, `finalize_source` renames the shards to
@@ -22,7 +23,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,7 +38,16 @@ from ..errors import MixcError
 from ..report.text import human_tokens
 from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
-from .store import MANIFEST, StoreLock, finalize_source, read_manifest, replace_folder, tokenizer_file, write_phase_manifest
+from .store import (
+    MANIFEST,
+    StoreLock,
+    finalize_source,
+    os_error,
+    read_manifest,
+    replace_folder,
+    tokenizer_file,
+    write_phase_manifest,
+)
 from .tokenize import TokenizerRef, task_error, task_marker
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -75,6 +87,8 @@ class SourceResult:
     documents: int
     tokens: int
     reused: bool
+    finalized_only: bool = False  # every task had been tokenized by an earlier, interrupted run
+    dropped: int = 0  # documents skipped for a null or empty text
 
 
 @dataclass
@@ -87,9 +101,12 @@ class BuildResult:
     tokenizer: str
     executor: str
     submitted: list[str] = field(default_factory=list)  # slurm job ids
+    run_tokens: int | None = None  # tokens encoded by this run's own tasks (None: every built source's)
 
     @property
     def built_tokens(self) -> int:
+        if self.run_tokens is not None:
+            return self.run_tokens
         return sum(s.tokens for s in self.sources if not s.reused)
 
     def summary(self) -> str:
@@ -99,13 +116,26 @@ class BuildResult:
         lines = []
         width = max((len(s.name) for s in self.sources), default=6)
         for s in self.sources:
-            state = "reused" if s.reused else "built"
-            lines.append(f"  {s.name:<{width}}  {s.documents:>10,} docs  {s.tokens:>14,} tokens  {state:<6}  {s.folder}")
-        built = [s for s in self.sources if not s.reused]
-        rate = self.built_tokens / self.seconds if self.seconds > 0 else 0.0
+            state = "reused" if s.reused else "finalized" if s.finalized_only else "built"
+            dropped = f"  ({s.dropped:,} dropped: null or empty text)" if s.dropped else ""
+            lines.append(f"  {s.name:<{width}}  {s.documents:>10,} docs  {s.tokens:>14,} tokens  {state:<9}  {s.folder}{dropped}")
+        built = [s for s in self.sources if not s.reused and not s.finalized_only]
+        finalized = [s for s in self.sources if s.finalized_only]
+        reused = len(self.sources) - len(built) - len(finalized)
+        counts = f"{len(built)} source(s) tokenized, {reused} reused"
+        if finalized:
+            counts = (f"{len(built)} source(s) tokenized, finalized {len(finalized)} source(s) tokenized by an earlier run, "
+                      f"{reused} reused")
+        if self.built_tokens or built:
+            rate = self.built_tokens / self.seconds if self.seconds > 0 else 0.0
+            work = f"{human_tokens(self.built_tokens)} new tokens in {self.seconds:.1f}s ({human_tokens(rate)} tok/s) with {self.tokenizer}"
+        else:
+            work = f"no new tokens ({self.seconds:.1f}s)"
+        dropped = sum(s.dropped for s in self.sources if not s.reused)
+        if dropped:
+            work += f"; {dropped:,} document(s) with a null or empty text dropped"
         lines.append(
-            f"{len(built)} source(s) tokenized, {len(self.sources) - len(built)} reused; "
-            f"{human_tokens(self.built_tokens)} new tokens in {self.seconds:.1f}s ({human_tokens(rate)} tok/s) with {self.tokenizer}; "
+            f"{counts}; {work}; "
             f"shards in {self.store}/sources, phase manifests: "
             + (", ".join(str(p) for p in self.phase_manifests) or "none")
         )
@@ -121,16 +151,25 @@ class BuildTasks(PipelineStep):
     name = "mixc build"
     type = "🔢 - TOKENIZER"
 
-    def __init__(self, jobs: list[tuple[str, int, list, str]], table: list[tuple[int, int]]):
+    def __init__(self, jobs: list[tuple[str, int, list, str]], table: list[tuple[int, int]], owner: int | None = None):
         super().__init__()
         self.jobs = jobs  # (source, tasks, pipeline, work folder)
         self.table = table  # global rank -> (job, local rank)
+        self.owner = owner  # pid of the local `mixc build` whose worker processes run these tasks
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if self.owner is not None and self.owner != os.getpid():
+            _die_with_build(self.owner)
         job, local = self.table[rank]
         _, tasks, pipeline, work = self.jobs[job]
         if task_marker(work, local).exists():
             return
+        if self.owner is not None and self.owner != os.getpid():  # for _WorkerDeaths in the build
+            running = _running_file(work, local)
+            running.parent.mkdir(parents=True, exist_ok=True)
+            running.write_text(str(os.getpid()))  # read as an int: a torn write is just not seen yet
+        # The tokenizer step records the documents its reader dropped (null or empty text).
+        pipeline[-1].counters = [step for step in pipeline[:-1] if hasattr(step, "dropped_documents")]
         stream = None
         for step in pipeline:
             stream = step(stream, local, tasks)
@@ -138,6 +177,96 @@ class BuildTasks(PipelineStep):
             pass
         return
         yield
+
+
+_WATCHED: set[int] = set()
+
+
+def _die_with_build(owner: int) -> None:
+    """In a local worker process: exit when the building process dies, even by SIGKILL.
+
+    datatrove's pool workers are children of a forkserver, not of the build, so the kernel's
+    parent-death signal cannot reach them; a worker that outlived a killed build would keep
+    writing shards into a store that the next build has already locked and cleared."""
+    import select
+    import signal
+    import threading
+
+    if owner in _WATCHED:
+        return
+    _WATCHED.add(owner)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle; it stops the workers
+    try:
+        fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(1)
+    except (OSError, AttributeError):  # no pidfd (old kernel, not Linux): the rerun's lock check is all there is
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="mixc-watch-build", daemon=True).start()
+
+
+def _running_file(work: str | Path, rank: int) -> Path:
+    return Path(work) / "running" / f"{rank:05d}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+
+class _WorkerDeaths(threading.Thread):
+    """A pool worker that vanishes (the kernel's OOM killer, a native abort) leaves datatrove's
+    multiprocessing pool waiting forever for its task. Each local worker writes its pid next to
+    its task; a worker found dead, twice in a row, with its task neither finished nor failed
+    while other workers live on (a pool shutting down ends them all at once) interrupts the build."""
+
+    def __init__(self, tasks: list[tuple[str, Path, int]]):
+        super().__init__(name="mixc-worker-deaths", daemon=True)
+        self.tasks = tasks  # (label, work folder, rank)
+        self.stop = threading.Event()
+        self.died: tuple[str, int] | None = None
+        for _, work, rank in tasks:
+            _running_file(work, rank).unlink(missing_ok=True)
+
+    def run(self) -> None:
+        suspect = None
+        while not self.stop.wait(0.5):
+            found = self._dead_task()
+            if found is not None and found == suspect and not self.stop.is_set():
+                self.died = found
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                return
+            suspect = found
+
+    def _dead_task(self) -> tuple[str, int] | None:
+        living, dead = set(), None
+        for label, work, rank in self.tasks:
+            if task_error(work, rank).exists():
+                return None  # a task failed: the build is already stopping
+            try:
+                pid = int(_running_file(work, rank).read_text())
+            except (OSError, ValueError):
+                continue
+            if _alive(pid):
+                living.add(pid)
+            elif dead is None and not task_marker(work, rank).exists():
+                dead = (label, pid)
+        return dead if dead is not None and living else None
 
 
 class FinishBuild(PipelineStep):
@@ -286,20 +415,26 @@ def _check_tasks(store: Path, sources: list[SourceBuild], run_dir: str, failure:
         for r in range(sb.tasks):
             if not task_marker(work, r).exists():
                 missing.append(f"{sb.name}[{r}]")
-                if task_error(work, r).exists():
+                with contextlib.suppress(OSError, UnicodeDecodeError):
                     errors.append(task_error(work, r).read_text().strip())
     if not missing:
         return
     more = f" ({len(missing) - 1} more task(s) failed)" if len(missing) > 1 else ""
+    errors = [e for e in errors if e]  # a task that could not write its error (a full disk) leaves it empty
     if errors:
         raise MixcError(errors[0] + more)
+    if isinstance(failure, OSError):
+        raise MixcError(f"build task {missing[0]} failed: {os_error(failure, store)}{more}")
     if failure is not None:
         raise MixcError(f"build task {missing[0]} failed: {(str(failure) or type(failure).__name__).splitlines()[0]}{more}")
     raise MixcError(f"{len(missing)} build task(s) did not finish ({', '.join(missing[:5])}); task logs are in {run_dir}/logs")
 
 
-def finish(context: BuildContext) -> tuple[list[SourceResult], list[Path]]:
-    """Finalize every tokenized source and write the phase manifests."""
+def finish(context: BuildContext, ran: set[str] | None = None) -> tuple[list[SourceResult], list[Path]]:
+    """Finalize every tokenized source and write the phase manifests.
+
+    `ran`: the sources this run tokenized (the others without a manifest were tokenized by an
+    earlier, interrupted run and are only finalized); None when unknown (a slurm finish job)."""
     store = Path(context.store)
     _check_tasks(store, context.sources, context.run_dir, None)
     results = {}
@@ -314,7 +449,9 @@ def finish(context: BuildContext) -> tuple[list[SourceResult], list[Path]]:
             manifest = _finalize(store, context, sb)
         if sb.rebuild:
             replace_folder(sb.build_path(store), folder)
-        results[sb.name] = SourceResult(sb.name, sb.folder, int(manifest["documents"]), int(manifest["tokens"]), reused)
+        results[sb.name] = SourceResult(sb.name, sb.folder, int(manifest["documents"]), int(manifest["tokens"]), reused,
+                                        finalized_only=not reused and ran is not None and sb.name not in ran,
+                                        dropped=int(manifest.get("dropped_documents", 0)))
     paths = []
     for phase in context.phases:
         paths.append(write_phase_manifest(store, context.recipe, phase.name, {
@@ -330,8 +467,10 @@ def finish(context: BuildContext) -> tuple[list[SourceResult], list[Path]]:
 def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
     work = sb.work(store)
     summaries = []
+    markers = [task_marker(work, r) for r in range(sb.tasks)]
+    if not (work / "finalize.json").exists() or all(m.exists() for m in markers):
+        summaries = [json.loads(m.read_text()) for m in markers]
     if not (work / "finalize.json").exists():
-        summaries = [json.loads(task_marker(work, r).read_text()) for r in range(sb.tasks)]
         if sum(s["documents"] for s in summaries) == 0:
             where = sb.input.get("location")
             files = sb.input.get("files")
@@ -341,6 +480,7 @@ def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
         "source": sb.name, "key": sb.key, "tokenizer": context.tokenizer, "token_size": context.token_size,
         "input": sb.input, "options": dict(sb.options, tasks=sb.tasks), "seed": context.options.seed,
         "mixc_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dropped_documents": sum(int(s.get("dropped", 0)) for s in summaries),
     }
     return finalize_source(sb.build_path(store), summaries, manifest)
 
@@ -374,7 +514,18 @@ def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, out: Path
 DEMO_TOKENIZER = "sample:bpe-8192"
 
 
-def build(
+def build(*args, **kwargs) -> BuildResult:
+    """Tokenize the sources of a recipe's phase(s) into the shard store `out` (see _build).
+
+    A failed read or write of the store (a full disk, a read-only folder) is a located
+    MixcError like any other bad input, not a traceback."""
+    try:
+        return _build(*args, **kwargs)
+    except OSError as exc:
+        raise MixcError(os_error(exc, kwargs.get("out"))) from None
+
+
+def _build(
     recipe: str | Path | None = None,
     *,
     stage: str | int | None = "all",
@@ -420,8 +571,12 @@ def build(
     phases = _select_phases(plan, stage)
     out = Path(out)
     workers = max(1, workers or os.cpu_count() or 1)
+    if shard_tokens is not None and shard_tokens < 1:
+        raise MixcError(f"--shard-tokens {shard_tokens}: a shard holds at least 1 token")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise MixcError("--executor slurm: sbatch was not found on PATH; build on a slurm login node, or use --executor local")
     options = BuildOptions(
-        shard_tokens=shard_tokens or DEFAULT_SHARD_TOKENS,
+        shard_tokens=DEFAULT_SHARD_TOKENS if shard_tokens is None else shard_tokens,
         shuffle_seed=(seed if seed is not None else plan.recipe.seed) if shuffle else None,
         sample=sample,
         sample_documents=sample_documents or DEFAULT_SAMPLE_DOCUMENTS,
@@ -438,6 +593,7 @@ def build(
     token_size = token_size_for(spec.vocab_size)
 
     with StoreLock(out):
+        _clear_leftovers(out)
         rel = tokenizer_file(out, spec.name, spec.fingerprint, spec.definition)
         tok_info = {"name": spec.name, "fingerprint": spec.fingerprint, "vocab_size": spec.vocab_size,
                     "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
@@ -454,7 +610,7 @@ def build(
         table = _pending_tasks(out, pending_sources)
         if table:
             jobs = [(sb.name, sb.tasks, sb.pipeline, str(sb.work(out).resolve())) for sb in pending_sources]
-            pipeline = [BuildTasks(jobs, table)]
+            pipeline = [BuildTasks(jobs, table, owner=os.getpid() if executor == "local" else None)]
             if executor == "slurm":
                 job_name = f"mixc-{plan.recipe.name}"
                 tokenize_job, finisher = _slurm_executors(pipeline, len(table), workers, run_dir, context,
@@ -466,7 +622,9 @@ def build(
                                                            for sb in sources], [], time.monotonic() - started, spec.name,
                                    executor, submitted=[str(tokenize_job.job_id), str(finisher.job_id)])
             _run_tasks(executor, pipeline, len(table), workers, run_dir, options, out, pending_sources, progress, stream)
-        results, manifests = finish(context)
+        ran = {pending_sources[job].name for job, _ in table}
+        run_tokens = sum(_marker_tokens(pending_sources[job].work(out), rank) for job, rank in table)
+        results, manifests = finish(context, ran)
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             (out / ".build").rmdir()
@@ -474,7 +632,31 @@ def build(
             with contextlib.suppress(OSError):
                 sb.build_path(out).parent.rmdir()
                 sb.build_path(out).parent.parent.rmdir()
-    return BuildResult(out, plan.recipe.name, results, manifests, time.monotonic() - started, spec.name, executor)
+    return BuildResult(out, plan.recipe.name, results, manifests, time.monotonic() - started, spec.name, executor,
+                       run_tokens=run_tokens)
+
+
+def _marker_tokens(work: Path, rank: int) -> int:
+    try:
+        return int(json.loads(task_marker(work, rank).read_text())["tokens"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _clear_leftovers(store: Path) -> None:
+    """What killed builds leave behind, removed under the lock (no other build is running).
+
+    Half-written temporary files of atomic writes, and the run folders (task logs) of local
+    builds. A slurm build's run folder stays: its jobs may still be writing their logs there."""
+    for pattern in (".*.tmp", "tokenizers/.*.tmp", "phases/*/.*.tmp", "sources/*/*/.*.tmp", "sources/*/*/.work/*/.*.tmp",
+                    ".rebuild/*/*/.*.tmp"):
+        for path in store.glob(pattern):
+            path.unlink(missing_ok=True)
+    runs = store / ".build"
+    if runs.is_dir():
+        for run in runs.iterdir():
+            if run.is_dir() and not (run / "finish-logs").exists():
+                shutil.rmtree(run, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -492,24 +674,62 @@ def _datatrove_log(run_dir: Path):
         setup_default_logger()
 
 
+@contextlib.contextmanager
+def _workers_stderr(run_dir: Path, stream):
+    """Send what worker processes print on stderr (a traceback when Ctrl-C reaches them, a
+    native library's abort message) to run_dir/workers.log: the build reports failures itself,
+    in one line. Yields the stream the progress display should use (the real terminal)."""
+    try:
+        to_terminal = stream is sys.__stderr__ or stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        to_terminal = False
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.__stderr__.flush()
+    saved = os.dup(2)
+    log = os.open(run_dir / "workers.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    os.dup2(log, 2)
+    os.close(log)
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1, closefd=True) if to_terminal else None
+    try:
+        yield terminal or stream
+    finally:
+        if terminal is not None:
+            terminal.close()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Path, options: BuildOptions, store: Path,
                sources: list[SourceBuild], progress: bool, stream) -> None:
     watched = [SourceProgress(sb.name, sb.work(store), sb.tasks) for sb in sources]
     failure: BaseException | None = None
+    deaths = None
+    if executor == "local" and min(workers, n_tasks) > 1:
+        deaths = _WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
+                                for job, rank in pipeline[0].table])
     saved_threads = os.environ.get("RAYON_NUM_THREADS")
     if options.threads:
         os.environ["RAYON_NUM_THREADS"] = str(options.threads)  # inherited by the worker processes
     try:
-        with _datatrove_log(run_dir), ProgressDisplay(watched, stream, enabled=progress):
+        with _datatrove_log(run_dir), _workers_stderr(run_dir, stream) as stream, \
+                ProgressDisplay(watched, stream, enabled=progress):
+            if deaths is not None:
+                deaths.start()
             if executor == "ray":
                 _ray_executor(pipeline, n_tasks, workers, run_dir, options.threads).run()
             else:
                 _local_executor(pipeline, n_tasks, workers, run_dir).run()
     except KeyboardInterrupt:
+        if deaths is not None and deaths.died is not None:
+            label, pid = deaths.died
+            raise MixcError(f"build task {label}: its worker process (pid {pid}) died without an error, killed by the "
+                            f"system (out of memory?) or a native crash; try fewer --workers (logs in {run_dir})") from None
         raise
     except Exception as exc:  # the tasks' own error files say more; _check_tasks reports them
         failure = exc
     finally:
+        if deaths is not None:
+            deaths.stop.set()
         if options.threads:
             if saved_threads is None:
                 os.environ.pop("RAYON_NUM_THREADS", None)

@@ -12,6 +12,7 @@ sees half a manifest, and a folder without a manifest is never taken as a finish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -181,11 +182,61 @@ def source_streams(store: str | Path, plan: Plan) -> dict[str, SourceStream]:
 LOCK = "store.lock"
 
 
+_HELD: dict[int, int] = {}  # fd -> pid of the process that took the lock (this one, unless forked)
+
+
+def _release_in_child() -> None:
+    """After a fork: the child must not keep the build's lock, and must not outlive the build.
+
+    An flock belongs to the open file description, which a forked child shares; a child that
+    keeps its copy (datatrove's multiprocessing Manager idles forever) would hold the store
+    locked after the build itself is killed. Closing the child's copy drops only its reference.
+    PR_SET_PDEATHSIG then has the kernel kill the child when the building process dies."""
+    if not _HELD:
+        return
+    parent = next(iter(_HELD.values()))
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+    die_with_parent(parent)
+
+
+_PRCTL: list = []  # libc's prctl, looked up before any fork (no dlopen in a forked child)
+
+
+def _load_prctl() -> None:
+    if not _PRCTL:
+        import ctypes
+
+        try:
+            _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
+        except (OSError, AttributeError):  # not Linux
+            _PRCTL.append(None)
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing)."""
+    import signal
+
+    _load_prctl()
+    if _PRCTL[0] is None:
+        return
+    _PRCTL[0](1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if parent is not None and os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_in_child)
+
+
 class StoreLock:
-    """An exclusive fcntl lock on STORE/store.lock for the duration of a build.
+    """An exclusive flock on STORE/store.lock for the duration of a build.
 
     The kernel drops the lock when the process dies (even by SIGKILL), so a killed build never
-    leaves the store locked.
+    leaves the store locked: the descriptor is close-on-exec, forked children close their copy
+    (see _release_in_child), and no other process ever holds it.
     """
 
     def __init__(self, store: str | Path):
@@ -195,25 +246,50 @@ class StoreLock:
     def __enter__(self) -> StoreLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise MixcError(os_error(exc, self.path.parent)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise MixcError(f"{self.path.parent}: another mixc build is writing to this store ({holder}); "
+            pid = holder.removeprefix("pid ").strip()
+            who = f"pid {pid}; check it with `ps -p {pid}`" if pid.isdigit() else "another process"
+            raise MixcError(f"{self.path.parent}: another mixc build is writing to this store ({who}); "
                             "wait for it to finish or build into another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        _load_prctl()
         self._fd = fd
+        _HELD[fd] = os.getpid()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing releases the lock
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None and _HELD.pop(fd, None) is not None:  # not in a forked child: it closed its copy
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the lock
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in words: 'No space left on device' rather than '[Errno 28] ...'."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def os_error(exc: OSError, store: str | Path | None = None) -> str:
+    """One line for a failed read or write of the store: what happened, where, what to do."""
+    import errno
+
+    where = exc.filename or store or "the shard store"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{os_reason(exc).lower()} writing {where}; free space there or build into another --out"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where} ({os_reason(exc).lower()}); build into a folder you can write with --out"
+    return f"{where}: {os_reason(exc)}"
 
 
 def tokenizer_file(store: str | Path, name: str, fingerprint: str, definition: str) -> str:

@@ -7,6 +7,10 @@ off: that step swaps the tokenizer's post-processor for "$A <EOS>", which is exa
 without special tokens, then append EOS". Truncation and padding are switched off: a
 pretraining shard must never lose the end of a document to a tokenizer.json's defaults.
 
+A document longer than SPLIT_CHARS is encoded in pieces of about that size, cut only where the
+tokenizer provably splits anyway (see `split_document`), so the ids are those of the whole
+document and a worker's memory stays bounded whatever the size of one document.
+
 A task's output is `{rank:05d}_{k:05d}.ds` in the work folder, and `tasks/{rank:05d}.json` is
 written after its last shard is closed: that file is the task's completion marker. A rerun
 first deletes whatever an interrupted run of the same rank left behind.
@@ -14,8 +18,10 @@ first deletes whatever an interrupted run of the same rank left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +32,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
 from ..errors import MixcError
-from .store import write_atomic, write_json_atomic
+from .store import os_error, write_atomic, write_json_atomic
 from .writer import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
 
 DEFAULT_BATCH_DOCUMENTS = 1000  # datatrove's 10,000 cost ~8 GB per worker; 1,000 was also faster
@@ -85,6 +91,114 @@ def _pack(ids: list[list[int]], dtype, eos_id: int | None) -> tuple[np.ndarray, 
     for start, doc in zip((ends - lengths).tolist(), ids):
         tokens[start:start + len(doc)] = doc
     return tokens, ends
+
+
+# --------------------------------------------------------------------------- huge documents
+# Encoding a document costs ~150-200 bytes of memory per character (the tokenizer's
+# pre-tokens, offsets and ids), so one 47 MB document took 8.6 GB. Documents longer than
+# SPLIT_CHARS are cut into pieces of about SPLIT_CHARS characters, each encoded alone, and the
+# pieces' ids joined. That gives the whole document's ids exactly when every cut falls where the
+# tokenizer's pre-tokenizer puts a boundary that neither side's pre-tokens depend on. For the
+# regex pre-tokenizers of byte-level BPE (GPT-2's, and Llama-3's / cl100k's), two kinds of
+# positions are such boundaries:
+#   - after a single "\n" between two non-space characters ("x\n|y"): every pre-token that may
+#     hold a newline is a whitespace run (or punctuation+newlines), which stops at "y"; and the
+#     single "\n" at the end of the left piece is the same pre-token as in the whole text;
+#   - before a single " " between two letters ("a| b"): " b..." starts a pre-token in both
+#     regexes (` ?\p{L}+`, `[^\r\n\p{L}\p{N}]?\p{L}+`) and no pre-token ends with a space
+#     followed by a letter.
+# Neither regex looks behind, and their lookahead (`\s+(?!\S)`) never reaches past those
+# characters, so the pieces pre-tokenize exactly as their span of the whole text. Tokenizers are
+# not all regex byte-level BPE (a SentencePiece-style "▁" prefix, a normalizer, added tokens),
+# so each cut is also checked: the tokenizer's own ids of CHECK_CHARS either side of the cut
+# must equal the ids of the two sides encoded apart. A document with no such cut within
+# MAX_PIECE_CHARS is refused with its location rather than encoded at any memory cost.
+
+SPLIT_CHARS = 1 << 20  # pieces of about 1M characters
+MAX_PIECE_CHARS = 2 << 20  # no provable cut within this many characters: refuse the document
+CHECK_CHARS = 512
+ENCODE_GROUP_CHARS = 1 << 20  # characters encoded in one call (a batch of 1,000 web documents is ~5M)
+_CUTS = re.compile(r"(?<=\S)\n(?=\S)|(?<=[^\W\d_]) (?=[^\W\d_])")
+
+
+def _cut_is_exact(tokenizer, text: str, cut: int) -> bool:
+    window = text[max(0, cut - CHECK_CHARS):cut + CHECK_CHARS]
+    at = cut - max(0, cut - CHECK_CHARS)
+    whole, left, right = tokenizer.encode_batch([window, window[:at], window[at:]], add_special_tokens=False)
+    return whole.ids == left.ids + right.ids
+
+
+def split_document(tokenizer, text: str, *, target: int | None = None, limit: int | None = None) -> list[str] | None:
+    """`text` in pieces whose ids, joined, are the ids of `text`; None when some stretch of
+    `limit` characters has no cut that is exact (see above). One piece when `text` is short."""
+    target, limit = target or SPLIT_CHARS, limit or MAX_PIECE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > target:
+        cut = None
+        for match in _CUTS.finditer(text, start + target, min(len(text), start + limit)):
+            at = match.end() if match.group() == "\n" else match.start()
+            if _cut_is_exact(tokenizer, text, at):
+                cut = at
+                break
+        if cut is None:
+            if len(text) - start <= limit:
+                break  # the rest is small enough to encode as one piece
+            return None
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def split_documents(tokenizer, docs, source: str) -> tuple[list[str], list[bool]]:
+    """The texts of `docs` with the huge ones split (see split_document), and for each piece
+    whether it ends its document."""
+    texts, last = [], []
+    for doc in docs:
+        text = doc.text
+        pieces = [text] if len(text) <= SPLIT_CHARS else split_document(tokenizer, text)
+        if pieces is None:
+            where = doc.metadata.get("mixc_location") or f"document '{doc.id}'"
+            raise MixcError(f"source '{source}': {where}: a document of {len(text):,} characters with no point in "
+                            f"{MAX_PIECE_CHARS:,} characters where the tokenizer provably splits (a space between two "
+                            "letters, a newline between two non-spaces); encoding it whole could take ~"
+                            f"{len(text) * 200 / 1e9:.1f} GB: split it in the input or drop it with filter: max_chars")
+        texts += pieces
+        last += [False] * (len(pieces) - 1) + [True]
+    return texts, last
+
+
+def char_groups(texts: list[str], budget: int | None = None) -> list[slice]:
+    """Consecutive runs of `texts` of at most `budget` characters (or one text), to encode one run at a time."""
+    budget = budget or ENCODE_GROUP_CHARS
+    groups, start, size = [], 0, 0
+    for i, text in enumerate(texts):
+        if i > start and size + len(text) > budget:
+            groups.append(slice(start, i))
+            start, size = i, 0
+        size += len(text)
+    if start < len(texts):
+        groups.append(slice(start, len(texts)))
+    return groups
+
+
+def join_pieces(tokens: np.ndarray, ends: np.ndarray, last: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Pieces encoded each with its EOS -> documents: drop the EOS of every piece that is not a document's last."""
+    if all(last):
+        return tokens, ends
+    last_mask = np.asarray(last, dtype=bool)
+    keep = np.ones(len(tokens), dtype=bool)
+    keep[ends[~last_mask] - 1] = False
+    removed_before = np.cumsum(~last_mask)  # EOS tokens dropped up to and including each piece
+    return tokens[keep], (ends - removed_before)[last_mask]
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(tokens) for tokens, _ in parts[:-1]])
+    return (np.concatenate([tokens for tokens, _ in parts]),
+            np.concatenate([ends + offset for (_, ends), offset in zip(parts, offsets)]))
 
 
 def fast_encoder_for(ref: TokenizerRef, check_texts: list[str]):
@@ -155,14 +269,23 @@ class TokenizeStep(PipelineStep):
         clear_task(self.work, rank)
         try:
             summary = self._tokenize(data or [], rank)
+            summary["dropped"] = sum(step.dropped_documents for step in getattr(self, "counters", ()))
+            write_json_atomic(task_marker(self.work, rank), summary)
         except MixcError as exc:
             self._record_error(rank, str(exc))
             raise
+        except OSError as exc:  # a full disk, a folder that cannot be written
+            message = f"source '{self.source}': {os_error(exc, self.work)}"
+            self._record_error(rank, message)
+            raise MixcError(message) from None
+        except MemoryError:
+            message = f"source '{self.source}': out of memory while tokenizing (task {rank}); run fewer --workers"
+            self._record_error(rank, message)
+            raise MixcError(message) from None
         except Exception as exc:
             message = f"source '{self.source}': {type(exc).__name__}: {exc}"
             self._record_error(rank, message)
             raise MixcError(message) from exc
-        write_json_atomic(task_marker(self.work, rank), summary)
         return
         yield  # a generator, as datatrove expects of a step
 
@@ -179,18 +302,22 @@ class TokenizeStep(PipelineStep):
         started = last_report = time.monotonic()
         for batch in batched(data, self.batch_documents):
             with self.track_time(unit="batch"):
-                texts = [doc.text for doc in batch]
+                texts, last = split_documents(tokenizer, batch, self.source)
                 if self.fast and documents == 0:
-                    fast = fast_encoder_for(ref, texts[:FAST_CHECK_DOCUMENTS])
-                if fast is not None:
-                    # the thread count HF tokenizers would use: RAYON_NUM_THREADS, else every core
-                    threads = self.threads or int(os.environ.get("RAYON_NUM_THREADS") or 0) or os.cpu_count() or 1
-                    ids = fast.encode_batch(texts, num_threads=threads)
-                    batch_tokens, ends = _pack(ids, dtype, None)
-                else:
-                    batch_tokens, ends = encode_documents(tokenizer, texts, ref.eos_id, dtype)
+                    fast = fast_encoder_for(ref, texts[char_groups(texts[:FAST_CHECK_DOCUMENTS])[0]])
+                parts = []
+                for group in char_groups(texts):  # bounded memory: a few million characters at a time
+                    if fast is not None:
+                        # the thread count HF tokenizers would use: RAYON_NUM_THREADS, else every core
+                        threads = self.threads or int(os.environ.get("RAYON_NUM_THREADS") or 0) or os.cpu_count() or 1
+                        ids = fast.encode_batch(texts[group], num_threads=threads)
+                        parts.append(_pack(ids, dtype, None))
+                    else:
+                        parts.append(encode_documents(tokenizer, texts[group], ref.eos_id, dtype))
+                batch_tokens, ends = join_pieces(*_concat(parts), last)
+                del texts, parts
                 writer.write(batch_tokens, ends)
-            documents += len(batch)
+            documents += len(ends)
             tokens += len(batch_tokens)
             self.stat_update("documents", value=len(batch))
             self.stat_update("tokens", value=len(batch_tokens))
@@ -206,6 +333,9 @@ class TokenizeStep(PipelineStep):
         write_atomic(task_progress(self.work, rank), json.dumps(progress), fsync=False)
 
     def _record_error(self, rank: int, message: str) -> None:
+        """Best effort: on a full disk the error itself cannot be written; the task's exception
+        then carries the message to the build."""
         path = task_error(self.work, rank)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(message)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, message, fsync=False)
