@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import torch
@@ -288,7 +289,7 @@ def test_plan_reports_cut_and_padding_fractions_for_both_modes(tmp_path):
                                         "--format", "json"])
         assert run.exit_code == 0, run.output
         out[mode] = json.loads(run.output)["packing"]
-    for mode, phases in out.items():
+    for phases in out.values():
         assert [p["phase"] for p in phases] == ["one", "two", "long"]
         for p in phases:
             for key in ("cut_documents_fraction", "cut_tokens_fraction", "padding_fraction"):

@@ -22,9 +22,7 @@ from .text import _table
 
 def packing_data(plan: Plan, store: str | Path, mode: str | None = None, phase: str | None = None) -> list[dict[str, Any]]:
     """One entry per phase (or only `phase`); `mode` overrides every phase's recipe option."""
-    from ..shards.store import source_streams
-
-    streams = source_streams(store, plan)
+    streams = _source_streams(store, plan)
     seed = plan.recipe.seed if plan.recipe else 0
     lengths: dict[str, Any] = {}
     out = []
@@ -51,6 +49,24 @@ def packing_data(plan: Plan, store: str | Path, mode: str | None = None, phase: 
         out.append({"phase": p.name, "mode": use, "window": window if use == "bestfit" else None,
                     "sequence_length": p.sequence_length, **_phase_fractions(rows), "sources": rows})
     return out
+
+
+def _source_streams(store: str | Path, plan: Plan) -> dict:
+    """Each source's stream: the folder a phase manifest names, else its newest finished folder
+    (the sizes `shard_plan` counted), so phases not built yet do not stop the report."""
+    from ..loader import SourceStream
+    from ..shards.store import complete_source_folders, phase_manifest, read_manifest
+
+    folders = {read_manifest(f)["source"]: f for f in complete_source_folders(store)}
+    for p in plan.phases:
+        m = phase_manifest(store, plan.recipe.name, p.name) if plan.recipe else None
+        for s in (m or {}).get("sources", []):
+            folders[s["name"]] = Path(store) / s["folder"]
+    streams = {}
+    for name, folder in folders.items():
+        m = read_manifest(folder)
+        streams[name] = SourceStream(name, [Path(folder) / f["path"] for f in m["files"]], int(m["token_size"]))
+    return streams
 
 
 def _phase_fractions(rows: list[dict[str, Any]]) -> dict[str, float]:
