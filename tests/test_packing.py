@@ -305,3 +305,23 @@ def test_plan_reports_cut_and_padding_fractions_for_both_modes(tmp_path):
     assert sum(s["cut_documents"] for s in out["bestfit"][2]["sources"]) == long_docs and long_docs < total
     table = CliRunner().invoke(main, ["plan", str(tmp_path / "recipe.yaml"), "--shards", str(store), "--packing", "bestfit"])
     assert table.exit_code == 0 and "padding" in table.output and "bestfit" in table.output
+
+
+def test_report_json_carries_the_packing_and_nanotron_export_refuses_a_bestfit_phase(tmp_path):
+    from click.testing import CliRunner
+    from store_fixtures import make_store
+
+    from mixc.cli import main
+
+    plan, _ = packed_recipe(tmp_path, phases="long")
+    rng = np.random.default_rng(3)
+    docs = {n: [np.arange(1, int(k)) for k in rng.integers(3, 200, 200)] for n in "abc"}
+    store = make_store(tmp_path / "s", "loader-test", {"one": {"a": 3, "b": 1}, "two": {"a": 1, "b": 1, "c": 2},
+                                                       "long": {"a": 1, "b": 1, "c": 2}}, docs)
+    run = CliRunner().invoke(main, ["report", str(tmp_path / "recipe.yaml"), "--shards", str(store), "--format", "json"])
+    assert run.exit_code == 0, run.output
+    packing = json.loads(run.output)["packing"]
+    assert [(p["phase"], p["mode"]) for p in packing] == [("one", "concat"), ("two", "concat"), ("long", "bestfit")]
+    exported = CliRunner().invoke(main, ["export", "nanotron", str(tmp_path / "recipe.yaml")])
+    assert exported.exit_code == 1 and "phase 'long' packs documents best-fit" in exported.output
+    assert CliRunner().invoke(main, ["export", "nanotron", str(tmp_path / "recipe.yaml"), "--run", "main"]).exit_code == 0
