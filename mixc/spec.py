@@ -329,10 +329,9 @@ class Packing(Strict):
     mode: Literal["concat", "bestfit"] = "concat"
     window: PositiveCount = Field(8192, description="documents per best-fit window (bestfit only)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, v: Any) -> Any:
-        return {"mode": v} if isinstance(v, str) else v
+
+def _bare_packing(v: Any) -> Any:
+    return {"mode": v} if isinstance(v, str) else v
 
 
 class Phase(Strict):
@@ -346,7 +345,8 @@ class Phase(Strict):
     rope_theta: Finite = Field(gt=0)
     run: Name = Field("main", description="phases of one run share a step counter and a schedule")
     schedule: Schedule | None = None
-    packing: Packing = Field(Packing(), description="concat (default) or bestfit: whole documents, padding masked")
+    packing: Annotated[Packing, BeforeValidator(_bare_packing, json_schema_input_type=Literal["concat", "bestfit"] | Packing)] = \
+        Field(Packing(), description="concat (default) or bestfit: whole documents, padding masked")
 
     @model_validator(mode="after")
     def _extent(self) -> Phase:
