@@ -325,3 +325,12 @@ def test_report_json_carries_the_packing_and_nanotron_export_refuses_a_bestfit_p
     exported = CliRunner().invoke(main, ["export", "nanotron", str(tmp_path / "recipe.yaml")])
     assert exported.exit_code == 1 and "phase 'long' packs documents best-fit" in exported.output
     assert CliRunner().invoke(main, ["export", "nanotron", str(tmp_path / "recipe.yaml"), "--run", "main"]).exit_code == 0
+
+
+def test_worker_processes_yield_the_same_packed_batches(tmp_path):
+    plan, streams = packed_recipe(tmp_path)
+    plain = batches(plan, streams, micro_batch_size=8)
+    workers = batches(plan, streams, micro_batch_size=8, num_workers=2)
+    assert len(plain) == len(workers)
+    for a, b in zip(plain, workers):
+        assert np.array_equal(a["input_ids"], b["input_ids"]) and np.array_equal(a["labels"], b["labels"])
