@@ -224,7 +224,9 @@ def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np
     labels = tokens[:, 1:]
     if real is not None and (real <= length).any():
         # labels[j] is token j + 1: padding from position real - 1 on.
-        labels = np.where(np.arange(length)[None, :] >= np.asarray(real)[:, None] - 1, IGNORE_INDEX, labels)
+        labels = labels.copy()
+        for row in np.flatnonzero(real <= length).tolist():
+            labels[row, real[row] - 1:] = IGNORE_INDEX
     return {
         "input_ids": tokens[:, :-1],
         "labels": labels,

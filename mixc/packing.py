@@ -172,6 +172,11 @@ class PackedSource:
         self.sample_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         # Real tokens per sample, for epoch accounting across phases.
         self.real = np.add.reduceat(self.piece_len[order], self.sample_starts[:-1]) if len(counts) else np.zeros(0, np.int64)
+        # The read path's tables in sample order: a sample is one slice of each (no fancy indexing).
+        self._file, self._lo, self._len = self.piece_file[order], self.piece_lo[order], self.piece_len[order]
+        ends = np.cumsum(self._len)
+        self._offset = ends - self._len - np.repeat(ends[self.sample_starts[:-1]] - self._len[self.sample_starts[:-1]], counts) \
+            if len(counts) else np.zeros(0, np.int64)
 
     @property
     def n_samples(self) -> int:
@@ -235,18 +240,14 @@ class PackedSource:
             self.stream._open()
         tokens = self.stream._tokens
         a, b = int(self.sample_starts[i]), int(self.sample_starts[i + 1])
-        pieces = self.order[a:b]
-        starts = [0]
         pos = 0
-        for f, lo, n in zip(self.piece_file[pieces].tolist(), self.piece_lo[pieces].tolist(), self.piece_len[pieces].tolist()):
+        for f, lo, n in zip(self._file[a:b].tolist(), self._lo[a:b].tolist(), self._len[a:b].tolist()):
             out[pos:pos + n] = tokens[f][lo:lo + n]
             pos += n
-            starts.append(pos)
         if pos < len(out):
-            out[pos:] = PAD_ID  # the padding segment: its own document start (starts[-1] == pos)
-        else:
-            starts.pop()
-        return np.array(starts, np.int64), pos
+            out[pos:] = PAD_ID  # the padding segment: its own document start
+            return np.append(self._offset[a:b], pos), pos
+        return self._offset[a:b], pos
 
     def stats(self) -> PackingStats:
         cut = self.doc_lengths > self.sample
