@@ -88,11 +88,13 @@ def main() -> None:
             m = read_manifest(folder)
             streams.append(SourceStream(m["source"], [folder / f["path"] for f in m["files"]], int(m["token_size"])))
         for seq in [s for s in args.seq if s <= 4096]:
-            pad = total = 0
+            pad = total = bound = 0
             for s in streams:
                 b = PackedSource(s, seq, args.window, seed=1, cache=False).stats()
                 pad, total = pad + b.padding, total + b.sample_tokens
-            print(f"{'store':>10} {seq:>6}  {len(streams)} sources: bestfit padding {pct(pad / total)} of all sample tokens")
+                bound += -(-b.tokens // (seq + 1)) * (seq + 1) - b.tokens  # whole samples can hold no less
+            print(f"{'store':>10} {seq:>6}  {len(streams)} sources: bestfit padding {pct(pad / total)} of all sample tokens "
+                  f"(rounding each source up to whole samples alone: {pct(bound / total)})")
 
 
 if __name__ == "__main__":
