@@ -193,15 +193,18 @@ class PackedSource:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _cache_path(self, cache) -> Path | None:
+        from .shards.store import path_part
+
         if cache is False or cache is None or not self.stream.files:
             return None
+        name = path_part(self.stream.name, "source")  # one path component, never a way out of the store
         if cache is True:
             # STORE/sources/<source>/<key>/NNNNN.ds -> STORE/packing/<source>/<packing key>.npy
             parents = self.stream.files[0].parents
             if len(parents) < 4 or parents[2].name != "sources":
                 return None
-            return parents[3] / "packing" / self.stream.name / f"{self.key}.npy"
-        return Path(cache) / self.stream.name / f"{self.key}.npy"
+            return parents[3] / "packing" / name / f"{self.key}.npy"
+        return Path(cache) / name / f"{self.key}.npy"
 
     def _pack(self) -> tuple[np.ndarray, np.ndarray]:
         full = np.flatnonzero(self.piece_len == self.sample)
