@@ -1,7 +1,7 @@
 """Packed samples per second (seq 4096) from memory-mapped shards: mixc's loader against
 datatrove's `DatatroveFolderDataset` random access, on the same shards, in the same run.
 
-    .venv/bin/python bench/bench_loader.py [--tokens 1e8] [--sources 4] [--samples 2000] [--rounds 5]
+    .venv/bin/python bench/bench_loader.py [--tokens 1e8] [--sources 4] [--samples 2000] [--rounds 5] [--bestfit]
 
 Shards: --tokens random uint32 tokens (vocabulary 128,256, as SmolLM3) split over --sources
 sources, documents of log-normal lengths (median ~600 tokens) each ending with EOS, written
@@ -14,6 +14,10 @@ keeps), items drawn at random (source by weight, then a random sample, as Nanose
 index reads them), input_ids and positions (from the EOS id, its fastest positions mode)
 stacked into micro-batches of 8. Each round runs both sides (alternating which goes first) on
 --samples samples; the ratio is mixc's samples/s over datatrove's; the median is reported.
+
+--bestfit adds a third side: the same recipe with `packing: bestfit` (whole documents, padding
+masked), its packing set-up timed (first launch, then from the store's cache), and the ratio
+of its samples/s over concat's per round.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ def main() -> None:
     ap.add_argument("--sources", type=int, default=4)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--bestfit", action="store_true", help="also time the bestfit packing against concat")
     args = ap.parse_args()
 
     from datatrove.utils.dataset import DatatroveFolderDataset
@@ -138,6 +143,13 @@ def main() -> None:
         plan = plan_recipe(load_recipe(recipe))
         stream = CurriculumStream(plan, source_streams(store, plan))
         batches = MicroBatches(stream, MICRO)
+        packed = None
+        if args.bestfit:
+            for when in ("first launch", "cached"):
+                t = time.perf_counter()
+                packed = MicroBatches(CurriculumStream(plan, source_streams(store, plan), packing={"p": ("bestfit", 8192)}), MICRO)
+                print(f"bestfit set-up ({when}): {time.perf_counter() - t:.2f} s for {int(args.tokens):,} tokens")
+            run_mixc(packed, 0, 256)
         datasets = [DatatroveFolderDataset(str(store / "sources" / n / "bench0000000"), SEQ, token_size=4,
                                            return_positions=True, positions_from_eos_token_id=EOS) for n in names]
         # Warm the page cache and both code paths once.
@@ -145,16 +157,21 @@ def main() -> None:
         run_datatrove(datasets, weights, 256, np.random.default_rng(0))
 
         rng = np.random.default_rng(1)
-        ratios, mixc_rates, dt_rates = [], [], []
-        start = 1000
+        ratios, mixc_rates, dt_rates, packed_ratios = [], [], [], []
+        start = packed_start = 1000
         for r in range(args.rounds):
             sides = ["mixc", "datatrove"] if r % 2 == 0 else ["datatrove", "mixc"]
+            if packed is not None:
+                sides.insert(r % 3, "bestfit")
             rate = {}
             for side in sides:
                 t = time.perf_counter()
                 if side == "mixc":
                     n = run_mixc(batches, start, args.samples)
                     start += n // MICRO + 1
+                elif side == "bestfit":
+                    n = run_mixc(packed, packed_start, args.samples)
+                    packed_start += n // MICRO + 1
                 else:
                     n = run_datatrove(datasets, weights, args.samples, rng)
                 rate[side] = n / (time.perf_counter() - t)
@@ -163,9 +180,15 @@ def main() -> None:
             ratios.append(rate["mixc"] / rate["datatrove"])
             print(f"round {r + 1}: mixc {rate['mixc']:,.0f} samples/s, datatrove {rate['datatrove']:,.0f} samples/s, "
                   f"ratio {ratios[-1]:.2f}")
+            if packed is not None:
+                packed_ratios.append(rate["bestfit"] / rate["mixc"])
+                print(f"         bestfit {rate['bestfit']:,.0f} samples/s, bestfit / concat {packed_ratios[-1]:.2f}")
         print(f"\nmedian: mixc {statistics.median(mixc_rates):,.0f} samples/s ({statistics.median(mixc_rates) * SEQ / 1e6:,.1f}M tokens/s), "
               f"datatrove {statistics.median(dt_rates):,.0f} samples/s; mixc / datatrove = {statistics.median(ratios):.2f} "
               "(median of per-round ratios; target >= 2)")
+        if packed_ratios:
+            print(f"bestfit / concat = {statistics.median(packed_ratios):.2f} (median; range {min(packed_ratios):.2f}-"
+                  f"{max(packed_ratios):.2f}; target >= 0.5)")
 
 
 if __name__ == "__main__":

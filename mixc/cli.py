@@ -137,6 +137,12 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     if fmt in ("html", "png") and not output:
         raise click.UsageError(f"--format {fmt} needs -o FILE")
     result = render(plan, fmt, output)
+    if shards and plan.recipe is not None and fmt in ("table", "json"):
+        from .report.packing import packing_data, render_packing
+
+        packed = packing_data(plan, shards)
+        result = (result + "\n" + render_packing(packed) if fmt == "table"
+                  else json.dumps({**json.loads(result), "packing": packed}, indent=2) + "\n")
     if result is not None:
         _emit(result, output)
     if fmt == "table":
@@ -159,7 +165,9 @@ def _count_option(parse, value: str | None, name: str) -> int | None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--epoch-warning", type=EPOCH_THRESHOLD, help="Warn when a source is seen more epochs than this (default: the recipe's).")
 @click.option("--stage", help="Only this phase (stage number or name); earlier phases still count toward cumulative epochs.")
-def plan_command(recipe, shards, fmt, epoch_warning, stage) -> None:
+@click.option("--packing", type=click.Choice(["concat", "bestfit"]),
+              help="With --shards: the packing report for this mode in every phase (default: each phase's recipe option).")
+def plan_command(recipe, shards, fmt, epoch_warning, stage, packing) -> None:
     """Tokens each phase demands of each source, tokens available, and epochs (per phase and cumulative).
 
     With --shards, a positive weight on a source the store does not hold (or holds 0 tokens of)
@@ -177,7 +185,15 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage) -> None:
         data = epochs_data(plan, shards, stage)
     except KeyError as exc:
         raise MixcError(exc.args[0]) from None
+    if packing and not shards:
+        raise click.UsageError("--packing needs --shards (the report reads the documents' lengths)")
+    if shards and plan.recipe is not None:
+        from .report.packing import packing_data, render_packing
+
+        data["packing"] = packing_data(plan, shards, packing, stage)
     click.echo(render(data, fmt), nl=False)
+    if fmt == "table" and data.get("packing"):
+        click.echo("\n" + render_packing(data["packing"]), nl=False)
     if fmt == "json":  # the table prints its warnings itself
         for w in data["warnings"]:
             click.echo(f"warning: {w}", err=True)

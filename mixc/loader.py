@@ -143,6 +143,7 @@ class Sample:
     source: int
     source_sample: int
     epoch: int
+    real: int | None = None  # packed samples: real tokens before the padding (None: no padding)
 
 
 def positions_from_starts(length: int, doc_starts: np.ndarray) -> np.ndarray:
@@ -200,13 +201,18 @@ class PhaseStream:
 
 def collate(samples: Sequence[Sample]) -> dict:
     """A micro-batch: input_ids, labels, position_ids [B, L] and cu_seqlens over the flattened batch."""
+    real = None if all(s.real is None for s in samples) else \
+        np.array([len(s.tokens) if s.real is None else s.real for s in samples], np.int64)
     return batch_from(np.stack([s.tokens for s in samples]), [s.doc_starts for s in samples],
-                      np.array([s.source for s in samples], dtype=np.int32))
+                      np.array([s.source for s in samples], dtype=np.int32), real)
 
 
-def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np.ndarray) -> dict:
+def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np.ndarray,
+               real: np.ndarray | None = None) -> dict:
     """input_ids, labels, position_ids [B, L] and cu_seqlens from [B, L+1] tokens and each
-    sample's sorted document starts (each includes 0)."""
+    sample's sorted document starts (each includes 0). With `real` (packed samples: real tokens
+    per row, the rest padding that starts a segment of its own), every label whose target is
+    padding is -100: padding never counts in the loss."""
     rows, length = tokens.shape[0], tokens.shape[1] - 1
     # Every document start (and sample start) in the flattened [B*L] batch starts a sequence;
     # a position is its distance to the latest one.
@@ -215,9 +221,15 @@ def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np
     flat = flat[starts < length]  # a document starting at the last token has no position here
     cu = np.append(flat, rows * length)
     positions = (np.arange(rows * length, dtype=np.int64) - np.repeat(flat, np.diff(cu))).reshape(rows, length)
+    labels = tokens[:, 1:]
+    if real is not None and (real <= length).any():
+        # labels[j] is token j + 1: padding from position real - 1 on.
+        labels = labels.copy()
+        for row in np.flatnonzero(real <= length).tolist():
+            labels[row, real[row] - 1:] = IGNORE_INDEX
     return {
         "input_ids": tokens[:, :-1],
-        "labels": tokens[:, 1:],
+        "labels": labels,
         "position_ids": positions,
         "cu_seqlens": cu.astype(np.int32),
         "max_seqlen": int(np.diff(cu).max()),
@@ -225,10 +237,78 @@ def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np
     }
 
 
+IGNORE_INDEX = -100  # mixc/train/model.py's: labels never counted in the loss
+
+
+class PackedPhaseStream(PhaseStream):
+    """A `bestfit` phase: each source packed into samples of whole documents (mixc/packing.py),
+    blended exactly as a concat phase blends its sources' samples."""
+
+    def __init__(self, name: str, seq_len: int, samples: int, names: list[str], weights: list[float],
+                 streams: list[SourceStream], seed: int, window: int, offset_tokens: Sequence[int] | None = None,
+                 batch_size: int = 1):
+        from .packing import PackedSource
+
+        self.name, self.seq_len, self.samples = name, seq_len, samples
+        self.names, self.streams = names, streams
+        # Sources without weight are never read: not packed either.
+        self.packed = [PackedSource(s, seq_len, window, seed) if w > 0 else None for s, w in zip(streams, weights)]
+        sizes = [p.n_samples if p else 0 for p in self.packed]
+        for n, w, size in zip(names, weights, sizes):
+            if w > 0 and size == 0:
+                raise MixcError(f"phase '{name}': source '{n}' has a positive weight but no documents")
+        # Continue where earlier phases stopped: their real tokens, as a fraction of this packing.
+        offsets = [-(-int(t) * size // max(1, p.n_tokens)) if p else 0
+                   for t, size, p in zip(offset_tokens or [0] * len(names), sizes, self.packed)]
+        self.blend = Blend(weights, sizes, seed, offsets=offsets, names=names, batch_size=batch_size)
+        self._vocab = np.array([s.vocab_size or np.iinfo(np.int64).max for s in streams], dtype=np.int64)
+
+    def samples_at(self, indices: range | np.ndarray) -> list[Sample]:
+        src, idx, epoch = self.blend.lookup(np.asarray(indices, dtype=np.int64))
+        tokens, starts, real = self._read_packed(src, idx)
+        return [Sample(t, st, s, i, e, r) for t, st, s, i, e, r
+                in zip(tokens, starts, src.tolist(), idx.tolist(), epoch.tolist(), real.tolist())]
+
+    def batch_at(self, indices: range | np.ndarray) -> dict:
+        src, idx, _ = self.blend.lookup(np.asarray(indices, dtype=np.int64))
+        tokens, starts, real = self._read_packed(src, idx)
+        return batch_from(tokens, starts, src, real)
+
+    def _read_packed(self, src: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        tokens = np.empty((len(src), self.seq_len + 1), dtype=np.int64)
+        starts, real = [], np.empty(len(src), np.int64)
+        for row, (s, i) in enumerate(zip(src.tolist(), idx.tolist())):
+            st, real[row] = self.packed[s].read_into(tokens[row], i)
+            starts.append(st)
+        over = np.flatnonzero(tokens.max(axis=1) >= self._vocab[src])
+        if over.size:
+            row = int(over[0])
+            packed = self.packed[int(src[row])]
+            col = int(np.flatnonzero(tokens[row] >= self._vocab[src[row]])[0])
+            position = packed.token_position(int(idx[row]), col)
+            packed.stream.refuse_token(tokens[row, col:col + 1], position)
+        return tokens, starts, real
+
+    def consumed_tokens(self) -> list[int]:
+        """Real tokens of each source this phase draws (whole epochs exactly, a partial one by its mean)."""
+        out = []
+        for c, p in zip(self.consumed().tolist(), self.packed):
+            out.append(0 if p is None else int(c) * p.n_tokens // max(1, p.n_samples))
+        return out
+
+    def packing_state(self) -> list:
+        return [self.name, "bestfit", [[n, p.key if p else None] for n, p in zip(self.names, self.packed)]]
+
+
 class CurriculumStream:
     """Every global step of a recipe, as blend indices into per-phase streams."""
 
-    def __init__(self, plan: Plan, source_streams: dict[str, SourceStream], seed: int | None = None):
+    def __init__(self, plan: Plan, source_streams: dict[str, SourceStream], seed: int | None = None,
+                 packing: dict[str, tuple[str, int]] | None = None):
+        """`packing` overrides the recipe's per phase: phase name -> (mode, window)."""
+        from .packing import phase_packing
+
+        packing = packing or {}
         self.plan = plan
         self.seed = plan.recipe.seed if seed is None and plan.recipe else (seed or 0)
         missing = sorted({s.name for p in plan.phases for s in p.sources if s.share > 0} - set(source_streams))
@@ -244,15 +324,28 @@ class CurriculumStream:
             offsets = [-(-consumed_tokens.get(n, 0) // (p.sequence_length + 1)) for n in names]
             # One seed for every phase: a source keeps its per-epoch order across phases, so
             # continuing at an offset really skips what earlier phases read.
-            phase = PhaseStream(p.name, p.sequence_length, p.samples, names, [s.share for s in p.sources], streams,
-                                self.seed, offsets, batch_size=p.samples_per_step)
-            for n, c in zip(names, phase.consumed()):
-                consumed_tokens[n] = consumed_tokens.get(n, 0) + int(c) * (p.sequence_length + 1)
+            mode, window = packing.get(p.name) or phase_packing(plan, p)
+            if mode == "bestfit":
+                phase = PackedPhaseStream(p.name, p.sequence_length, p.samples, names, [s.share for s in p.sources],
+                                          streams, self.seed, window, [consumed_tokens.get(n, 0) for n in names],
+                                          batch_size=p.samples_per_step)
+                used = phase.consumed_tokens()
+            else:
+                phase = PhaseStream(p.name, p.sequence_length, p.samples, names, [s.share for s in p.sources], streams,
+                                    self.seed, offsets, batch_size=p.samples_per_step)
+                used = [int(c) * (p.sequence_length + 1) for c in phase.consumed()]
+            for n, c in zip(names, used):
+                consumed_tokens[n] = consumed_tokens.get(n, 0) + c
             self.phases.append(phase)
 
     @property
     def total_steps(self) -> int:
         return self.step_starts[-1]
+
+    def packing_state(self) -> list | None:
+        """The packed phases and each source's packing key (None when every phase concatenates)."""
+        packed = [p.packing_state() for p in self.phases if isinstance(p, PackedPhaseStream)]
+        return packed or None
 
     def locate(self, step: int) -> tuple[int, int]:
         """Global 0-based step -> (phase index, 0-based step within the phase)."""
@@ -331,11 +424,19 @@ class CurriculumLoader:
         self.next_index = 0
 
     def state_dict(self) -> dict:
-        return {"next_micro_batch": self.next_index, "rank": self.batches.rank, "world_size": self.batches.world}
+        state = {"next_micro_batch": self.next_index, "rank": self.batches.rank, "world_size": self.batches.world}
+        packing = self.batches.stream.packing_state()
+        if packing:
+            state["packing"] = packing
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if (state.get("rank"), state.get("world_size")) != (self.batches.rank, self.batches.world):
             raise MixcError("loader state comes from a different rank layout; resume with the same world size")
+        ours = self.batches.stream.packing_state()
+        if _plain(state.get("packing")) != _plain(ours):
+            raise MixcError(f"loader state was packed as {state.get('packing') or 'concat'}, this run packs "
+                            f"{ours or 'concat'}; resume with the packing the run was trained with")
         self.next_index = int(state["next_micro_batch"])
 
     def seek_step(self, step: int) -> None:
@@ -371,6 +472,11 @@ def _worker_error_line(message: str) -> str:
         return message
     last = [line for line in message.splitlines() if line.strip()][-1]
     return re.sub(r"^[\w.]+: ", "", last)
+
+
+def _plain(value):
+    """Lists for tuples, as a state that went through a checkpoint file has them."""
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def _identity(x):

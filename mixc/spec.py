@@ -321,6 +321,19 @@ class NonFinite(Strict):
         5, description="skip: consecutive skipped steps allowed; rollback: rollbacks allowed; one more stops the run")
 
 
+class Packing(Strict):
+    """How a phase cuts its sources into samples (mixc/packing.py): `concat` cuts the
+    concatenated stream; `bestfit` keeps documents whole (best-fit decreasing over `window`
+    documents, padding masked). Written `packing: bestfit` or `packing: {mode: bestfit, window: N}`."""
+
+    mode: Literal["concat", "bestfit"] = "concat"
+    window: PositiveCount = Field(8192, description="documents per best-fit window (bestfit only)")
+
+
+def _bare_packing(v: Any) -> Any:
+    return {"mode": v} if isinstance(v, str) else v
+
+
 class Phase(Strict):
     name: Name
     stage: int | None = Field(None, ge=1, description="the user's stage number (1, 2, 3 for pretraining)")
@@ -332,6 +345,8 @@ class Phase(Strict):
     rope_theta: Finite = Field(gt=0)
     run: Name = Field("main", description="phases of one run share a step counter and a schedule")
     schedule: Schedule | None = None
+    packing: Annotated[Packing, BeforeValidator(_bare_packing, json_schema_input_type=Literal["concat", "bestfit"] | Packing)] = \
+        Field(Packing(), description="concat (default) or bestfit: whole documents, padding masked")
 
     @model_validator(mode="after")
     def _extent(self) -> Phase:

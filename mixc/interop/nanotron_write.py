@@ -104,6 +104,11 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
                 if getattr(p, attr) != getattr(first, attr):
                     raise MixcError(f"run '{name}': phases '{first.name}' and '{p.name}' differ in {label}; a nanotron config "
                                     "has one per run (give the later phase its own run)")
+        for p in phases:
+            if recipe.phases[p.index].packing.mode != "concat":
+                raise MixcError(f"run '{name}': phase '{p.name}' packs documents best-fit (packing: "
+                                f"{recipe.phases[p.index].packing.mode}); nanotron's Nanoset cuts the concatenated stream, so "
+                                "the config would train other samples: export with packing: concat (or another --run)")
         samples = recipe.global_batch_tokens // first.sequence_length
         if samples % (dp * micro_batch_size):
             raise MixcError(f"run '{name}': {samples} sequences per step do not split into dp {dp} x micro batch "

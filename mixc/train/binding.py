@@ -65,6 +65,8 @@ RESUME_RULES: dict[str, tuple[str, str]] = {
     "phases[].sequence_length": (PHASE, "the samples a step reads"),
     "phases[].rope_theta": (PHASE, "the positions the trained steps saw"),
     "phases[].run": (PHASE, "the run's step counter and schedule"),
+    "phases[].packing.mode": (PHASE, "the samples a step reads (concat or whole documents)"),
+    "phases[].packing.window": (PHASE, "as phases[].packing.mode"),
     "phases[].schedule.type": (WARNED, "as schedule.type, for this phase's run"),
     "phases[].schedule.peak_lr": (WARNED, "as phases[].schedule.type"),
     "phases[].schedule.warmup_steps": (WARNED, "as phases[].schedule.type"),
