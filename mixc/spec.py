@@ -29,7 +29,7 @@ _SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 # The largest token or step count mixc accepts: a quadrillion tokens is ~30x the largest
 # published pretraining run, and keeps every product of counts exact in int64 and float64.
 MAX_COUNT = 10**15
-MAX_LR = 100.0  # far above any learning rate that trains (they are below 1)
+MAX_LR = 1e4  # far above any learning rate that trains (they are below 1); 3e4 is a typo of 3e-4, 1e3 reaches the non-finite guard
 
 
 def _bounded(number: int, written: Any) -> int:
