@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,78 @@ def load_encoder(ref: TokenizerRef):
     return _LOADED[key]
 
 
-FAST_CHECK_DOCUMENTS = 100  # documents of each task encoded both ways before the fast encoder is trusted
+CROSS_CHECK_EVERY = 256  # with the fast encoder, one document in this many (at least one a batch) is encoded by HF too
+
+
+def encoder_choice(ref: TokenizerRef, fast: bool) -> str:
+    """The encoder a build uses for `ref`: "tiktoken" where exact for this tokenizer (decided
+    from its definition and a vocabulary sweep, cached), else "hf". Part of the store key."""
+    if not fast:
+        return "hf"
+    if ref.fingerprint not in _CHOICES:
+        from .fast_encoder import choose_encoder, log_choice
+
+        spec = _spec(ref)
+        encoder, reason = choose_encoder(spec)
+        log_choice(spec, encoder, reason)
+        _CHOICES[ref.fingerprint] = encoder
+    return _CHOICES[ref.fingerprint]
+
+
+_CHOICES: dict[str, str] = {}
+
+
+def load_fast_encoder(ref: TokenizerRef):
+    """The fast encoder of `ref`, once per process; an error if its definition does not allow one."""
+    key = f"fast:{ref.file}:{ref.fingerprint}"
+    if key not in _LOADED:
+        from .fast_encoder import fast_encoder, refusal
+
+        spec = _spec(ref)
+        fast = fast_encoder(spec)
+        if fast is None:
+            raise MixcError(f"tokenizer '{ref.name}': the fast encoder was chosen for it but cannot be built: {refusal(spec)}")
+        _LOADED[key] = fast
+    return _LOADED[key]
+
+
+def _spec(ref: TokenizerRef):
+    from .tokenizer import TokenizerSpec
+
+    try:
+        definition = Path(ref.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MixcError(f"tokenizer '{ref.name}': cannot read {ref.file}: {exc}") from None
+    return TokenizerSpec(ref.name, ref.fingerprint, ref.vocab_size, ref.eos_token, ref.eos_id, definition)
+
+
+def checked_documents(rank: int, batch: int, size: int) -> list[int]:
+    """Which documents of a batch the cross-check encodes with HF: every CROSS_CHECK_EVERY-th from an
+    offset fixed by (task, batch number), so each batch has one and reruns check the same ones."""
+    if size <= 0:
+        return []
+    offset = zlib.crc32(f"{rank}:{batch}".encode()) % min(CROSS_CHECK_EVERY, size)
+    return list(range(offset, size, CROSS_CHECK_EVERY))
+
+
+def cross_check(source: str, rank: int, batch_number: int, batch: list, tokens: np.ndarray, ends: np.ndarray,
+                tokenizer, eos_id: int, first: int) -> None:
+    """HF's ids for the sampled documents of a batch must equal the fast encoder's, or the source stops."""
+    picked = checked_documents(rank, batch_number, len(batch))
+    expected = tokenizer.encode_batch_fast([batch[i].text for i in picked], add_special_tokens=False)
+    for i, encoding in zip(picked, expected):
+        start = int(ends[i - 1]) if i else 0
+        got = tokens[start:int(ends[i])].tolist()
+        want = encoding.ids + [eos_id]
+        if got != want:
+            at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            doc = batch[i]
+            where = doc.metadata.get("file_path") if doc.metadata else None
+            raise MixcError(
+                f"source '{source}': the fast encoder (tiktoken) disagrees with HF tokenizers on document "
+                f"{doc.id!r}{f' of {where}' if where else ''} (document {first + i} of task {rank}): token {at} is "
+                f"{got[at] if at < len(got) else 'missing'}, HF gives {want[at] if at < len(want) else 'nothing more'}; "
+                "the source is not written. Build with --no-fast-encoder and report the tokenizer.")
 
 
 def encode_documents(tokenizer, texts: list[str], eos_id: int, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -85,18 +157,6 @@ def _pack(ids: list[list[int]], dtype, eos_id: int | None) -> tuple[np.ndarray, 
     for start, doc in zip((ends - lengths).tolist(), ids):
         tokens[start:start + len(doc)] = doc
     return tokens, ends
-
-
-def fast_encoder_for(ref: TokenizerRef, check_texts: list[str]):
-    """tiktoken over the tokenizer's own vocabulary when it encodes `check_texts` exactly as HF does, else None."""
-    from .tokenizer import TokenizerSpec, fast_encoder
-
-    definition = Path(ref.file).read_text(encoding="utf-8")
-    spec = TokenizerSpec(ref.name, ref.fingerprint, ref.vocab_size, ref.eos_token, ref.eos_id, definition)
-    try:
-        return fast_encoder(spec, check_texts=check_texts)
-    except Exception:  # any doubt: the HF tokenizer is the reference
-        return None
 
 
 def task_marker(work: str | Path, rank: int) -> Path:
@@ -146,7 +206,7 @@ class TokenizeStep(PipelineStep):
         self.batch_documents = batch_documents
         self.shuffle_seed = shuffle_seed
         self.threads = threads
-        self.fast = fast  # try tiktoken, proven token-identical on this task's first documents
+        self.fast = fast  # tiktoken, as lowering chose (encoder_choice): exact for this tokenizer
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if self.threads:
@@ -174,23 +234,22 @@ class TokenizeStep(PipelineStep):
             Path(self.work) / "shards", token_size=ref.token_size, tokenizer_name=ref.name,
             shard_tokens=self.shard_tokens, prefix=f"{rank:05d}_", shuffle_seed=self.shuffle_seed, shuffle_stream=rank,
         )
-        documents = tokens = 0
-        fast = None
+        documents = tokens = batches = 0
+        fast = load_fast_encoder(ref) if self.fast else None
         started = last_report = time.monotonic()
         for batch in batched(data, self.batch_documents):
             with self.track_time(unit="batch"):
                 texts = [doc.text for doc in batch]
-                if self.fast and documents == 0:
-                    fast = fast_encoder_for(ref, texts[:FAST_CHECK_DOCUMENTS])
                 if fast is not None:
                     # the thread count HF tokenizers would use: RAYON_NUM_THREADS, else every core
                     threads = self.threads or int(os.environ.get("RAYON_NUM_THREADS") or 0) or os.cpu_count() or 1
-                    ids = fast.encode_batch(texts, num_threads=threads)
-                    batch_tokens, ends = _pack(ids, dtype, None)
+                    batch_tokens, ends = _pack(fast.encode_ids(texts, num_threads=threads), dtype, ref.eos_id)
+                    cross_check(self.source, rank, batches, batch, batch_tokens, ends, tokenizer, ref.eos_id, documents)
                 else:
                     batch_tokens, ends = encode_documents(tokenizer, texts, ref.eos_id, dtype)
                 writer.write(batch_tokens, ends)
             documents += len(batch)
+            batches += 1
             tokens += len(batch_tokens)
             self.stat_update("documents", value=len(batch))
             self.stat_update("tokens", value=len(batch_tokens))
