@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from build_fixtures import write_jsonl, write_project
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
 
 from mixc.errors import MixcError
@@ -80,9 +80,13 @@ def byte_level(text: str) -> str:
     return "".join(piece for piece, _ in pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False).pre_tokenize_str(text))
 
 
-def trained(vocab_size: int = 700) -> dict:
+def trained(vocab_size: int = 700, *, llama3: bool = False) -> dict:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if llama3:  # Llama 3's pre-tokenizer: its regex split, then bytes to symbols
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(fe.LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -102,14 +106,14 @@ def ref_of(spec: TokenizerSpec, tmp_path: Path) -> TokenizerRef:
     return TokenizerRef(spec.name, str(path), spec.fingerprint, spec.vocab_size, spec.eos_id, spec.token_size, spec.eos_token)
 
 
-def naive_tiktoken(spec: TokenizerSpec):
+def naive_tiktoken(spec: TokenizerSpec, pattern: str = fe.GPT2_SPLIT):
     """What mixc did before: tiktoken over the whole vocabulary, ranked by token id."""
     import tiktoken
 
     byte_of = {ch: b for b, ch in enumerate(fe.bytes_to_unicode())}
     vocab = json.loads(spec.definition)["model"]["vocab"]
     ranks = {bytes(byte_of[c] for c in t): i for t, i in vocab.items() if all(c in byte_of for c in t)}
-    return tiktoken.Encoding("naive", pat_str=fe.GPT2_SPLIT, mergeable_ranks=ranks, special_tokens={})
+    return tiktoken.Encoding("naive", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
 
 
 def shard_ids(tmp_path: Path, spec: TokenizerSpec, docs: list[str], fast: bool, name: str = "s") -> np.ndarray:
@@ -138,17 +142,18 @@ def assert_exact_or_off(tmp_path: Path, spec: TokenizerSpec, docs: list[str]) ->
     return encoder
 
 
-@pytest.mark.parametrize("ignore_merges", [False, True])
-def test_vocabulary_entries_outside_the_merges(tmp_path, ignore_merges):
+@pytest.mark.parametrize("ignore_merges,llama3", [(False, False), (True, False), (False, True), (True, True)])
+def test_vocabulary_entries_outside_the_merges(tmp_path, ignore_merges, llama3):
     """(a) Llama 3's case: entries no merge builds. HF (ignore_merges off) never emits them."""
-    definition = trained()
+    definition = trained(llama3=llama3)
+    assert definition["pre_tokenizer"]["type"] == ("Sequence" if llama3 else "ByteLevel")
     model = definition["model"]
     model["ignore_merges"] = ignore_merges
     for word in TRICKY:
         model["vocab"].setdefault(byte_level(word), len(model["vocab"]))
-    spec = save(tmp_path, definition, f"unreachable-{ignore_merges}")
+    spec = save(tmp_path, definition, f"unreachable-{ignore_merges}-{llama3}")
     hf = reference(spec.definition, spec.eos_id)
-    naive = naive_tiktoken(spec)
+    naive = naive_tiktoken(spec, fe.LLAMA3_SPLIT if llama3 else fe.GPT2_SPLIT)
     for word in TRICKY:
         hf_ids = hf.encode(word).ids[:-1]
         if ignore_merges:
@@ -185,7 +190,10 @@ def test_merges_reordered(tmp_path):
         if "".join(a) not in b and "".join(b) not in a:
             merges[i], merges[i + 1] = b, a
     spec = save(tmp_path, definition, "reordered-merges")
-    assert assert_exact_or_off(tmp_path, spec, corpus()) == "tiktoken"
+    docs = corpus()
+    want = [e.ids for e in reference(spec.definition, spec.eos_id).encode_batch(docs)]
+    assert [naive_tiktoken(spec).encode_ordinary(d) + [spec.eos_id] for d in docs] != want  # ranking by id is wrong here
+    assert assert_exact_or_off(tmp_path, spec, docs) == "tiktoken"
 
 
 def test_two_merges_for_one_token_fall_back(tmp_path):

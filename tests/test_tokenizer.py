@@ -13,8 +13,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from mixc.cli import main
 from mixc.errors import MixcError
-from mixc.shards.sample import sample_documents
 from mixc.shards.fast_encoder import choose_encoder, fast_encoder
+from mixc.shards.sample import sample_documents
 from mixc.shards.tokenizer import TokenizerSpec, resolve_tokenizer
 from mixc.spec import Source
 

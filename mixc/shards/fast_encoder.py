@@ -35,6 +35,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ class FastEncoder:
             out = [self.encoding.encode_ordinary(text) for text in texts]
         if self.ids is not None and out:
             lengths = np.fromiter(map(len, out), dtype=np.int64, count=len(out))
-            flat = np.fromiter((r for doc in out for r in doc), dtype=np.int64, count=int(lengths.sum()))
+            flat = np.fromiter(chain.from_iterable(out), dtype=np.int64, count=int(lengths.sum()))
             out = np.split(self.ids[flat], np.cumsum(lengths)[:-1])
         if self.added is not None:
             for i, text in enumerate(texts):
