@@ -31,6 +31,7 @@ added tokens out of raw text; truncation and padding are off on every HF path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -126,7 +127,9 @@ def choose_encoder(spec: TokenizerSpec, *, cache_dir: Path | None = None) -> tup
     import tokenizers
 
     versions = {"sweep": SWEEP_VERSION, "tiktoken": tiktoken.__version__, "tokenizers": tokenizers.__version__}
-    path = Path(cache_dir or default_cache_dir()) / f"fast-encoder-{spec.fingerprint[:32]}.json"
+    # Keyed by the definition's own hash: the verdict belongs to these exact bytes.
+    digest = hashlib.sha256(spec.definition.encode()).hexdigest()[:32]
+    path = Path(cache_dir or default_cache_dir()) / f"fast-encoder-{digest}.json"
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("versions") == versions and cached.get("encoder") in ("tiktoken", "hf"):

@@ -74,14 +74,15 @@ def encoder_choice(ref: TokenizerRef, fast: bool) -> str:
     from its definition and a vocabulary sweep, cached), else "hf". Part of the store key."""
     if not fast:
         return "hf"
-    if ref.fingerprint not in _CHOICES:
+    key = f"{ref.file}:{ref.fingerprint}"
+    if key not in _CHOICES:
         from .fast_encoder import choose_encoder, log_choice
 
         spec = _spec(ref)
         encoder, reason = choose_encoder(spec)
         log_choice(spec, encoder, reason)
-        _CHOICES[ref.fingerprint] = encoder
-    return _CHOICES[ref.fingerprint]
+        _CHOICES[key] = encoder
+    return _CHOICES[key]
 
 
 _CHOICES: dict[str, str] = {}
