@@ -86,8 +86,8 @@ def test_byte_identical_to_datatrove_document_tokenizer(tmp_path, fast):
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.tokens import DocumentTokenizer
 
+    from mixc.shards.fast_encoder import encoder_choice
     from mixc.shards.readers import StrictJsonlReader
-    from mixc.shards.tokenize import encoder_choice
 
     ref = _ref(tmp_path)
     write_jsonl(tmp_path / "in" / "part.jsonl", texts(5, 700))

@@ -19,10 +19,10 @@ from tokenizers.processors import TemplateProcessing
 
 from mixc.errors import MixcError
 from mixc.shards import fast_encoder as fe
-from mixc.shards import tokenize as tk
+from mixc.shards.fast_encoder import checked_documents, encoder_choice
 from mixc.shards.run import build
 from mixc.shards.store import read_manifest
-from mixc.shards.tokenize import TokenizerRef, TokenizeStep, checked_documents, encoder_choice
+from mixc.shards.tokenize import TokenizerRef, TokenizeStep
 from mixc.shards.tokenizer import TokenizerSpec, resolve_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -318,7 +318,7 @@ def test_cross_check_covers_every_batch_deterministically():
     assert checked_documents(3, 5, 1000) == checked_documents(3, 5, 1000)
     for batch in range(20):
         picked = checked_documents(0, batch, 1000)
-        assert 1 <= len(picked) <= 1000 // tk.CROSS_CHECK_EVERY + 1 and all(0 <= i < 1000 for i in picked)
+        assert 1 <= len(picked) <= 1000 // fe.CROSS_CHECK_EVERY + 1 and all(0 <= i < 1000 for i in picked)
         assert checked_documents(0, batch, 3)  # even a small batch has one
     assert len({checked_documents(0, b, 1000)[0] for b in range(20)}) > 1  # not always the first document
 

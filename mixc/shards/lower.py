@@ -32,8 +32,9 @@ from typing import Any
 from ..errors import MixcError
 from ..plan import PhasePlan
 from ..spec import Source
+from .fast_encoder import encoder_choice
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
-from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep, encoder_choice
+from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
 from .writer import DEFAULT_SHARD_TOKENS
 
 DEFAULT_GLOBS = {"parquet": "**/*.parquet", "jsonl": "**/*.jsonl*"}

@@ -6,6 +6,8 @@ result is byte-identical to datatrove's DocumentTokenizer with `eos_token` set a
 off: that step swaps the tokenizer's post-processor for "$A <EOS>", which is exactly "encode
 without special tokens, then append EOS". Truncation and padding are switched off: a
 pretraining shard must never lose the end of a document to a tokenizer.json's defaults.
+Where lowering chose the fast encoder (fast_encoder.py), tiktoken encodes instead and sampled
+documents of every batch are re-encoded with HF as a cross-check.
 
 A task's output is `{rank:05d}_{k:05d}.ds` in the work folder, and `tasks/{rank:05d}.json` is
 written after its last shard is closed: that file is the task's completion marker. A rerun
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
 from ..errors import MixcError
+from .fast_encoder import cross_check, load_fast_encoder
 from .store import write_atomic, write_json_atomic
 from .writer import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
 
@@ -64,81 +66,6 @@ def load_encoder(ref: TokenizerRef):
         tokenizer.no_padding()
         _LOADED[key] = tokenizer
     return _LOADED[key]
-
-
-CROSS_CHECK_EVERY = 256  # with the fast encoder, one document in this many (at least one a batch) is encoded by HF too
-
-
-def encoder_choice(ref: TokenizerRef, fast: bool) -> str:
-    """The encoder a build uses for `ref`: "tiktoken" where exact for this tokenizer (decided
-    from its definition and a vocabulary sweep, cached), else "hf". Part of the store key."""
-    if not fast:
-        return "hf"
-    key = f"{ref.file}:{ref.fingerprint}"
-    if key not in _CHOICES:
-        from .fast_encoder import choose_encoder, log_choice
-
-        spec = _spec(ref)
-        encoder, reason = choose_encoder(spec)
-        log_choice(spec, encoder, reason)
-        _CHOICES[key] = encoder
-    return _CHOICES[key]
-
-
-_CHOICES: dict[str, str] = {}
-
-
-def load_fast_encoder(ref: TokenizerRef):
-    """The fast encoder of `ref`, once per process; an error if its definition does not allow one."""
-    key = f"fast:{ref.file}:{ref.fingerprint}"
-    if key not in _LOADED:
-        from .fast_encoder import fast_encoder, refusal
-
-        spec = _spec(ref)
-        fast = fast_encoder(spec)
-        if fast is None:
-            raise MixcError(f"tokenizer '{ref.name}': the fast encoder was chosen for it but cannot be built: {refusal(spec)}")
-        _LOADED[key] = fast
-    return _LOADED[key]
-
-
-def _spec(ref: TokenizerRef):
-    from .tokenizer import TokenizerSpec
-
-    try:
-        definition = Path(ref.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MixcError(f"tokenizer '{ref.name}': cannot read {ref.file}: {exc}") from None
-    return TokenizerSpec(ref.name, ref.fingerprint, ref.vocab_size, ref.eos_token, ref.eos_id, definition)
-
-
-def checked_documents(rank: int, batch: int, size: int) -> list[int]:
-    """Which documents of a batch the cross-check encodes with HF: every CROSS_CHECK_EVERY-th from an
-    offset fixed by (task, batch number), so each batch has one and reruns check the same ones."""
-    if size <= 0:
-        return []
-    offset = zlib.crc32(f"{rank}:{batch}".encode()) % min(CROSS_CHECK_EVERY, size)
-    return list(range(offset, size, CROSS_CHECK_EVERY))
-
-
-def cross_check(source: str, rank: int, batch_number: int, batch: list, tokens: np.ndarray, ends: np.ndarray,
-                tokenizer, eos_id: int, first: int) -> None:
-    """HF's ids for the sampled documents of a batch must equal the fast encoder's, or the source stops."""
-    picked = checked_documents(rank, batch_number, len(batch))
-    expected = tokenizer.encode_batch_fast([batch[i].text for i in picked], add_special_tokens=False)
-    for i, encoding in zip(picked, expected):
-        start = int(ends[i - 1]) if i else 0
-        got = tokens[start:int(ends[i])].tolist()
-        want = encoding.ids + [eos_id]
-        if got != want:
-            at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-            doc = batch[i]
-            where = doc.metadata.get("file_path") if doc.metadata else None
-            raise MixcError(
-                f"source '{source}': the fast encoder (tiktoken) disagrees with HF tokenizers on document "
-                f"{doc.id!r}{f' of {where}' if where else ''} (document {first + i} of task {rank}): token {at} is "
-                f"{got[at] if at < len(got) else 'missing'}, HF gives {want[at] if at < len(want) else 'nothing more'}; "
-                "the source is not written. Build with --no-fast-encoder and report the tokenizer.")
 
 
 def encode_documents(tokenizer, texts: list[str], eos_id: int, dtype) -> tuple[np.ndarray, np.ndarray]:
