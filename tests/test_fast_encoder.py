@@ -334,3 +334,10 @@ def test_the_encoder_is_in_the_key_and_the_manifest(tmp_path):
     assert encoder_choice(ref_of(resolve_tokenizer(str(FIXTURES / "gpt2-tokenizer.json")), tmp_path), False) == "hf"
     shards = [(store / s.folder / "00000.ds").read_bytes() for s in (fast.sources[0], slow.sources[0])]
     assert shards[0] == shards[1]
+
+
+def test_a_refused_tokenizer_builds_with_hf_and_says_why(tmp_path, caplog):
+    spec = save(tmp_path, dict(trained(), normalizer={"type": "NFC"}), "nfc")
+    with caplog.at_level("WARNING", logger="mixc.shards"):
+        assert encoder_choice(ref_of(spec, tmp_path), True) == "hf"
+    assert "not the fast encoder" in caplog.text and "normalizer" in caplog.text
