@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from test_train import _env, metrics, run, weights
+from test_train import recipe_store as recipe_store  # a fixture
 
 from mixc.train import checkpoint, dist
 from mixc.train.export import model_from_checkpoint

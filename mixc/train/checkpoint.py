@@ -22,10 +22,12 @@ never make it drop the last good one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,7 +84,9 @@ def save_train_state(root: str | Path, step: int, train: TrainState, meta: dict[
     final, tmp = _begin(root, step, "sharded") if world.main else (None, _tmp_name(root, step, "sharded"))
     if world.distributed:
         torch.distributed.barrier()  # the folder exists before anyone writes into it
-    dcp.save({"model": state.pop("model"), "optimizer": state.pop("optimizer")}, checkpoint_id=tmp / SHARDED_DIR)
+    with _one_process_is_meant():
+        dcp.save({"model": state.pop("model"), "optimizer": state.pop("optimizer")}, checkpoint_id=tmp / SHARDED_DIR,
+                 no_dist=not world.distributed)
     if not world.main:
         return None
     torch.save(state, tmp / STATE_FILE)
@@ -284,7 +288,8 @@ class TrainState:
         model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
         wanted = {"model": model_state, "optimizer": optimizer_state} if optimizer else {"model": model_state}
         try:
-            dcp.load(wanted, checkpoint_id=folder)
+            with _one_process_is_meant():
+                dcp.load(wanted, checkpoint_id=folder, no_dist=not self.world.distributed)
         except Exception as exc:  # a missing or cut-short shard file fails in many ways
             raise MixcError(f"{folder} is unreadable ({_reason(exc)})") from None
         set_state_dict(self.model, self.optimizer, model_state_dict=wanted["model"],
@@ -300,10 +305,19 @@ def load_model_weights(state: dict[str, Any], template: dict[str, Any]) -> dict[
 
     wanted = {"model": template}
     try:
-        dcp.load(wanted, checkpoint_id=state["sharded"], no_dist=True)
+        with _one_process_is_meant():
+            dcp.load(wanted, checkpoint_id=state["sharded"], no_dist=True)
     except Exception as exc:
         raise MixcError(f"{state['sharded']} is unreadable ({_reason(exc)})") from None
     return wanted["model"]
+
+
+@contextlib.contextmanager
+def _one_process_is_meant() -> Iterator[None]:
+    """DCP warns whenever it runs without a process group; alone (one GPU, an export) is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def _load_full_model(model, weights: dict, sharded: bool) -> None:
