@@ -20,9 +20,9 @@ the per-step hooks in `Trainer.after_step`, the checkpoint policy), and `finish`
 Checkpoints every `checkpoint_every` steps, at every phase end and at the last step trained:
 model, optimizer, RNG states, every rank's loader position, the guard and the step (gathered by
 checkpoint.TrainState), written atomically (mixc/train/checkpoint.py), and only when the state
-is finite. With `--fsdp` every rank writes its own shards (torch.distributed.checkpoint). A step with a NaN or infinite
-loss or gradient norm is never applied; the recipe's `nonfinite` policy decides what follows
-(mixc/train/guard.py). `resume=True` continues from the newest: the weights after the
+is finite; with `--fsdp` every rank writes its own shards (torch.distributed.checkpoint). A
+step with a NaN or infinite loss or gradient norm is never applied; the recipe's `nonfinite`
+policy decides what follows (mixc/train/guard.py). `resume=True` continues from the newest: the weights after the
 last step equal an uninterrupted run's bit for bit (same world size and micro-batch size).
 A checkpoint records what binds the run to its recipe and data (mixc/train/binding.py); a
 resume that would change the past (another tokenizer, rebuilt sources, model, seed, a started
@@ -89,10 +89,12 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
 
 
 class Trainer:
-    """One training run on this rank. `run()` = `setup()`, `train_step(step)` for every global
-    step left, `finish()`. `after_step` holds hooks called on every rank after each step (with
-    the trainer and the step's record), before the checkpoint policy: a place for in-loop work
-    such as an evaluation every N steps."""
+    """One training run on this rank. `run()` = `setup()`, then `train_step(step)` and
+    `_after_step(record)` for every global step left, then `finish()`.
+
+    `after_step` holds hooks called on every rank after each step, with the trainer and the
+    step's record, before the checkpoint policy: the place for in-loop work such as an
+    evaluation every N steps (every rank calls them, so they may use collectives)."""
 
     def __init__(self, recipe_path: Path, store: Path, out: Path, world: distributed.World, *, resume: bool,
                  micro_batch_size: int | None, max_steps: int | None, checkpoint_every: int, keep: int, attention: str,
@@ -109,7 +111,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         self.setup()
         for step in range(self.start_step, self.end):
-            self.train_step(step)
+            self._after_step(self.train_step(step))
         return self.finish()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -230,7 +232,7 @@ class Trainer:
             group["lr"] = lr
         t0 = time.perf_counter()
         global_tokens = phase.samples_per_step * phase.sequence_length
-        loss_sum, batch = self._forward_backward(step, p, global_tokens)
+        loss_sum, self.last_batch = self._forward_backward(step, p, global_tokens)
         opt = self.recipe.optimizer
         max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
         # The norm is measured before any update: a non-finite one (or loss) is never applied.
@@ -257,7 +259,6 @@ class Trainer:
                   "sequence_length": phase.sequence_length, "rope_theta": self.model.config.rope_theta}
         if skipped:
             record["skipped"] = skipped
-        self._after_step(record, batch)
         return record
 
     def _enter_phase(self, p: int, step: int) -> None:
@@ -291,7 +292,7 @@ class Trainer:
                                    sync=m == n_micro - 1, loss_mask=masks[m])
         return loss_sum, batch
 
-    def _after_step(self, record: dict[str, Any], batch: dict) -> None:
+    def _after_step(self, record: dict[str, Any]) -> None:
         """Metrics and progress (rank 0), the `after_step` hooks, then the checkpoint policy."""
         if self.world.main:
             self.metrics.write(record)
@@ -299,7 +300,7 @@ class Trainer:
             if record.get("skipped") or (self.log_every and (step % self.log_every == 0 or step == self.end)):
                 self.log(progress_line(record, self.total))
             if self.on_step is not None:
-                self.on_step({"record": record, "model": self.model, "batch": batch})
+                self.on_step({"record": record, "model": self.model, "batch": self.last_batch})
         for hook in self.after_step:
             hook(self, record)
         phase_end = record["step"] == self.stream.step_starts[record["phase_index"] + 1]
