@@ -44,7 +44,7 @@ import torch
 
 from .. import __version__
 from ..errors import MixcError
-from ..loader import CurriculumLoader, CurriculumStream
+from ..loader import CurriculumLoader, CurriculumStream, PackedPhaseStream
 from ..plan import lr_at, plan_recipe, run_schedule
 from ..shards.store import phase_manifest, source_streams, source_token_counts
 from ..shards.verify import check_store_for_training
@@ -53,7 +53,7 @@ from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
 from .metrics import SUMMARY_FILE, MetricsLog, default_peak_flops, mfu, progress_line, summarize
-from .model import SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
+from .model import IGNORE_INDEX, SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
 DEFAULT_MICRO_BATCH_TOKENS = 8192  # per rank per forward pass, when --micro-batch-size is not given
@@ -278,12 +278,16 @@ class Trainer:
         step_batches = (next(self.batches) for _ in range(n_micro))
         masks: list[torch.Tensor | None] = [None] * n_micro
         counted_labels = global_tokens
-        if self.recipe.mask_document_starts:
-            # The loss is the mean over the labels that count in the whole global batch, so
-            # every micro-batch of every rank needs the global count first.
+        packed = isinstance(self.stream.phases[p], PackedPhaseStream)
+        if self.recipe.mask_document_starts or packed:
+            # The loss is the mean over the labels that count in the whole global batch (not the
+            # padding of a packed phase, not masked document starts), so every micro-batch of every
+            # rank needs the global count first. A concat phase without masking counts every label.
             step_batches = list(step_batches)
-            masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
-            local = torch.tensor(float(sum(int(mk.sum()) for mk in masks)), dtype=torch.float64, device=world.device)
+            if self.recipe.mask_document_starts:
+                masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
+            local = torch.tensor(float(sum(counted_in(b["labels"], mk) for b, mk in zip(step_batches, masks))),
+                                 dtype=torch.float64, device=world.device)
             counted_labels = max(1, int(distributed.sum_across(local, world)))
         for m, batch in enumerate(step_batches):
             if (batch["step"], batch["micro"]) != (step, m):
@@ -409,7 +413,7 @@ def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: 
     position_ids = batch["position_ids"].to(world.device, non_blocking=True)
     if loss_mask is not None:
         loss_mask = loss_mask.to(world.device, non_blocking=True)
-    counted = labels.numel() if loss_mask is None else int(loss_mask.sum())
+    counted = counted_in(labels, loss_mask)
     if counted == 0:
         loss_mask = None  # nothing counts here; a zero share still runs backward (DDP needs every rank)
     with distributed.sync_gradients(engine, sync):
@@ -420,6 +424,12 @@ def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: 
         # DDP averages gradients over ranks; each rank's share is of the global batch, so undo it.
         (share * world.world_size).backward()
     return share.detach().double()
+
+
+def counted_in(labels: torch.Tensor, loss_mask: torch.Tensor | None) -> int:
+    """Labels that enter the loss: not IGNORE_INDEX (a packed sample's padding), and in the mask if any."""
+    real = labels != IGNORE_INDEX
+    return int((real if loss_mask is None else real & loss_mask.to(real.device).bool()).sum())
 
 
 def _finite_or_none(x: float) -> float | None:
