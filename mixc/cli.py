@@ -491,3 +491,93 @@ def generate_command(hf_dir, prompts, tokenizer, max_new_tokens, sample) -> None
 
     for prompt, text in generate_texts(hf_dir, prompts, tokenizer=tokenizer, max_new_tokens=max_new_tokens, sample=sample):
         click.echo(f"{prompt!r} -> {text!r}")
+
+
+# --------------------------------------------------------------------------- experiments: fit, propose
+
+
+@main.command(name="fit")
+@click.option("--ratios", required=True, type=click.Path(dir_okay=False), help="ratios.csv: run id, then one share column per source.")
+@click.option("--metrics", required=True, type=click.Path(dir_okay=False), help="metrics.csv: run id, then one column per metric.")
+@click.option("--target", required=True, help="The metrics column to predict (e.g. bpb/web, loss/mix).")
+@click.option("--model", "kind", type=click.Choice(["loglinear", "quadratic", "lightgbm"]), default="quadratic", show_default=True)
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="k of the k-fold cross-validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment (and inner CV) seed.")
+@click.option("--predict", type=click.Path(dir_okay=False), help="A ratios CSV of new mixtures to predict (columns matched by name).")
+@click.option("--predictions", "predict_out", type=click.Path(dir_okay=False), help="Write the predictions here (default: stdout with --format csv).")
+@click.option("--test-metrics", type=click.Path(dir_okay=False), help="Metrics of the --predict runs: report Spearman and MAE on them.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the fitted model as JSON (for --predict later and mixc propose).")
+def fit_command(ratios, metrics, target, kind, folds, seed, predict, predict_out, test_metrics, fmt, output) -> None:
+    """Fit a regression from mixture shares to a metric; print k-fold cross-validated Spearman and MAE."""
+    import json as _json
+
+    from .experiments.fitcli import fit_table, run_fit
+
+    if fmt == "csv" and not predict:
+        raise MixcError("--format csv prints predictions: give --predict NEW_RATIOS.csv")
+    result = run_fit(ratios, metrics, target, kind, folds, seed, predict, predict_out if fmt != "csv" else predict_out, test_metrics, output)
+    text = result.pop("predictions_csv", None)
+    if fmt == "json":
+        click.echo(_json.dumps(result, indent=1, sort_keys=True))
+    elif fmt == "csv":
+        if text is not None:
+            click.echo(text, nl=False)
+        click.echo(fit_table(result), err=True)
+    else:
+        click.echo(fit_table(result))
+        if text is not None:
+            click.echo(text, nl=False)
+
+
+@main.command(name="propose")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="A model from `mixc fit -o`.")
+@click.option("--target", help="Check that the model predicts this metric.")
+@click.option("--base", required=True, type=click.Path(exists=True, dir_okay=False), help="The recipe (with --phase) or mix whose sources and catalog the proposal uses.")
+@click.option("--phase", help="The recipe's phase (name or stage number).")
+@click.option("--min-share", "min_shares", multiple=True, help="NAME=SHARE floor for a source, category or language (repeatable).")
+@click.option("--max-share", "max_shares", multiple=True, help="NAME=SHARE cap for a source, category or language (repeatable).")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), help="Cap each source at this many epochs of its size.")
+@click.option("--shards", type=click.Path(file_okay=False), help="Source sizes from this store's manifests (else the catalog's tokens).")
+@click.option("--tokens", type=int, help="The phase's token budget (default: the recipe phase's).")
+@click.option("--prior", type=click.Path(exists=True, dir_okay=False), help="A mix to stay close to (with --max-distance).")
+@click.option("--max-distance", type=click.FloatRange(min=0, max=1), help="Largest total-variation distance from --prior.")
+@click.option("--candidates", type=click.IntRange(min=16), default=4000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The proposed mix YAML.")
+def propose_command(model_path, target, base, phase, min_shares, max_shares, max_epochs, shards, tokens, prior, max_distance,
+                    candidates, seed, fmt, output) -> None:
+    """The mix minimizing the model's predicted metric under the constraints, written as a mix YAML."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from .experiments.constraints import build_constraints
+    from .experiments.fitcli import load_fitted, mix_vector, proposal_result
+    from .experiments.mixes import load_base, write_mix
+    from .experiments.propose import propose
+
+    model = load_fitted(model_path, target)
+    based = load_base(base, phase)
+    missing = [s for s in model.sources if s not in based.sources]
+    if missing:
+        raise MixcError(f"{base}: the model's source{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])} not in mix '{based.mix.name}'")
+    sizes = None
+    if shards:
+        from .shards.store import source_token_counts
+
+        sizes = source_token_counts(shards, based.recipe.recipe.name if based.recipe else None)
+    cons = build_constraints(based, model.sources, min_shares=min_shares, max_shares=max_shares, max_epochs=max_epochs,
+                             sizes=sizes, phase_tokens=tokens or based.phase_tokens,
+                             prior=mix_vector(prior, model.sources) if prior else None, max_distance=max_distance)
+    found = propose(model, cons, candidates=candidates, seed=seed)
+    shares = dict(zip(model.sources, found.shares))
+    out = write_mix(output, _Path(output).stem, shares, based, f"proposed by mixc propose: minimizes predicted {model.target}")
+    result = proposal_result(model, found, out)
+    if fmt == "json":
+        click.echo(_json.dumps(result, indent=1, sort_keys=True))
+        return
+    prior_text = f" (prior: {result['prior_predicted']:.6g})" if result["prior_predicted"] is not None else ""
+    click.echo(f"predicted {model.target}: {found.predicted:.6g}{prior_text}  ({found.evaluated} mixtures evaluated)")
+    click.echo("active constraints: " + ("; ".join(found.active) if found.active else "none"))
+    click.echo(f"wrote {out}")
