@@ -581,3 +581,123 @@ def propose_command(model_path, target, base, phase, min_shares, max_shares, max
     click.echo(f"predicted {model.target}: {found.predicted:.6g}{prior_text}  ({found.evaluated} mixtures evaluated)")
     click.echo("active constraints: " + ("; ".join(found.active) if found.active else "none"))
     click.echo(f"wrote {out}")
+
+
+# --------------------------------------------------------------------------- experiments: ablate, sweep, results
+
+
+def _experiment_options(f):
+    for option in reversed([
+        click.option("--out", required=True, type=click.Path(file_okay=False), help="The experiment folder (mixes/, recipes/, runs/, CSVs)."),
+        click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per design, seeds 0..N-1."),
+        click.option("--steps", type=click.IntRange(min=1), help="Steps per proxy run (default: the phase's)."),
+        click.option("--shards", default="shards", show_default=True, type=click.Path(file_okay=False), help="The shard store."),
+        click.option("--sample", is_flag=True, help="Build from the offline sample data (mixc build --sample)."),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads per run."),
+        click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True),
+        click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="local: runs at once."),
+        click.option("--ray-cpus", type=float, default=1.0, show_default=True, help="ray: CPUs requested per run."),
+        click.option("--gpus", type=float, default=0.0, show_default=True, help="ray / slurm: GPUs per run."),
+        click.option("--slurm-partition"), click.option("--slurm-time", default="04:00:00", show_default=True),
+        click.option("--slurm-env", help="slurm: shell line activating mixc's environment (default: this venv's PATH)."),
+        click.option("--prepare-only", is_flag=True, help="Write the mixes, recipes and experiment.json; run nothing."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _run_experiment(kind, base, designs, descriptions, o, catalog_sources=None) -> None:
+    from pathlib import Path as _Path
+
+    from .experiments.setup import launch, prepare, results, results_text
+
+    folder = _Path(o["out"])
+    build_args = ["--sample"] if o["sample"] else []
+    plan = prepare(kind, base, designs, folder, seeds=o["seeds"], steps=o["steps"], shards=o["shards"], build_args=build_args,
+                   train_args=["--threads", str(o["threads"])], descriptions=descriptions, catalog_sources=catalog_sources)
+    click.echo(f"{len(designs)} designs x {o['seeds']} seeds in {folder} (mixes/, recipes/, runs/)")
+    if o["prepare_only"]:
+        return
+    done = launch(plan, folder, o["executor"], o["parallel"], echo=click.echo,
+                  slurm={"partition": o["slurm_partition"], "time": o["slurm_time"], "gpus": int(o["gpus"]), "env": o["slurm_env"],
+                         "cpus": o["threads"]}, ray_resources={"cpus": o["ray_cpus"], "gpus": o["gpus"]})
+    if done is not None:
+        out = results(folder)
+        click.echo(results_text(out))
+        if out["failed"]:
+            raise MixcError(f"{len(out['failed'])} run(s) failed; see their run.log and FAILED files")
+
+
+@main.command(name="ablate")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--phase", required=True, help="The phase whose mix is varied (name or stage number).")
+@click.option("--vary", "varies", multiple=True, required=True,
+              help="NAME=2x (scale), NAME=0.3 (set share), drop:NAME, swap:A=B; NAME a source, category or language. Repeatable.")
+@_experiment_options
+def ablate_command(recipe, phase, varies, **o) -> None:
+    """One proxy run per --vary (and the baseline) x seed; per-metric deltas against the baseline."""
+    from .experiments.designs import _catalog_sources, variants
+    from .experiments.mixes import load_base
+
+    base = load_base(recipe, phase)
+    if base.recipe is None:
+        raise MixcError(f"{recipe} is a mix; ablate takes a recipe (the proxy runs train its --phase)")
+    vs = variants(base, list(varies))
+    _run_experiment("ablate", base, {v.name: v.shares for v in vs},
+                    {v.name: f"ablation of {base.mix.name}: {v.vary or 'baseline'}" for v in vs}, o, _catalog_sources(base))
+
+
+@main.command(name="sweep")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--phase", required=True, help="The phase whose mix is swept (name or stage number).")
+@click.option("--runs", type=click.IntRange(min=1), required=True, help="Number of random mixtures.")
+@click.option("--design", type=click.Choice(["dirichlet", "regmix"]), default="regmix", show_default=True)
+@click.option("--prior", help="Centre of the draws: 'tokens' (shares by source size) or a mix file (default: the phase's mix).")
+@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), help="Cap each source at this many epochs of its size.")
+@click.option("--min-share", "min_shares", multiple=True, help="NAME=SHARE floor (source, category or language; repeatable).")
+@click.option("--max-share", "max_shares", multiple=True, help="NAME=SHARE cap (source, category or language; repeatable).")
+@click.option("--design-seed", type=int, default=0, show_default=True, help="Seed of the random designs.")
+@_experiment_options
+def sweep_command(recipe, phase, runs, design, prior, max_epochs, min_shares, max_shares, design_seed, **o) -> None:
+    """Random mixtures around a prior (RegMix-style), each a proxy run; results as ratios.csv + metrics.csv."""
+    from .experiments.constraints import build_constraints
+    from .experiments.designs import sweep_designs
+    from .experiments.mixes import load_base
+    from .experiments.setup import prior_vector
+
+    base = load_base(recipe, phase)
+    if base.recipe is None:
+        raise MixcError(f"{recipe} is a mix; sweep takes a recipe (the proxy runs train its --phase)")
+    sources = list(base.sources)
+    sizes = None
+    if max_epochs is not None or prior == "tokens":
+        from .shards.store import source_token_counts
+
+        sizes = source_token_counts(o["shards"], base.recipe.recipe.name) if _Path_exists(o["shards"]) else None
+    centre = prior_vector(base, sources, prior, sizes)
+    cons = build_constraints(base, sources, min_shares=min_shares, max_shares=max_shares, max_epochs=max_epochs, sizes=sizes,
+                             phase_tokens=(o["steps"] * base.recipe.recipe.global_batch_tokens) if o["steps"] else base.phase_tokens)
+    draws = sweep_designs(cons, centre, runs, design, design_seed)
+    width = len(str(runs - 1))
+    designs = {f"d{i:0{width}d}": dict(zip(sources, x)) for i, x in enumerate(draws)}
+    _run_experiment("sweep", base, designs, {d: f"{design} design {d} around the prior (seed {design_seed})" for d in designs}, o)
+
+
+def _Path_exists(path) -> bool:
+    import os as _os
+
+    return _os.path.isdir(path)
+
+
+@main.command(name="results")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def results_command(folder, fmt) -> None:
+    """ratios.csv + metrics.csv of an experiment's finished runs (and an ablation's report)."""
+    import json as _json
+    from pathlib import Path as _Path
+
+    from .experiments.setup import results, results_text
+
+    out = results(_Path(folder))
+    click.echo(_json.dumps(out, indent=1) if fmt == "json" else results_text(out))

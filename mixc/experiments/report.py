@@ -1,0 +1,63 @@
+"""An ablation's verdict: per variant and metric, the delta against the baseline and whether it is signal.
+
+Rule: an effect is called when |mean delta| > 2 x the pooled seed standard deviation, where the
+pooled variance is the average of the baseline's and the variant's sample variances over seeds
+(n - 1 in the denominator). With one seed there is no noise estimate and no effect is called.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+NOISE_RULE = "|mean delta| > 2 x pooled seed standard deviation (sample std over seeds, baseline and variant pooled)"
+
+
+def ablation_report(per_run: dict[str, dict[str, float]], designs: dict[str, str], seeds: dict[str, int]) -> dict[str, Any]:
+    """per_run: run id -> metrics; designs / seeds: run id -> its design / seed."""
+    by_design: dict[str, list[dict[str, float]]] = {}
+    for run, metrics in per_run.items():
+        by_design.setdefault(designs[run], []).append(metrics)
+    if "baseline" not in by_design:
+        return {"rule": NOISE_RULE, "variants": [], "problem": "no finished baseline run"}
+    base = by_design["baseline"]
+    metric_names = sorted({k for runs in by_design.values() for m in runs for k in m})
+    variants = []
+    for design, runs in by_design.items():
+        if design == "baseline":
+            continue
+        rows = []
+        for metric in metric_names:
+            b = np.array([m[metric] for m in base if metric in m])
+            v = np.array([m[metric] for m in runs if metric in m])
+            if not len(b) or not len(v):
+                continue
+            delta = float(v.mean() - b.mean())
+            sd = _pooled_sd(b, v)
+            called = sd is not None and abs(delta) > 2 * sd
+            rows.append({"metric": metric, "baseline": float(b.mean()), "variant": float(v.mean()), "delta": delta,
+                         "seed_sd": sd, "seeds": [len(b), len(v)],
+                         "effect": ("worse" if delta > 0 else "better") if called else None})
+        variants.append({"design": design, "metrics": rows})
+    return {"rule": NOISE_RULE, "variants": variants}
+
+
+def _pooled_sd(b: np.ndarray, v: np.ndarray) -> float | None:
+    if len(b) < 2 or len(v) < 2:
+        return None
+    return math.sqrt((b.var(ddof=1) + v.var(ddof=1)) / 2)
+
+
+def report_table(report: dict[str, Any]) -> str:
+    lines = [f"effect rule: {report['rule']}; lower is better (losses, bits per byte)"]
+    if report.get("problem"):
+        lines.append(report["problem"])
+    for variant in report["variants"]:
+        lines.append(f"\n{variant['design']}")
+        lines.append(f"  {'metric':<28} {'baseline':>10} {'variant':>10} {'delta':>10} {'seed sd':>9}  effect")
+        for r in variant["metrics"]:
+            sd = "-" if r["seed_sd"] is None else f"{r['seed_sd']:.4f}"
+            lines.append(f"  {r['metric']:<28} {r['baseline']:>10.4f} {r['variant']:>10.4f} {r['delta']:>+10.4f} {sd:>9}  {r['effect'] or '-'}")
+    return "\n".join(lines)
