@@ -31,6 +31,7 @@ from .csvio import write_table
 from .mixes import Base
 
 PLAN_FILE = "experiment.json"
+MIXC = [sys.executable, "-c", "from mixc.cli import main; main()"]  # this interpreter's mixc, whatever PATH says
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def runs_of(plan: dict[str, Any]) -> list[Run]:
 
 
 def commands(plan: dict[str, Any], run: Run, mixc: list[str] | None = None) -> list[list[str]]:
-    mixc = mixc or [sys.executable, "-m", "mixc.cli"]
+    mixc = mixc or MIXC
     return [[*mixc, "build", "--recipe", run.recipe, "--out", plan["shards"], "--quiet", *plan["build_args"]],
             [*mixc, "train", run.recipe, "--shards", plan["shards"], "--out", run.folder, "--resume",
              "--seed", str(run.seed), *plan["train_args"]]]
@@ -126,8 +127,11 @@ def _execute(plan: dict[str, Any], run: Run, mixc: list[str] | None, which: slic
             rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT)
             if rc != 0:
                 last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
-                write_atomic(folder / "FAILED", f"exit {rc} from {cmd[len(mixc or [1, 2, 3])]}: {last[0] if last else ''}\n")
+                write_atomic(folder / "FAILED", f"exit {rc} from mixc {cmd[len(mixc or MIXC)]}: {last[0] if last else ''}\n")
                 return run, "failed"
+    if which.stop is None and status(run) != "done":
+        write_atomic(folder / "FAILED", "training ended without writing summary.json\n")
+        return run, "failed"
     return run, status(run)
 
 
