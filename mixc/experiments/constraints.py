@@ -25,6 +25,7 @@ class Constraints:
     prior: np.ndarray | None = None
     max_distance: float | None = None  # total variation: half the L1 distance to the prior
     notes: dict[str, str] = field(default_factory=dict)  # why a source's cap is what it is
+    anchor: np.ndarray | None = None  # a feasible point within max_distance of the prior (set by check_feasible)
 
     @classmethod
     def free(cls, sources: list[str]) -> Constraints:
@@ -52,10 +53,29 @@ class Constraints:
                 raise MixcError(f"'{name}': its sources' caps sum to {self.hi[mask].sum():.6g}, below its floor {lo:.6g}")
             if self.lo[mask].sum() > hi + TOL:
                 raise MixcError(f"'{name}': its sources' floors sum to {self.lo[mask].sum():.6g}, above its cap {hi:.6g}")
-        if self.prior is not None and self.violations(self.prior, distance=False):
-            raise MixcError("the prior mix breaks a constraint itself: " + "; ".join(self.violations(self.prior, distance=False)))
+        if self.prior is not None and self.max_distance is not None:
+            # the feasible point nearest the prior anchors the distance constraint (the prior itself may break a cap)
+            anchor = self.project(self.prior, distance=False)
+            if anchor is None or tv_distance(anchor, self.prior) > self.max_distance + TOL:
+                near = "" if anchor is None else f" (the nearest found is {tv_distance(anchor, self.prior):.4g} away)"
+                raise MixcError(f"no mix meeting the other constraints lies within {self.max_distance:g} of the prior{near}")
+            self.anchor = anchor
+
+    def ok(self, x: np.ndarray, distance: bool = True) -> bool:
+        """No violation (the fast test; `violations` says which)."""
+        if abs(x.sum() - 1) > TOL or np.any(x < self.lo - TOL) or np.any(x > self.hi + TOL):
+            return False
+        for _name, mask, lo, hi in self.groups:
+            s = x[mask].sum()
+            if s < lo - TOL or s > hi + TOL:
+                return False
+        if distance and self.prior is not None and self.max_distance is not None:
+            return tv_distance(x, self.prior) <= self.max_distance + TOL
+        return True
 
     def violations(self, x: np.ndarray, distance: bool = True) -> list[str]:
+        if self.ok(x, distance):
+            return []
         out = []
         if abs(x.sum() - 1) > TOL:
             out.append(f"shares sum to {x.sum():.9g}")
@@ -93,11 +113,11 @@ class Constraints:
             out.append(f"distance to the prior at its limit {self.max_distance:.6g}")
         return out
 
-    def project(self, x: np.ndarray, rounds: int = 200) -> np.ndarray | None:
+    def project(self, x: np.ndarray, rounds: int = 200, distance: bool = True) -> np.ndarray | None:
         """A feasible point near x (alternating projections), or None if none was reached."""
         x = project_box_simplex(x, self.lo, self.hi)
         for _ in range(rounds):
-            if not self.violations(x, distance=False):
+            if self.ok(x, distance=False):
                 break
             for _name, mask, lo, hi in self.groups:
                 s = x[mask].sum()
@@ -108,13 +128,19 @@ class Constraints:
                     x[mask] += (target - s) / mask.sum()
                     x[~mask] -= (target - s) / max((~mask).sum(), 1)
             x = project_box_simplex(x, self.lo, self.hi)
-        if self.violations(x, distance=False):
+        if not self.ok(x, distance=False):
             return None
-        if self.prior is not None and self.max_distance is not None:
-            d = tv_distance(x, self.prior)
-            if d > self.max_distance:
-                # shrink towards the (feasible) prior: the segment between them stays feasible
-                x = self.prior + (x - self.prior) * (self.max_distance / d) * (1 - 1e-9)
+        if distance and self.anchor is not None and tv_distance(x, self.prior) > self.max_distance:
+            # shrink towards the anchor (feasible, close enough): the segment between them stays feasible,
+            # and the distance to the prior is convex along it, so bisection finds the farthest point allowed
+            lo, hi = 0.0, 1.0
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                if tv_distance(self.anchor + mid * (x - self.anchor), self.prior) <= self.max_distance:
+                    lo = mid
+                else:
+                    hi = mid
+            x = self.anchor + lo * (x - self.anchor)
         return x
 
 
@@ -123,15 +149,20 @@ def tv_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def project_box_simplex(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The Euclidean projection of x onto {lo <= y <= hi, sum y = 1}: y = clip(x - tau), tau by bisection."""
-    a, b = float(np.min(x - hi)) - 1.0, float(np.max(x - lo)) + 1.0
-    for _ in range(100):
-        tau = (a + b) / 2
-        if np.clip(x - tau, lo, hi).sum() > 1:
-            a = tau
-        else:
-            b = tau
-    y = np.clip(x - (a + b) / 2, lo, hi)
+    """The Euclidean projection of x onto {lo <= y <= hi, sum y = 1}: y = clip(x - tau, lo, hi).
+
+    sum clip(x - tau) falls piecewise linearly in tau with breakpoints x - hi and x - lo, so tau is
+    found exactly: evaluate the sum at every breakpoint, then interpolate inside the right segment."""
+    taus = np.sort(np.concatenate([x - hi, x - lo]))
+    sums = np.clip(x[None, :] - taus[:, None], lo, hi).sum(axis=1)  # non-increasing along taus
+    k = int(np.searchsorted(-sums, -1.0, side="right")) - 1  # last breakpoint whose sum is still >= 1
+    if k < 0:
+        tau = taus[0]
+    elif k >= len(taus) - 1 or sums[k] == sums[k + 1]:
+        tau = taus[k]
+    else:
+        tau = taus[k] + (sums[k] - 1.0) * (taus[k + 1] - taus[k]) / (sums[k] - sums[k + 1])
+    y = np.clip(x - tau, lo, hi)
     # the last 1e-15 of the sum goes to a source with room, so the shares sum to 1 exactly enough
     room = np.where(y < hi)[0] if y.sum() < 1 else np.where(y > lo)[0]
     if len(room):

@@ -127,7 +127,7 @@ def sweep_designs(constraints: Constraints, prior: np.ndarray, runs: int, design
         x[x < 1e-6] = 0.0  # a share below one in a million is no share: keeps the YAML readable
         x = x / x.sum()
         y = constraints.project(x)
-        if y is None or constraints.violations(y):
+        if y is None or not constraints.ok(y):
             continue
         out.append(y)
     return out

@@ -93,7 +93,7 @@ def rounded_shares(shares: dict[str, float], digits: int = 10) -> dict[str, floa
     total = math.fsum(kept.values())
     if not kept or total <= 0:
         raise MixcError("a mix needs at least one source with a positive share")
-    out = {k: round(v / total, digits) for k, v in kept.items()}
+    out = {k: round(float(v) / total, digits) for k, v in kept.items()}
     out = {k: v for k, v in out.items() if v > 0}
     largest = max(out, key=out.get)
     out[largest] = round(out[largest] + (1.0 - math.fsum(out.values())), digits + 4)

@@ -135,12 +135,8 @@ def _execute(plan: dict[str, Any], run: Run, mixc: list[str] | None, which: slic
     return run, status(run)
 
 
-def run_local(plan: dict[str, Any], parallel: int, mixc: list[str] | None = None, echo=print) -> dict[str, str]:
-    """Every unfinished run, `parallel` at a time; finished runs are skipped, failed ones retried."""
-    runs = runs_of(plan)
-    todo = [r for r in runs if status(r) != "done"]
-    outcome = {r.id: "done (skipped)" for r in runs if status(r) == "done"}
-    # builds write the same store: one at a time (once per design), then the trainings in parallel
+def _build_all(plan: dict[str, Any], todo: list[Run], mixc: list[str] | None, echo, outcome: dict[str, str]) -> set[str]:
+    """The builds, one at a time (they write the same store), once per design; returns the designs whose build failed."""
     broken: set[str] = set()
     for design in dict.fromkeys(r.design for r in todo):
         first = next(r for r in todo if r.design == design)
@@ -150,6 +146,15 @@ def run_local(plan: dict[str, Any], parallel: int, mixc: list[str] | None = None
     for r in todo:
         if r.design in broken:
             outcome[r.id] = "failed"
+    return broken
+
+
+def run_local(plan: dict[str, Any], parallel: int, mixc: list[str] | None = None, echo=print) -> dict[str, str]:
+    """Every unfinished run, `parallel` at a time; finished runs are skipped, failed ones retried."""
+    runs = runs_of(plan)
+    todo = [r for r in runs if status(r) != "done"]
+    outcome = {r.id: "done (skipped)" for r in runs if status(r) == "done"}
+    broken = _build_all(plan, todo, mixc, echo, outcome)
     trains = [r for r in todo if r.design not in broken]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         for run, result in pool.map(lambda r: _execute(plan, r, mixc, slice(1, None)), trains):
@@ -172,26 +177,30 @@ def slurm_script(plan: dict[str, Any], folder: Path, partition: str | None, time
         lines.append(f"#SBATCH --gpus-per-task={gpus}")
     lines += ["set -euo pipefail", env or f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH", "case $SLURM_ARRAY_TASK_ID in"]
     for i, run in enumerate(todo):
-        cmds = " && ".join(shlex.join(c) for c in commands(plan, run, ["mixc"]))
+        build, train = commands(plan, run, ["mixc"])
+        # array tasks build into one store: flock makes them take turns (sources are tokenized once)
+        cmds = f"flock {shlex.quote(str(folder.resolve() / 'build.lock'))} {shlex.join(build)} && {shlex.join(train)}"
         lines.append(f"  {i}) test -f {shlex.quote(run.folder + '/summary.json')} || {{ {cmds}; }} ;;")
     lines += ["esac", ""]
     return "\n".join(lines)
 
 
-def run_ray(plan: dict[str, Any], cpus: float, gpus: float, address: str | None = None, echo=print) -> dict[str, str]:
+def run_ray(plan: dict[str, Any], cpus: float, gpus: float, address: str | None = None, echo=print,
+            mixc: list[str] | None = None) -> dict[str, str]:
     """One Ray task per unfinished run, with its resource request; the same commands as locally."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    todo = [r for r in runs_of(plan) if status(r) != "done"]
+    outcome = {r.id: "done (skipped)" for r in runs_of(plan) if status(r) == "done"}
+    broken = _build_all(plan, todo, mixc, echo, outcome)
 
     @ray.remote(num_cpus=cpus, num_gpus=gpus)
     def task(plan: dict[str, Any], run: Run) -> tuple[Run, str]:
-        return _execute(plan, run, None)
+        return _execute(plan, run, mixc, slice(1, None))
 
-    todo = [r for r in runs_of(plan) if status(r) != "done"]
-    outcome = {r.id: "done (skipped)" for r in runs_of(plan) if status(r) == "done"}
-    for run, result in ray.get([task.remote(plan, r) for r in todo]):
+    for run, result in ray.get([task.remote(plan, r) for r in todo if r.design not in broken]):
         outcome[run.id] = result
         echo(f"{run.id}: {result}")
     return outcome

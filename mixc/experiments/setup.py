@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import MixcError
 from ..shards.store import write_atomic
 from . import runner
-from .mixes import Base, write_mix
+from .mixes import Base, rounded_shares, write_mix
 from .report import ablation_report, report_table
 
 
@@ -23,7 +23,8 @@ def prepare(kind: str, base: Base, designs: dict[str, dict[str, float]], folder:
     sources = list(base.sources)
     for shares in designs.values():
         sources += [s for s in shares if s not in sources]
-    shares_out = {d: {s: float(v) for s, v in sh.items()} for d, sh in designs.items()}
+    # the shares as the mix files write them (rounded), so ratios.csv says exactly what was trained
+    shares_out = {d: rounded_shares(sh) for d, sh in designs.items()}
     if existing.is_file():
         old = runner.read_plan(folder)
         if old.get("shares") != shares_out:
