@@ -333,7 +333,7 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--shards", required=True, type=click.Path(file_okay=False), help="The shard store `mixc build` wrote.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints/, metrics.jsonl, summary.json.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1), help="Sequences per forward pass per process (default: ~8192 tokens).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), help="Sequences per forward pass per process, for phases without their own micro_batch_size (default: ~8192 tokens).")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this global step (checkpointed).")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True, help="Also checkpoint at every phase end.")
 @click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Checkpoints to keep.")

@@ -332,6 +332,8 @@ class Phase(Strict):
     rope_theta: Finite = Field(gt=0)
     run: Name = Field("main", description="phases of one run share a step counter and a schedule")
     schedule: Schedule | None = None
+    micro_batch_size: PositiveCount | None = Field(None, description="sequences per forward pass per rank in this "
+                                                   "phase (default: --micro-batch-size, else ~8192 tokens)")
 
     @model_validator(mode="after")
     def _extent(self) -> Phase:

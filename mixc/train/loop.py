@@ -41,7 +41,7 @@ import torch
 
 from .. import __version__
 from ..errors import MixcError
-from ..loader import CurriculumLoader, CurriculumStream
+from ..loader import CurriculumLoader, CurriculumStream, micro_batch_sizes
 from ..plan import lr_at, plan_recipe, run_schedule
 from ..shards.store import phase_manifest, source_streams, source_token_counts
 from ..shards.verify import check_store_for_training
@@ -126,8 +126,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
     stream = CurriculumStream(plan, streams, seed=seed)
     total = stream.total_steps
     end = total if max_steps is None else max(0, min(max_steps, total))
-    if micro_batch_size is None:
-        micro_batch_size = max(1, DEFAULT_MICRO_BATCH_TOKENS // plan.phases[0].sequence_length)
+    micro_batch_size = micro_batch_sizes(plan, micro_batch_size, DEFAULT_MICRO_BATCH_TOKENS)  # one per phase
     loader = CurriculumLoader(stream, micro_batch_size, world.rank, world.world_size, num_workers=num_workers)
 
     # The model: same init on every rank (same seed), then the checkpoint's weights if any.
@@ -195,7 +194,8 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             # The loss is the mean over the labels that count in the whole global batch, so
             # every micro-batch of every rank needs the global count first.
             step_batches = list(step_batches)
-            masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
+            masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) & (b["labels"] >= 0)
+                     for b in step_batches]  # a padding micro-batch's ignored labels never count
             local = torch.tensor(float(sum(int(mk.sum()) for mk in masks)), dtype=torch.float64, device=world.device)
             counted_labels = max(1, int(distributed.sum_across(local, world)))
         for m, batch in enumerate(step_batches):
