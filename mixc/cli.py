@@ -340,6 +340,8 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--attention", type=click.Choice(["sdpa", "flex"]), default="sdpa", show_default=True)
 @click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
+@click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
+              help="Recompute each layer in backward (default: on for a phase that would not fit the GPU without it; off on CPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per process.")
 @click.option("--seed", type=int, help="Override the recipe's seed (data order and init).")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
@@ -348,7 +350,7 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--log-every", type=click.IntRange(min=0), default=1, show_default=True, help="Progress line every N steps.")
 @click.option("--verify-store", is_flag=True, help="Also check every token file's checksum before step 1 (reads all the shards).")
 def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
-                  threads, seed, peak_tflops, workers, log_every, verify_store) -> None:
+                  threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
     from .train.loop import train
     from .train.metrics import render_summary
@@ -356,7 +358,8 @@ def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, chec
     summary = train(recipe, shards, out, resume=resume, micro_batch_size=micro_batch_size, max_steps=max_steps,
                     checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
                     threads=threads, seed=seed, peak_flops=peak_tflops * 1e12 if peak_tflops else None,
-                    num_workers=workers, log_every=log_every, verify_store=verify_store)
+                    num_workers=workers, log_every=log_every, verify_store=verify_store,
+                    activation_checkpointing=activation_checkpointing)
     if summary:
         click.echo(render_summary(summary))
 

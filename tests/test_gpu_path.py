@@ -55,3 +55,48 @@ def test_three_unequal_ranks_give_the_single_rank_gradient(curriculum, step):
     three = _step_gradient(model, plan, streams, step, 3, 1)
     for name, g in one.items():
         torch.testing.assert_close(three[name], g, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_precision_policy_is_the_same_on_one_and_many_ranks():
+    from mixc.train.dist import precision_policy
+
+    for fsdp in (False, True):
+        policies = {precision_policy("cuda", fsdp, n) for n in (1, 2, 8, 192)}
+        assert len(policies) == 1
+        (policy,) = policies
+        assert policy.compute_dtype == torch.bfloat16
+        assert policy.param_dtype == torch.float32 and policy.reduce_dtype == torch.float32
+    assert precision_policy("cuda", True, 1).method == "fsdp2"
+    assert precision_policy("cuda", False, 1).method == "autocast"
+    mp = precision_policy("cuda", True, 1).mp_policy()
+    assert (mp.param_dtype, mp.reduce_dtype) == (torch.bfloat16, torch.float32)
+    assert precision_policy("cpu", True, 4).compute_dtype == torch.float32
+
+
+@pytest.mark.parametrize("world_size", [1, 4])
+def test_fsdp_shards_with_the_bf16_policy_on_one_gpu_as_on_many(monkeypatch, world_size):
+    """On one GPU --fsdp used to return the bare model and train in fp32; now every layer and
+    the root get fully_shard with the same MixedPrecisionPolicy on 1 and N ranks (recorded on a
+    meta-device model: there is no GPU here)."""
+    import torch.distributed.fsdp as fsdp_module
+
+    from mixc.train import dist
+
+    calls = []
+    monkeypatch.setattr(fsdp_module, "fully_shard", lambda module, mp_policy: calls.append((module, mp_policy)))
+    with torch.device("meta"):
+        model = SmolLM3(get_config("smollm3-test"))
+    world = World(rank=0, world_size=world_size, device=torch.device("cuda", 0))
+    assert dist.wrap(model, world, fsdp=True) is model
+    assert [m for m, _ in calls] == [*model.layers, model]
+    assert {(p.param_dtype, p.reduce_dtype) for _, p in calls} == {(torch.bfloat16, torch.float32)}
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_autocast_is_on_for_cuda_without_fsdp_and_off_on_cpu():
+    from mixc.train.dist import precision_policy
+
+    ctx = precision_policy("cuda", False, 1).autocast("cuda")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert not isinstance(precision_policy("cuda", True, 1).autocast("cuda"), torch.autocast)
+    assert not isinstance(precision_policy("cpu", False, 1).autocast("cpu"), torch.autocast)

@@ -26,7 +26,6 @@ phase) is refused, and the settings it may change are applied with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -62,7 +61,7 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
           micro_batch_size: int | None = None, max_steps: int | None = None, checkpoint_every: int = 100,
           keep: int = 3, device: str = "cpu", attention: str = "sdpa", seed: int | None = None, fsdp: bool = False,
           threads: int | None = None, peak_flops: float | None = None, num_workers: int = 0, log_every: int = 1,
-          verify_store: bool = False, log: Callable[[str], Any] = _print,
+          verify_store: bool = False, activation_checkpointing: bool | None = None, log: Callable[[str], Any] = _print,
           on_step: Callable[[dict], Any] | None = None) -> dict[str, Any]:
     """Train a recipe on a shard store; returns the run summary (also written to out/summary.json).
 
@@ -74,19 +73,20 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
     """
     if threads:
         torch.set_num_threads(threads)
-    world = distributed.setup(device)
+    world = distributed.setup(device, fsdp)
     try:
         return _train(Path(recipe_path), Path(shards), Path(out), world, resume=resume, micro_batch_size=micro_batch_size,
                       max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
                       fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
-                      verify_store=verify_store, log=log if world.main else (lambda _msg: None), on_step=on_step)
+                      verify_store=verify_store, activation_checkpointing=activation_checkpointing,
+                      log=log if world.main else (lambda _msg: None), on_step=on_step)
     finally:
         distributed.teardown(world)
 
 
 def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, *, resume, micro_batch_size, max_steps,
-           checkpoint_every, keep, attention, seed, fsdp, peak_flops, num_workers, log_every, verify_store, log,
-           on_step) -> dict:
+           checkpoint_every, keep, attention, seed, fsdp, peak_flops, num_workers, log_every, verify_store,
+           activation_checkpointing, log, on_step) -> dict:
     resolved = load_recipe(recipe_path)
     recipe = resolved.recipe
     plan = plan_recipe(resolved, source_token_counts(store, recipe.name))
@@ -131,7 +131,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
 
     # The model: same init on every rank (same seed), then the checkpoint's weights if any.
     _seed_everything(seed)
-    model = SmolLM3(config, attention=attention).to(world.device)
+    model = SmolLM3.build(config, world.device, seed, attention=attention)  # meta device, then init in place
     if state is not None:
         model.load_state_dict(state["model"])
     engine = distributed.wrap(model, world, fsdp)
@@ -150,8 +150,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             loader.seek_step(start_step)
     params = model.num_parameters()
     peak = peak_flops or default_peak_flops(world.device)  # None: no MFU (a CPU, an unlisted GPU)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and not fsdp
-                else contextlib.nullcontext())
+    autocast = distributed.precision_policy(world.device.type, fsdp, world.world_size).autocast(world.device.type)
 
     metrics = MetricsLog(out, resume_step=start_step) if world.main else None
     if world.main:
@@ -176,9 +175,13 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
         phase = plan.phases[p]
         if p != phase_index:
             model.set_rope_theta(phase.rope_theta)
+            model.activation_checkpointing = (activation_checkpointing if activation_checkpointing is not None else
+                                              distributed.activation_checkpointing_for(
+                                                  model.config, phase.sequence_length, micro_batch_size[p], world, fsdp))
             phase_index = p
             log(f"phase {phase.name} (run {phase.run}) from step {step + 1}: sequence length {phase.sequence_length}, "
-                f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step")
+                f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step"
+                + (", activation checkpointing" if model.activation_checkpointing else ""))
         run_step = phase.first_step + local
         lr = float(lr_at(run_schedule(plan, phase), run_step))
         for group in optimizer.param_groups:

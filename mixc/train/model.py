@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import MixcError
@@ -439,8 +440,22 @@ def _flex_attention(on_gpu: bool):
 
 
 class SmolLM3(nn.Module):
-    def __init__(self, config: SmolLM3Config, attention: str = "sdpa"):
+    """The decoder. Initialization is a pure function of the global CPU RNG state when the
+    constructor starts (see `init_weights`), so `SmolLM3(config)` after `torch.manual_seed(s)`
+    and `SmolLM3.build(config, device, s)` (meta device, then initialized in place on the
+    target device) hold the same bits.
+
+    `activation_checkpointing`: keep only each decoder layer's input during the forward and
+    recompute the layer in backward (torch.utils.checkpoint, non-reentrant): the activations
+    of one layer instead of all of them, for about a third more compute. Same loss and
+    gradients; the trainer turns it on per phase (mixc/train/dist.py)."""
+
+    def __init__(self, config: SmolLM3Config, attention: str = "sdpa", activation_checkpointing: bool = False):
         super().__init__()
+        # The RNG state init_weights draws from: the state before any submodule's own init.
+        generator = torch.Generator()
+        generator.set_state(torch.get_rng_state())
+        self.activation_checkpointing = activation_checkpointing
         if attention not in ("sdpa", "flex"):
             raise MixcError(f"unknown attention backend '{attention}' (expected 'sdpa' or 'flex')")
         self.config = config
@@ -453,11 +468,32 @@ class SmolLM3(nn.Module):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         # SDPA's grouped-query mode reads shared k/v heads without materialising copies.
         self.gqa_in_sdpa = True
-        self.apply(self._init_weights)
+        if not self.embed_tokens.weight.is_meta:
+            self.init_weights(generator)
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+    @classmethod
+    def build(cls, config: SmolLM3Config, device: torch.device | str, seed: int, **kwargs: Any) -> SmolLM3:
+        """The model with every tensor allocated once, on `device`: built on the meta device,
+        then initialized in place from `seed` (no full fp32 copy in host memory first)."""
+        with torch.device("meta"):
+            model = cls(config, **kwargs)
+        model.to_empty(device=device)
+        model.init_weights(torch.Generator().manual_seed(seed))
+        return model
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator) -> None:
+        """Matmul and embedding weights ~ N(0, initializer_range), norm weights 1, rotary table
+        recomputed; parameters in registration order, each drawn on the CPU from `generator`
+        and copied to its device, so the values do not depend on the device (one parameter at
+        a time in host memory)."""
+        std = self.config.initializer_range
+        for param in self.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.empty(param.shape, dtype=torch.float32).normal_(0.0, std, generator=generator))
+            else:
+                param.fill_(1.0)
+        self.rotary.set_theta(self.config.rope_theta)
 
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
@@ -485,8 +521,12 @@ class SmolLM3(nn.Module):
         x = self.embed_tokens(input_ids)
         rope = self.rotary(position_ids, x.dtype)
         mask = AttentionMask(position_ids, self.attention, self.gqa_in_sdpa)
+        checkpointed = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, rope, mask)
+            if checkpointed:
+                x = torch.utils.checkpoint.checkpoint(layer, x, rope, mask, use_reentrant=False)
+            else:
+                x = layer(x, rope, mask)
         x = self.norm(x)
         if labels is not None and not return_logits:
             labels = _apply_loss_mask(labels, loss_mask)
