@@ -100,3 +100,33 @@ def test_autocast_is_on_for_cuda_without_fsdp_and_off_on_cpu():
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
     assert not isinstance(precision_policy("cuda", True, 1).autocast("cuda"), torch.autocast)
     assert not isinstance(precision_policy("cpu", False, 1).autocast("cpu"), torch.autocast)
+
+
+def test_mfu_counts_6n_plus_causal_attention_per_document_by_hand():
+    from mixc.train.metrics import attention_context, attention_flops_per_token, mfu
+
+    # Two rows of 8: documents of 3 and 5 tokens, then one of 8: 3*4/2 + 5*6/2 + 8*9/2 = 6 + 15 + 36 keys.
+    cu = [0, 3, 8, 16]
+    assert attention_context(cu) == 57
+    # L = 2 layers, d = 8: 12 * 2 * 8 * (57 / 16) = 684 FLOPs per token; 6N = 600 for N = 100.
+    per_token = attention_flops_per_token(2, 8, 57 / 16)
+    assert per_token == 684.0
+    assert mfu(100, 1000.0, (600 + 684) * 1000 * 2, per_token) == 0.5
+    assert mfu(100, 1000.0, None, per_token) is None
+
+
+def test_mfu_for_the_3b_at_4k_and_64k_and_the_device_table():
+    from mixc.train.metrics import attention_flops_per_token, peak_flops_of
+
+    n = 3_075_098_624
+    # Unpacked rows of length T attend (T + 1) / 2 keys on average.
+    at_4k = attention_flops_per_token(36, 2048, (4096 + 1) / 2)
+    assert at_4k == 12 * 36 * 2048 * 2048.5
+    assert 0.09 < at_4k / (6 * n) < 0.11  # ~10% on top of 6N at 4k
+    assert attention_flops_per_token(36, 2048, (65536 + 1) / 2) > 1.5 * 6 * n  # dominant at 64k
+    assert peak_flops_of("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops_of("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops_of("NVIDIA H200") == 989e12
+    assert peak_flops_of("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops_of("NVIDIA A10") == 125e12
+    assert peak_flops_of("Some Future GPU") is None

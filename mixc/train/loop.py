@@ -48,7 +48,16 @@ from ..spec import load_recipe
 from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
-from .metrics import SUMMARY_FILE, MetricsLog, default_peak_flops, mfu, progress_line, summarize
+from .metrics import (
+    SUMMARY_FILE,
+    MetricsLog,
+    attention_context,
+    attention_flops_per_token,
+    default_peak_flops,
+    mfu,
+    progress_line,
+    summarize,
+)
 from .model import SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
@@ -201,7 +210,10 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
                      for b in step_batches]  # a padding micro-batch's ignored labels never count
             local = torch.tensor(float(sum(int(mk.sum()) for mk in masks)), dtype=torch.float64, device=world.device)
             counted_labels = max(1, int(distributed.sum_across(local, world)))
+        context = context_tokens = 0  # attention's mean context, from this rank's documents
         for m, batch in enumerate(step_batches):
+            if not batch.get("padding"):
+                context, context_tokens = context + attention_context(batch["cu_seqlens"]), context_tokens + batch["input_ids"].numel()
             if (batch["step"], batch["micro"]) != (step, m):
                 raise RuntimeError(f"loader out of order: got step {batch['step']} micro {batch['micro']}, expected {step} {m}")
             loss_sum += micro_step(engine, batch, counted_labels, world, autocast, opt.z_loss, sync=m == n_micro - 1,
@@ -227,7 +239,8 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             tps = global_tokens / step_time
             record = {"step": step + 1, "phase": phase.name, "phase_index": p, "run": phase.run, "run_step": run_step,
                       "loss": _finite_or_none(loss), "lr": lr, "grad_norm": _finite_or_none(grad_norm), "tokens": tokens_done,
-                      "tokens_per_s": tps, "mfu": mfu(params, tps, peak * world.world_size if peak else None),
+                      "tokens_per_s": tps, "mfu": mfu(params, tps, peak * world.world_size if peak else None, attention_flops_per_token(
+                          config.num_hidden_layers, config.hidden_size, context / max(context_tokens, 1))),
                       "step_time": step_time, "elapsed": time.perf_counter() - started,
                       "sequence_length": phase.sequence_length, "rope_theta": model.config.rope_theta}
             if skipped:
