@@ -159,11 +159,18 @@ def _count_option(parse, value: str | None, name: str) -> int | None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--epoch-warning", type=EPOCH_THRESHOLD, help="Warn when a source is seen more epochs than this (default: the recipe's).")
 @click.option("--stage", help="Only this phase (stage number or name); earlier phases still count toward cumulative epochs.")
-def plan_command(recipe, shards, fmt, epoch_warning, stage) -> None:
+@click.option("--gpus", type=click.IntRange(min=1), help="Also estimate per-GPU memory of each phase on this many GPUs.")
+@click.option("--gpu", type=click.Choice(["h100", "h200", "a100", "a100-40gb"]), default="h100", show_default=True)
+@click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
+              help="For --gpus (default: as the trainer, on only where a phase would not fit without it).")
+@click.option("--fsdp/--no-fsdp", default=True, show_default=True, help="For --gpus: shard the state with FSDP2, or replicate it (DDP).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), help="For --gpus: as `mixc train --micro-batch-size`.")
+def plan_command(recipe, shards, fmt, epoch_warning, stage, gpus, gpu, activation_checkpointing, fsdp, micro_batch_size) -> None:
     """Tokens each phase demands of each source, tokens available, and epochs (per phase and cumulative).
 
     With --shards, a positive weight on a source the store does not hold (or holds 0 tokens of)
-    is refused with exit status 1.
+    is refused with exit status 1. With --gpus, also each phase's per-GPU memory estimate
+    (mixc/memory.py) and whether it fits.
     """
     from .project import load_plan
     from .report.epochs import epochs_data, render, shard_plan
@@ -177,7 +184,18 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage) -> None:
         data = epochs_data(plan, shards, stage)
     except KeyError as exc:
         raise MixcError(exc.args[0]) from None
+    memory = None
+    if gpus:
+        from .memory import ModelShape, phase_memory, render_memory
+        from .train.model import get_config
+
+        memory = phase_memory(plan, ModelShape.of(get_config(plan.recipe.model)), gpus, gpu, fsdp=fsdp,
+                              activation_checkpointing=activation_checkpointing, micro_batch_size=micro_batch_size)
+        if fmt == "json":
+            data = {**data, "memory": {"gpus": gpus, "gpu": gpu, "fsdp": fsdp, "phases": memory}}
     click.echo(render(data, fmt), nl=False)
+    if memory is not None and fmt != "json":
+        click.echo("\n" + render_memory(memory, gpus, gpu, fsdp), nl=False)
     if fmt == "json":  # the table prints its warnings itself
         for w in data["warnings"]:
             click.echo(f"warning: {w}", err=True)

@@ -13,12 +13,14 @@ MLP width f, vocabulary V. Bytes per GPU:
     working      FSDP: 2 x (V h + 2 x layer)   bf16 copies gathered for compute (the tied
                                                 embedding, and one layer plus the prefetched next)
                  DDP/one GPU: 2N                autocast's bf16 weight copies
-    activations  B T x (L a + e)    without checkpointing
-                 B T x (L r h + a + e)  with per-layer checkpointing: each layer keeps its
+    activations  B T x ((L + 1) a + e)      without checkpointing
+                 B T x (L r h + 2 a + e)    with per-layer checkpointing: each layer keeps its
                                     input (r bytes an element: 2 under FSDP2's bf16
                                     parameters, 4 under autocast, whose residual stream stays
-                                    fp32) and one layer's full activations live during its
-                                    recomputation
+                                    fp32) and one layer's full activations live again during
+                                    its recomputation
+                 (the extra a in both: the gradients of one layer's activations, alive while
+                 backward runs through it)
     loss         4 V h + 4 B T h + 16 MiB   the fp32 output-weight gradient, the fp32
                                     hidden-state gradient and one logits chunk
                                     (ChunkedLinearCrossEntropy in mixc/train/model.py)
@@ -31,7 +33,9 @@ where a, the bytes one layer saves for backward per token with compute in c-byte
 rotated halves 2 (h + k), attention's q, k, v and output h + 2 k + h, o_proj's contiguous
 input h, gate_up input h, the SwiGLU input 2 f, down_proj input f). e = 2 x c h covers the
 embedding output and the final norm. For the 3B in bf16 (c = 2) a is 131,584 bytes: 4.7 MB
-per token over 36 layers, ~155 GB for one 32k sequence; with checkpointing ~13 GB.
+per token over 36 layers, ~160 GB for one 32k sequence; with checkpointing ~18 GB. A
+forward and backward of the tiny test model on CPU (fp32) peaks within about 0.9-1.4x of
+this estimate (tests/test_memory.py).
 
 A phase fits when the total is at most 90% of the GPU's memory: the rest is left for the CUDA
 context, NCCL buffers and allocator fragmentation. Attention is assumed to keep no T x T
@@ -123,7 +127,10 @@ def estimate(shape: ModelShape, seq_len: int, micro_batch: int, world_size: int 
     tokens = seq_len * micro_batch
     a = shape.layer_activation_bytes(compute_bytes)
     edges = 2 * compute_bytes * shape.hidden
-    per_token = shape.layers * residual * shape.hidden + a + edges if activation_checkpointing else shape.layers * a + edges
+    if activation_checkpointing:
+        per_token = shape.layers * residual * shape.hidden + 2 * a + edges
+    else:
+        per_token = (shape.layers + 1) * a + edges
     loss = 4 * shape.vocab * shape.hidden + 4 * tokens * shape.hidden + LOGITS_CHUNK_BYTES
     return MemoryEstimate(parameters=-(-4 * n // shards), gradients=-(-4 * n // shards), optimizer=-(-8 * n // shards),
                           working=working, activations=tokens * per_token, loss=loss)
@@ -137,3 +144,50 @@ def needs_checkpointing(shape: ModelShape, seq_len: int, micro_batch: int, world
 
 def gib(n: int) -> str:
     return f"{n / 2**30:.1f}"
+
+
+def phase_memory(plan, shape: ModelShape, gpus: int, gpu: str, *, activation_checkpointing: bool | None = None,
+                 fsdp: bool = True, micro_batch_size: int | None = None) -> list[dict]:
+    """One row per phase of a plan: micro-batch, accumulation, checkpointing, the estimate and
+    whether it fits. activation_checkpointing None is the trainer's default (on only for a phase
+    that would not fit without it)."""
+    from .errors import MixcError
+    from .loader import check_split, micro_batch_sizes
+
+    device = GPU_MEMORY[gpu]
+    rows = []
+    for p, micro in zip(plan.phases, micro_batch_sizes(plan, micro_batch_size)):
+        row: dict = {"phase": p.name, "sequence_length": p.sequence_length, "samples_per_step": p.samples_per_step}
+        try:
+            check_split(p.name, p.samples_per_step, gpus)
+        except MixcError as exc:
+            rows.append({**row, "error": str(exc), "fits": False})
+            continue
+        largest = -(-p.samples_per_step // gpus)
+        n_micro = -(-largest // micro)
+        micro = -(-largest // n_micro)
+        ckpt = activation_checkpointing
+        if ckpt is None:
+            ckpt = needs_checkpointing(shape, p.sequence_length, micro, gpus, device, fsdp)
+        est = estimate(shape, p.sequence_length, micro, gpus, fsdp=fsdp, activation_checkpointing=ckpt)
+        rows.append({**row, "micro_batch_size": micro, "micro_batches_per_step": n_micro,
+                     "activation_checkpointing": ckpt, "bytes": est.as_dict(), "device_bytes": device,
+                     "fits": est.fits(device)})
+    return rows
+
+
+def render_memory(rows: list[dict], gpus: int, gpu: str, fsdp: bool) -> str:
+    head = (f"memory per GPU, {gpus} x {gpu} ({gib(GPU_MEMORY[gpu])} GiB, fits at <= {FIT_FRACTION:.0%}), "
+            f"{'FSDP2 over ' + str(gpus) if fsdp else 'replicated (DDP)'}, bf16 compute, GiB:")
+    lines = [head, f"{'phase':<20} {'seq':>6} {'micro':>5} {'accum':>5} {'ckpt':>4} {'params':>6} {'grads':>6} {'optim':>6} "
+                   f"{'work':>6} {'activ':>7} {'loss':>5} {'total':>7}  fits"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['phase']:<20} {r['sequence_length']:>6}  {r['error']}")
+            continue
+        b = r["bytes"]
+        lines.append(f"{r['phase']:<20} {r['sequence_length']:>6} {r['micro_batch_size']:>5} {r['micro_batches_per_step']:>5} "
+                     f"{'on' if r['activation_checkpointing'] else 'off':>4} {gib(b['parameters']):>6} {gib(b['gradients']):>6} "
+                     f"{gib(b['optimizer']):>6} {gib(b['working']):>6} {gib(b['activations']):>7} {gib(b['loss']):>5} "
+                     f"{gib(b['total']):>7}  {'yes' if r['fits'] else 'NO'}")
+    return "\n".join(lines) + "\n"
