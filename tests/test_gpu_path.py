@@ -130,3 +130,30 @@ def test_mfu_for_the_3b_at_4k_and_64k_and_the_device_table():
     assert peak_flops_of("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops_of("NVIDIA A10") == 125e12
     assert peak_flops_of("Some Future GPU") is None
+
+
+def test_gpu_check_smoke_runs_every_stage_on_cpu(tmp_path):
+    """bench/gpu_check.py --smoke: every stage runs (tiny shapes, CPU), bf16 results agree with
+    fp32 within the tolerances the GPU run uses, and each line lands in $OUT/gpu_check.jsonl."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, OUT=str(tmp_path), OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--smoke"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()] == printed
+    assert [r["stage"] for r in printed][0] == "env" and printed[-1]["stage"] == "done"
+    assert not [r for r in printed if "error" in r]
+    correctness = [r for r in printed if r["stage"] == "correctness"]
+    assert len(correctness) == 4 and all(r["ok"] for r in correctness)
+    assert {r["matmul"] for r in printed if "matmul" in r} == {"bfloat16", "float32"}
+    for stage in ("3b-4k", "3b-32k"):
+        measured = [r for r in printed if r["stage"] == stage and "skipped" not in r]
+        assert measured and all(r["fits"] and r["tokens_per_s"] > 0 for r in measured)
+    assert any(r["activation_checkpointing"] for r in printed if r["stage"] == "3b-32k" and "fits" in r)
