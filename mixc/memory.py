@@ -33,7 +33,7 @@ where a, the bytes one layer saves for backward per token with compute in c-byte
 rotated halves 2 (h + k), attention's q, k, v and output h + 2 k + h, o_proj's contiguous
 input h, gate_up input h, the SwiGLU input 2 f, down_proj input f). e = 2 x c h covers the
 embedding output and the final norm. For the 3B in bf16 (c = 2) a is 131,584 bytes: 4.7 MB
-per token over 36 layers, ~160 GB for one 32k sequence; with checkpointing ~18 GB. A
+per token over 36 layers, ~160 GB for one 32k sequence; with checkpointing ~14 GB. A
 forward and backward of the tiny test model on CPU (fp32) peaks within about 0.9-1.4x of
 this estimate (tests/test_memory.py).
 
