@@ -21,9 +21,10 @@ MLP width f, vocabulary V. Bytes per GPU:
                                     its recomputation
                  (the extra a in both: the gradients of one layer's activations, alive while
                  backward runs through it)
-    loss         4 V h + 4 B T h + 16 MiB   the fp32 output-weight gradient, the fp32
-                                    hidden-state gradient and one logits chunk
-                                    (ChunkedLinearCrossEntropy in mixc/train/model.py)
+    loss         4 V h + 4 B T h + z    the fp32 output-weight gradient, the fp32
+                                    hidden-state gradient and one logits chunk z
+                                    (ChunkedLinearCrossEntropy in mixc/train/model.py: 1 GiB of
+                                    fp32 logits and their bf16 copy on a GPU, 16 MiB on CPU)
 
 where a, the bytes one layer saves for backward per token with compute in c-byte elements, is
 
@@ -50,7 +51,8 @@ from dataclasses import dataclass
 # Usable memory as nvidia-smi reports it (MiB), by the names `mixc plan --gpu` accepts.
 GPU_MEMORY = {"h100": 81559 * 2**20, "h200": 143771 * 2**20, "a100": 81920 * 2**20, "a100-40gb": 40960 * 2**20}
 FIT_FRACTION = 0.9
-LOGITS_CHUNK_BYTES = 1 << 24  # mixc/train/model.py CHUNK_BYTES
+LOGITS_CHUNK_BYTES = 1 << 24  # mixc/train/model.py CHUNK_BYTES (CPU)
+GPU_LOGITS_CHUNK_BYTES = 3 * (1 << 29)  # GPU_CHUNK_BYTES of fp32 logits + their bf16 gradient copy
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ def estimate(shape: ModelShape, seq_len: int, micro_batch: int, world_size: int 
         per_token = shape.layers * residual * shape.hidden + 2 * a + edges
     else:
         per_token = (shape.layers + 1) * a + edges
-    loss = 4 * shape.vocab * shape.hidden + 4 * tokens * shape.hidden + LOGITS_CHUNK_BYTES
+    chunk = GPU_LOGITS_CHUNK_BYTES if compute_bytes == 2 else LOGITS_CHUNK_BYTES
+    loss = 4 * shape.vocab * shape.hidden + 4 * tokens * shape.hidden + chunk
     return MemoryEstimate(parameters=-(-4 * n // shards), gradients=-(-4 * n // shards), optimizer=-(-8 * n // shards),
                           working=working, activations=tokens * per_token, loss=loss)
 

@@ -47,8 +47,13 @@ def test_checkpointing_is_what_makes_32k_fit_on_8_h100s():
 
 
 MEASURE = """
-import resource, sys, torch
+import sys, torch
 from mixc.train.model import SmolLM3, get_config
+
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
+
 torch.set_num_threads(1)
 B, T, ckpt = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 torch.manual_seed(0)
@@ -57,10 +62,12 @@ ids, labels = torch.randint(0, 512, (B, T)), torch.randint(0, 512, (B, T))
 _, loss = model(ids[:1, :16], labels=labels[:1, :16], return_logits=False)  # one-time allocations
 loss.backward()
 model.zero_grad(set_to_none=True)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak resident size to the current one
+before = status("VmRSS")
 _, loss = model(ids, labels=labels, return_logits=False)
 loss.backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+print(status("VmHWM") - before)
 """
 
 

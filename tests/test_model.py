@@ -342,3 +342,23 @@ def test_meta_device_build_gives_the_plain_construction_bit_for_bit():
     assert (built.norm.weight == 1).all()
     other = SmolLM3.build(config, "cpu", seed=12)
     assert not torch.equal(other.embed_tokens.weight, built.embed_tokens.weight)
+
+
+def test_bf16_chunked_loss_tracks_fp32_and_gpu_chunks_are_larger():
+    """Under autocast bf16 (the GPU policy; CPU autocast here) the chunked loss and its
+    bf16-GEMM weight gradient stay within bf16 error of the fp32 computation."""
+    model = tiny_model(seed=2).train()
+    ids = torch.randint(1, 512, (2, 48), generator=torch.Generator().manual_seed(1))
+    labels = ids.roll(-1, dims=1)
+    grads, losses = [], []
+    for dtype in (torch.float32, torch.bfloat16):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            _, loss = model(ids, labels=labels, return_logits=False)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.embed_tokens.weight.grad.clone())
+    assert grads[1].dtype == torch.float32
+    assert abs(losses[1] - losses[0]) / losses[0] < 1e-2
+    assert F.cosine_similarity(grads[1].flatten(), grads[0].flatten(), dim=0) > 0.999
+    assert model_module.chunk_rows(128256, "cuda") == 2092 and model_module.chunk_rows(128256, "cpu") == 256
