@@ -9,6 +9,7 @@ import pytest
 import torch
 from loader_fixtures import MIX_ONE, MIX_TWO, RECIPE
 from test_loader import make_source
+from test_train import recipe_store as train_store  # noqa: F401  (test_train's fixture, as train_store)
 
 from mixc.loader import CurriculumLoader, CurriculumStream
 from mixc.plan import plan_recipe
@@ -157,3 +158,34 @@ def test_gpu_check_smoke_runs_every_stage_on_cpu(tmp_path):
         measured = [r for r in printed if r["stage"] == stage and "skipped" not in r]
         assert measured and all(r["fits"] and r["tokens_per_s"] > 0 for r in measured)
     assert any(r["activation_checkpointing"] for r in printed if r["stage"] == "3b-32k" and "fits" in r)
+
+
+@pytest.mark.slow
+def test_three_gloo_processes_with_unequal_shares_train_as_one_process(train_store, tmp_path):  # noqa: F811
+    """`torchrun --nproc_per_node=3 mixc train` on steps of 8 and 4 samples (2/3/3 and 1/1/2
+    per rank, one padding micro-batch): the losses and weights of one process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_train import _env, metrics, run, weights
+
+    from mixc.train import checkpoint
+
+    recipe, store = train_store
+    run(train_store, tmp_path / "one", micro_batch_size=4)
+    mixc = Path(sys.executable).with_name("mixc")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3", str(mixc), "train",
+           str(recipe), "--shards", str(store), "--out", str(tmp_path / "three"), "--micro-batch-size", "1", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 process(es)" in done.stdout
+    one, three = metrics(tmp_path / "one"), metrics(tmp_path / "three")
+    assert [r["step"] for r in three] == list(range(1, 12))
+    for a, b in zip(one, three):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+    w1, w3 = weights(tmp_path / "one"), weights(tmp_path / "three")
+    assert max((w1[k] - w3[k]).abs().max().item() for k in w1) < 1e-4
+    meta = json.loads((checkpoint.latest(tmp_path / "three" / "checkpoints") / "meta.json").read_text())
+    assert meta["world_size"] == 3 and meta["micro_batch_size"] == [1, 1, 1]
