@@ -318,7 +318,10 @@ class AttentionMask:
             def same_document_causal(b, h, q, kv):
                 return (q >= kv) & (doc[b, q] == doc[b, kv])
 
-            self.block_mask = create_block_mask(same_document_causal, B, None, T, T, device=position_ids.device)
+            # Compiled on a GPU: uncompiled, building the mask materialises a B x T x T boolean
+            # (~13 GB at 64k); compiled, it works block by block.
+            self.block_mask = create_block_mask(same_document_causal, B, None, T, T, device=position_ids.device,
+                                                _compile=position_ids.is_cuda)
         else:
             causal = torch.ones(T, T, dtype=torch.bool, device=position_ids.device).tril()
             self.mask = (doc[:, :, None] == doc[:, None, :]) & causal  # [B, T, T]
