@@ -386,8 +386,9 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data loader worker processes.")
 @click.option("--log-every", type=click.IntRange(min=0), default=1, show_default=True, help="Progress line every N steps.")
 @click.option("--verify-store", is_flag=True, help="Also check every token file's checksum before step 1 (reads all the shards).")
+@click.option("--init-from", type=click.Path(exists=True), help="Start a new run from this checkpoint's weights (a folder, or a run: its newest).")
 def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
-                  threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing) -> None:
+                  threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing, init_from) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
     from .train.loop import train
     from .train.metrics import render_summary
@@ -396,7 +397,7 @@ def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, chec
                     checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
                     threads=threads, seed=seed, peak_flops=peak_tflops * 1e12 if peak_tflops else None,
                     num_workers=workers, log_every=log_every, verify_store=verify_store,
-                    activation_checkpointing=activation_checkpointing)
+                    activation_checkpointing=activation_checkpointing, init_from=init_from)
     if summary:
         click.echo(render_summary(summary))
 
@@ -612,6 +613,7 @@ def _experiment_options(f):
         click.option("--out", required=True, type=click.Path(file_okay=False), help="The experiment folder (mixes/, recipes/, runs/, CSVs)."),
         click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per design, seeds 0..N-1."),
         click.option("--steps", type=click.IntRange(min=1), help="Steps per proxy run (default: the phase's)."),
+        click.option("--from", "from_run", help="Annealed: start every run from RUN@STEP's checkpoint weights (RUN alone: its newest)."),
         click.option("--shards", default="shards", show_default=True, type=click.Path(file_okay=False), help="The shard store."),
         click.option("--sample", is_flag=True, help="Build from the offline sample data (mixc build --sample)."),
         click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads per run."),
@@ -634,8 +636,12 @@ def _run_experiment(kind, base, designs, descriptions, o, catalog_sources=None) 
 
     folder = _Path(o["out"])
     build_args = ["--sample"] if o["sample"] else []
+    from .experiments.runner import checkpoint_of
+
+    init_from = checkpoint_of(o["from_run"]) if o["from_run"] else None
     plan = prepare(kind, base, designs, folder, seeds=o["seeds"], steps=o["steps"], shards=o["shards"], build_args=build_args,
-                   train_args=["--threads", str(o["threads"])], descriptions=descriptions, catalog_sources=catalog_sources)
+                   train_args=["--threads", str(o["threads"])], descriptions=descriptions, catalog_sources=catalog_sources,
+                   init_from=init_from)
     click.echo(f"{len(designs)} designs x {o['seeds']} seeds in {folder} (mixes/, recipes/, runs/)")
     if o["prepare_only"]:
         return

@@ -46,11 +46,13 @@ class Run:
         return Path(self.folder).name
 
 
-def derived_recipe(base: Base, design: str, mix_path: Path, out: Path, steps: int | None) -> Path:
+def derived_recipe(base: Base, design: str, mix_path: Path, out: Path, steps: int | None, annealed: bool = False) -> Path:
     """The base recipe cut to the varied phase, on the design's mix, with its own schedule over `steps`.
 
-    The phase becomes a run of its own: a WSD schedule at the recipe's peak learning rate, warmup
-    a tenth of the steps, decay over the last fifth (a proxy run's schedule, not the base run's)."""
+    The phase becomes a run of its own. From scratch: a WSD schedule at the recipe's peak learning
+    rate, warmup a tenth of the steps, decay over the last fifth (a proxy run's schedule). Annealed
+    (started from a stable-phase checkpoint): no warmup, a linear decay from the peak rate to the
+    recipe's final rate over all the steps, as the playbook's annealing ablations do."""
     if base.recipe is None:
         raise MixcError("a proxy run needs a recipe (RECIPE --phase P), not a bare mix")
     data = load_file(base.recipe.path).data
@@ -61,15 +63,34 @@ def derived_recipe(base: Base, design: str, mix_path: Path, out: Path, steps: in
     phase.pop("start_step", None)
     phase.pop("schedule", None)
     phase.update(steps=n, run="main", mix=os.path.relpath(mix_path.resolve(), out.parent.resolve()))
-    warmup = max(0, n // 10)
-    decay = max(1, n // 5)
+    warmup = 0 if annealed else max(0, n // 10)
+    decay = n if annealed else max(1, n // 5)
     data = {**data, "name": f"{recipe.name}-{design}", "phases": [phase],
             "description": f"proxy run of {recipe.name} phase {phase['name']} on mix {design} (written by mixc)",
             "schedule": {"type": "wsd", "peak_lr": recipe.schedule.peak_lr, "warmup_steps": warmup,
                          "decay_start_step": max(n - decay + 1, warmup + 1), "decay_steps": min(decay, n - warmup),
-                         "final_lr": 0.0}}
+                         "final_lr": recipe.schedule.final_lr}}
     write_atomic(out, yaml.safe_dump(data, sort_keys=False, width=1000).encode())
     return out
+
+
+def checkpoint_of(spec: str) -> str:
+    """RUN@STEP (a run folder and one of its checkpoint steps) or RUN (its newest checkpoint) as a checkpoint folder."""
+    from ..train import checkpoint
+
+    run, _, step = spec.partition("@")
+    root = Path(run) / "checkpoints"
+    if not step:
+        return str(checkpoint.resolve(run))
+    try:
+        wanted = int(step)
+    except ValueError:
+        raise MixcError(f"--from {spec}: '{step}' is not a step number (RUN@STEP)") from None
+    found = [d for d in checkpoint.checkpoint_dirs(root) if checkpoint.step_of(d) == wanted]
+    if not found:
+        have = ", ".join(str(checkpoint.step_of(d)) for d in checkpoint.checkpoint_dirs(root)) or "none"
+        raise MixcError(f"--from {spec}: no checkpoint of step {wanted} in {root} (steps there: {have})")
+    return str(found[0].resolve())
 
 
 def plan_runs(folder: Path, designs: list[str], seeds: int) -> list[Run]:

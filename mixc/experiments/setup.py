@@ -17,7 +17,8 @@ from .report import ablation_report, report_table
 
 def prepare(kind: str, base: Base, designs: dict[str, dict[str, float]], folder: Path, *, seeds: int, steps: int | None,
             shards: str, build_args: list[str], train_args: list[str], descriptions: dict[str, str],
-            catalog_sources: dict | None = None) -> dict[str, Any]:
+            catalog_sources: dict | None = None, init_from: str | None = None) -> dict[str, Any]:
+    """Mixes, derived recipes and experiment.json; `init_from` (a checkpoint) makes every run an annealed one."""
     folder = Path(folder)
     existing = folder / runner.PLAN_FILE
     sources = list(base.sources)
@@ -31,7 +32,9 @@ def prepare(kind: str, base: Base, designs: dict[str, dict[str, float]], folder:
             raise MixcError(f"{folder} holds an experiment with other designs; choose another --out (or delete it)")
     for name, shares in designs.items():
         mix = write_mix(folder / "mixes" / f"{name}.yaml", name, shares, base, descriptions[name], catalog_sources)
-        runner.derived_recipe(base, name, mix, folder / "recipes" / f"{name}.yaml", steps)
+        runner.derived_recipe(base, name, mix, folder / "recipes" / f"{name}.yaml", steps, annealed=init_from is not None)
+    if init_from is not None:
+        train_args = [*train_args, "--init-from", init_from]
     runs = runner.plan_runs(folder, list(designs), seeds)
     known = {**base.sources, **(catalog_sources or {})}
     runner.write_plan(folder, kind, runs, shards, build_args, train_args, shares_out, sources,
