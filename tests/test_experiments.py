@@ -31,6 +31,10 @@ PILE_CC = "metric/the_pile_pile_cc_val_loss"
 
 @pytest.fixture
 def recipe(tmp_path) -> Path:
+    return write_recipe(tmp_path)
+
+
+def write_recipe(tmp_path: Path) -> Path:
     """A catalog of five sources (two web languages, code, two math), a relative mix and a one-phase recipe."""
     (tmp_path / "sources.yaml").write_text(textwrap.dedent("""\
         sources:
@@ -49,7 +53,7 @@ def recipe(tmp_path) -> Path:
         """))
     (tmp_path / "recipe.yaml").write_text(textwrap.dedent("""\
         name: exp
-        tokenizer: sample:bpe-8192
+        tokenizer: sample:bpe-512
         model: smollm3-test
         global_batch_tokens: 2048
         schedule: {type: cosine, peak_lr: 1.0e-3, warmup_steps: 1}
@@ -368,3 +372,66 @@ def test_ray_path_runs_every_unfinished_run_as_a_task(recipe, tmp_path, monkeypa
 def test_format_table_writes_empty_cells_for_missing_metrics():
     text = format_table("run", ["a", "b"], ["r1"], [[1.0, float("nan")]])
     assert text == "run,a,b\nr1,1.0,\n"
+
+
+# --------------------------------------------------------------------------- real runs (tiny model, a few steps)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The fixture recipe built from the offline sample data, and a base run of 2 steps with a checkpoint."""
+    tmp_path = tmp_path_factory.mktemp("built")
+    recipe = write_recipe(tmp_path)
+    store = tmp_path / "store"
+    proc = _mixc("build", "--recipe", recipe, "--out", store, "--sample", "--sample-documents", "40", "--quiet", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    proc = _mixc("train", recipe, "--shards", store, "--out", tmp_path / "base", "--max-steps", "2", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    return recipe, store, tmp_path / "base"
+
+
+def test_init_from_starts_a_fresh_run_on_the_checkpoint_weights(built, tmp_path):
+    import torch
+
+    from mixc.train import checkpoint
+    from mixc.train import dist as distributed
+    from mixc.train.loop import Trainer
+
+    recipe, built, base_run = built
+    base = load_base(recipe, "decay")
+    v = apply_vary(base, "math=2x")
+    ckpt = runner.checkpoint_of(f"{base_run}@2")
+    plan = prepare("ablate", base, {"math-x2": v.shares}, tmp_path / "exp", seeds=1, steps=2, shards=str(built),
+                   build_args=["--sample", "--sample-documents", "40"], train_args=[], descriptions={"math-x2": "x"}, init_from=ckpt)
+    assert plan["train_args"] == ["--init-from", ckpt]
+    derived = plan["runs"][0]["recipe"]
+    assert _mixc("build", "--recipe", derived, "--out", built, "--sample", "--sample-documents", "40", "--quiet").returncode == 0
+    world = distributed.setup("cpu", False)
+    try:
+        trainer = Trainer(Path(derived), built, tmp_path / "annealed", world, resume=False, micro_batch_size=None, max_steps=None,
+                          checkpoint_every=0, keep=1, attention="sdpa", seed=None, fsdp=False, peak_flops=None, num_workers=0,
+                          log_every=0, verify_store=False, log=lambda _m: None, on_step=None, init_from=ckpt)
+        trainer.setup()
+        saved = checkpoint.load(ckpt)[0]["model"]
+        ours = trainer.model.state_dict()
+        assert ours.keys() == saved.keys() and all(torch.equal(ours[k], saved[k]) for k in ours)
+        assert trainer.start_step == 0  # a fresh run: its own schedule and data from step 1
+    finally:
+        distributed.teardown(world)
+    with pytest.raises(MixcError, match="no checkpoint of step 7"):
+        runner.checkpoint_of(f"{base_run}@7")
+
+
+@pytest.mark.slow  # two builds and two trainings, each a fresh process
+def test_ablate_cli_runs_annealed_variants_and_reruns_nothing(built, tmp_path):
+    recipe, built, base_run = built
+    args = ["ablate", recipe, "--phase", "decay", "--from", f"{base_run}@2", "--vary", "code=0.5", "--steps", "2",
+            "--shards", built, "--sample", "--out", tmp_path / "abl"]
+    proc = _mixc(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "baseline-s0: done" in proc.stdout and "code-0.5-s0: done" in proc.stdout
+    metrics = read_table(tmp_path / "abl" / "metrics.csv")
+    assert metrics.ids == ["baseline-s0", "code-0.5-s0"] and "loss/train" in metrics.columns
+    assert read_table(tmp_path / "abl" / "ratios.csv").select(["code-a"])[1][0] == pytest.approx(0.5)
+    again = _mixc(*args)
+    assert again.returncode == 0 and "done" not in again.stdout.replace("done (skipped)", "")

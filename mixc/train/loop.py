@@ -215,7 +215,8 @@ class Trainer:
     def _init_weights(self, config: SmolLM3Config) -> None:
         """--init-from: another run's checkpoint weights; optimizer, schedule, data order and step start fresh."""
         found, state, meta = checkpoint.load_given(self.init_from, warn=self.log)
-        if meta.get("model_config") != config.to_dict():
+        # rope_theta is set by each phase as it starts: it is no part of the weights' shape
+        if {**(meta.get("model_config") or {}), "rope_theta": None} != {**config.to_dict(), "rope_theta": None}:
             raise MixcError(f"{found} holds a model of another shape than recipe model '{self.recipe.model}' with this tokenizer")
         theirs, ours = (meta.get("tokenizer") or {}).get("fingerprint"), (self.tokenizer or {}).get("fingerprint")
         if theirs != ours:
