@@ -602,6 +602,8 @@ def propose_command(model_path, target, base, phase, min_shares, max_shares, max
     prior_text = f" (prior: {result['prior_predicted']:.6g})" if result["prior_predicted"] is not None else ""
     click.echo(f"predicted {model.target}: {found.predicted:.6g}{prior_text}  ({found.evaluated} mixtures evaluated)")
     click.echo("active constraints: " + ("; ".join(found.active) if found.active else "none"))
+    if found.warning:
+        click.echo(f"warning: {found.warning}", err=True)
     click.echo(f"wrote {out}")
 
 

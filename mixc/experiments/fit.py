@@ -7,7 +7,7 @@ Three models, each saved as JSON and reloaded to predict:
   (golden section on the training error) around the range of L, with t and k from numpy least
   squares at each c. Shares that sum to 1 make k and a shift of every t_j the same thing; the
   fit reports the gauge sum_j t_j = 0 (k absorbs the rest).
-- `quadratic`: ridge regression on r_j and every product r_i r_j, features standardized, the
+- `quadratic`: ridge regression on r_j and every product r_i r_j, features centred, the
   intercept unpenalized, the ridge strength chosen by an inner 5-fold cross-validation.
 - `lightgbm`: gradient-boosted trees (RegMix's choice), when the `lightgbm` package is installed
   (`pip install mixc[experiments]`). Hyper-parameters as RegMix's regression notebook (learning
@@ -133,10 +133,11 @@ def quadratic_features(X: np.ndarray) -> np.ndarray:
 
 
 def _ridge(F: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    # Centred, not standardized: shares and their products share one scale, and dividing a rare
+    # source's column by its tiny spread would let its coefficient grow and the fit extrapolate wildly.
     mean = F.mean(axis=0)
-    scale = F.std(axis=0)
-    scale[scale == 0] = 1.0  # a constant column carries nothing; keep it out of the division
-    Z = (F - mean) / scale
+    scale = np.ones(F.shape[1])
+    Z = F - mean
     n, d = Z.shape
     coef = np.linalg.solve(Z.T @ Z + lam * n * np.eye(d), Z.T @ (y - y.mean()))
     return coef, mean, scale, float(y.mean())
@@ -236,6 +237,7 @@ def fit(kind: str, X: np.ndarray, y: np.ndarray, sources: list[str], target: str
         params = fit_lightgbm(X, y)
     else:
         raise MixcError(f"unknown model '{kind}' (known: {', '.join(MODELS)})")
+    params["target_range"] = [float(y.min()), float(y.max())]  # lets propose say when it extrapolates
     return Model(kind, list(sources), target, params)
 
 

@@ -111,5 +111,5 @@ def load_fitted(path: str, target: str | None) -> Model:
 
 def proposal_result(model: Model, proposal, out: Path) -> dict[str, Any]:
     return {"target": model.target, "predicted": finite(proposal.predicted), "prior_predicted": finite(proposal.prior_predicted),
-            "active": proposal.active, "evaluated": proposal.evaluated, "mix": str(out),
+            "active": proposal.active, "evaluated": proposal.evaluated, "mix": str(out), "warning": proposal.warning,
             "shares": {s: float(v) for s, v in zip(model.sources, proposal.shares) if v > 0}}

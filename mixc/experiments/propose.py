@@ -5,7 +5,7 @@ only predictions: many random mixtures (Dirichlet draws around the prior, or uni
 there is none, plus the prior itself and the constraint corners), each projected onto the
 feasible set; then local refinement from the best few (Dirichlet steps concentrated on the
 current point, projected, kept when they predict lower), with the step shrinking; last, moves of
-share from one source to another (all of the room, half, a tenth, a hundredth), which carry the
+share from one source to another (all of the room, 30%, 3%), which carry the
 mix onto the bounds a smooth optimum sits on. Seeded:
 the same model and constraints give the same mix.
 """
@@ -27,9 +27,10 @@ class Proposal:
     prior_predicted: float | None
     active: list[str]
     evaluated: int
+    warning: str | None
 
 
-def propose(model: Model, constraints: Constraints, *, candidates: int = 4000, refine_rounds: int = 30,
+def propose(model: Model, constraints: Constraints, *, candidates: int = 4000, refine_rounds: int = 20,
             seed: int = 0) -> Proposal:
     rng = np.random.default_rng(seed)
     n = len(constraints.sources)
@@ -44,7 +45,7 @@ def propose(model: Model, constraints: Constraints, *, candidates: int = 4000, r
     points = _feasible(constraints, draws)
     values = model.predict(np.array(points))
     evaluated = len(points)
-    best_idx = np.argsort(values, kind="mergesort")[:8]
+    best_idx = np.argsort(values, kind="mergesort")[:4]
     starts = [(points[i], float(values[i])) for i in best_idx]
     best_x, best_v = starts[0]
     for x, v in starts:
@@ -66,13 +67,22 @@ def propose(model: Model, constraints: Constraints, *, candidates: int = 4000, r
     best_x, best_v, moved = _pairwise(model, constraints, best_x, best_v)
     evaluated += moved
     prior_v = float(model.predict(prior[None, :])[0]) if prior is not None else None
-    return Proposal(best_x, best_v, prior_v, constraints.active(best_x), evaluated)
+    warning = None
+    lo, hi = model.params.get("target_range", (None, None))
+    if lo is not None and not lo - (hi - lo) <= best_v <= hi + (hi - lo):
+        warning = (f"the prediction {best_v:.6g} lies far outside the fitted runs' range [{lo:.6g}, {hi:.6g}]: the model is "
+                   "extrapolating; stay near the runs (--prior with --max-distance) or add runs there")
+    return Proposal(best_x, best_v, prior_v, constraints.active(best_x), evaluated, warning)
 
 
 def _feasible(constraints: Constraints, draws) -> list[np.ndarray]:
     out = []
     for x in draws:
-        y = constraints.project(np.asarray(x, dtype=np.float64))
+        x = np.asarray(x, dtype=np.float64)
+        if constraints.ok(x):  # already feasible (a pairwise move inside the bounds): no projection needed
+            out.append(x)
+            continue
+        y = constraints.project(x)
         if y is not None and constraints.ok(y):
             out.append(y)
     return out
@@ -90,7 +100,7 @@ def _pairwise(model: Model, constraints: Constraints, x: np.ndarray, v: float, r
                 room = min(constraints.hi[i] - x[i], x[j] - constraints.lo[j])
                 if room <= 1e-12:
                     continue
-                for frac in (1.0, 0.5, 0.1, 0.01):
+                for frac in (1.0, 0.3, 0.03):
                     y = x.copy()
                     y[i] += room * frac
                     y[j] -= room * frac
