@@ -88,7 +88,7 @@ def _feasible(constraints: Constraints, draws) -> list[np.ndarray]:
     return out
 
 
-def _pairwise(model: Model, constraints: Constraints, x: np.ndarray, v: float, rounds: int = 20) -> tuple[np.ndarray, float, int]:
+def _pairwise(model: Model, constraints: Constraints, x: np.ndarray, v: float, rounds: int = 10) -> tuple[np.ndarray, float, int]:
     n = len(x)
     evaluated = 0
     for _ in range(rounds):
