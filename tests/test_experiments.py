@@ -300,7 +300,9 @@ FAKE_MIXC = textwrap.dedent("""\
         sys.exit(3)
     seed = int(args[args.index("--seed") + 1])
     loss = 2.0 + 0.01 * seed + (0.5 if "math" in out.name else 0.0)
-    (out / "summary.json").write_text(json.dumps({"loss_last": loss, "eval": {"bpb": {"web": loss / 2}}}))
+    heldout = {"sources": {"web-a": {"category": "web", "loss": loss, "bpb": loss / 2}},
+               "categories": {"web": {"loss": loss, "bpb": loss / 2}}, "mix": {"loss": loss + 1, "bpb": loss / 2 + 1}}
+    (out / "summary.json").write_text(json.dumps({"loss_last": loss, "heldout": heldout}))
     """)
 
 
@@ -335,7 +337,9 @@ def test_runner_skips_finished_runs_reports_failures_and_retries_them(recipe, tm
     assert outcome["baseline-s0"] == "done (skipped)" and outcome["drop-web-b-s1"] == "done"
     out = results(tmp_path / "exp")
     ratios, metrics = read_table(out["ratios"]), read_table(out["metrics"])
-    assert len(ratios.ids) == 9 and metrics.columns == ["bpb/web", "loss/train"]
+    assert len(ratios.ids) == 9
+    assert metrics.columns == ["bpb/mix", "bpb/web", "bpb/web-a", "loss/mix", "loss/train", "loss/web", "loss/web-a"]
+    assert metrics.column("loss/mix")[metrics.ids.index("math-x2-s1")] == pytest.approx(2.0 + 0.01 + 0.5 + 1)
     assert ratios.select(["web-a"])[ratios.ids.index("drop-web-b-s0")][0] == pytest.approx(0.5)
     math_x2 = next(v for v in out["report"]["variants"] if v["design"] == "math-x2")
     row = next(r for r in math_x2["metrics"] if r["metric"] == "loss/train")

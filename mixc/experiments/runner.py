@@ -227,21 +227,39 @@ def run_ray(plan: dict[str, Any], cpus: float, gpus: float, address: str | None 
     return outcome
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}/{k}" if prefix else str(k), v, out)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        out[prefix] = float(value)
+def heldout_metrics(heldout: dict[str, Any]) -> dict[str, float]:
+    """Columns from a held-out evaluation (summary.json's "heldout", or `mixc eval --format json`):
+    bpb/<source> and loss/<source>, bpb/<category> and loss/<category>, bpb/mix and loss/mix.
+    A category named like a source is written category:<name>, so no column means two things."""
+    out: dict[str, float] = {}
+    sources = heldout.get("sources") or {}
+    for name, figures in sources.items():
+        for key in ("bpb", "loss"):
+            if _number(figures.get(key)):
+                out[f"{key}/{name}"] = float(figures[key])
+    for name, figures in (heldout.get("categories") or {}).items():
+        label = f"category:{name}" if name in sources or name == "mix" else name
+        for key in ("bpb", "loss"):
+            if _number(figures.get(key)):
+                out[f"{key}/{label}"] = float(figures[key])
+    for key in ("bpb", "loss"):
+        if _number((heldout.get("mix") or {}).get(key)):
+            out[f"{key}/mix"] = float(heldout["mix"][key])
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def run_metrics(run: Run) -> dict[str, float]:
-    """`loss/train` (the last training loss), and every number of summary.json's eval block by its key path."""
+    """`loss/train` (the last training loss) and, when the run was evaluated in the loop, its last
+    held-out evaluation (see heldout_metrics)."""
     summary = json.loads((Path(run.folder) / "summary.json").read_text())
     out: dict[str, float] = {}
-    if isinstance(summary.get("loss_last"), (int, float)):
+    if _number(summary.get("loss_last")):
         out["loss/train"] = float(summary["loss_last"])
-    _flatten("", summary.get("eval") or {}, out)
+    out.update(heldout_metrics(summary.get("heldout") or {}))
     return out
 
 
