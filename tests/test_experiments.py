@@ -439,3 +439,28 @@ def test_ablate_cli_runs_annealed_variants_and_reruns_nothing(built, tmp_path):
     assert read_table(tmp_path / "abl" / "ratios.csv").select(["code-a"])[1][0] == pytest.approx(0.5)
     again = _mixc(*args)
     assert again.returncode == 0 and "done" not in again.stdout.replace("done (skipped)", "")
+
+
+def test_sweep_cli_writes_strict_mixes_within_epoch_caps_and_the_same_designs_again(recipe, tmp_path):
+    args = ["sweep", recipe, "--phase", "decay", "--runs", "6", "--max-epochs", "1", "--steps", "50", "--max-share", "code=0.3",
+            "--prior", "tokens", "--out", tmp_path / "sw", "--prepare-only"]
+    proc = _mixc(*args)
+    assert proc.returncode == 0, proc.stderr
+    mixes = sorted((tmp_path / "sw" / "mixes").glob("*.yaml"))
+    assert [m.stem for m in mixes] == ["d0", "d1", "d2", "d3", "d4", "d5"]
+    assert not validate_paths([str(tmp_path / "sw")], strict=True).errors
+    phase_tokens = 50 * 2048
+    sizes = {"web-a": 100000, "web-b": 50000, "code-a": 200000, "math-a": 2000, "math-b": 400000}
+    first = {m.stem: shares_of(m) for m in mixes}
+    for shares in first.values():
+        for s, share in shares.items():
+            assert share <= sizes[s] / phase_tokens + 1e-6  # one epoch at most
+        assert shares.get("code-a", 0) <= 0.3 + 1e-6
+    plan = runner.read_plan(tmp_path / "sw")
+    assert [r["design"] for r in plan["runs"]] == ["d0", "d1", "d2", "d3", "d4", "d5"]
+    recipe_text = yaml.safe_load((tmp_path / "sw" / "recipes" / "d3.yaml").read_text())
+    assert recipe_text["name"] == "exp-d3" and recipe_text["phases"][0]["steps"] == 50
+    assert _mixc(*args).returncode == 0  # same seed: the same designs, so the folder is accepted again
+    assert {m.stem: shares_of(m) for m in mixes} == first
+    other = _mixc(*args[:-3], "--design-seed", "5", "--out", tmp_path / "sw", "--prepare-only")
+    assert other.returncode == 1 and "holds an experiment with other designs" in other.stderr
