@@ -322,7 +322,14 @@ def _experiment(recipe, tmp_path, seeds=3):
 
 
 def test_runner_skips_finished_runs_reports_failures_and_retries_them(recipe, tmp_path, monkeypatch):
-    plan = _experiment(recipe, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    base = load_base(recipe, "decay")
+    vs = variants(base, ["math=2x", "drop:web-b"])
+    # relative --out and --shards: experiment.json keeps absolute paths, so results work from any folder
+    plan = prepare("ablate", base, {v.name: v.shares for v in vs}, Path("exp"), seeds=3, steps=2, shards="store",
+                   build_args=[], train_args=[], descriptions={v.name: v.vary for v in vs})
+    assert all(Path(r["folder"]).is_absolute() for r in plan["runs"]) and Path(plan["shards"]).is_absolute()
+    monkeypatch.chdir(recipe.parent.parent)
     assert not validate_paths([str(tmp_path / "exp" / "recipes"), str(tmp_path / "exp" / "mixes")], strict=True).errors
     mixc = _fake(tmp_path, monkeypatch, fail="drop-web-b")
     outcome = runner.run_local(plan, parallel=2, mixc=mixc, echo=lambda _: None)
@@ -344,6 +351,8 @@ def test_runner_skips_finished_runs_reports_failures_and_retries_them(recipe, tm
     math_x2 = next(v for v in out["report"]["variants"] if v["design"] == "math-x2")
     row = next(r for r in math_x2["metrics"] if r["metric"] == "loss/train")
     assert row["delta"] == pytest.approx(0.5) and row["effect"] == "worse"  # 0.5 >> 2 x seed sd 0.01
+    if "report_png" in out:  # matplotlib installed
+        assert Path(out["report_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     drop = next(v for v in out["report"]["variants"] if v["design"] == "drop-web-b")
     assert next(r for r in drop["metrics"] if r["metric"] == "loss/train")["effect"] is None
 

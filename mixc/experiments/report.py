@@ -61,3 +61,34 @@ def report_table(report: dict[str, Any]) -> str:
             sd = "-" if r["seed_sd"] is None else f"{r['seed_sd']:.4f}"
             lines.append(f"  {r['metric']:<28} {r['baseline']:>10.4f} {r['variant']:>10.4f} {r['delta']:>+10.4f} {sd:>9}  {r['effect'] or '-'}")
     return "\n".join(lines)
+
+
+def report_png(report: dict[str, Any], path, metrics: list[str] | None = None) -> bool:
+    """One panel per metric: each variant's delta against the baseline, whiskers at 2 x the pooled seed
+    standard deviation (the effect rule), called effects filled. False when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = metrics or sorted({r["metric"] for v in report["variants"] for r in v["metrics"]})
+    if not names or not report["variants"]:
+        return False
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 1.2 + 0.45 * len(report["variants"]) * len(names)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], names):
+        rows = [(v["design"], next((r for r in v["metrics"] if r["metric"] == metric), None)) for v in report["variants"]]
+        rows = [(d, r) for d, r in rows if r is not None]
+        y = np.arange(len(rows))
+        deltas = [r["delta"] for _, r in rows]
+        errs = [2 * r["seed_sd"] if r["seed_sd"] is not None else 0 for _, r in rows]
+        colors = ["#c0392b" if r["effect"] == "worse" else "#27ae60" if r["effect"] == "better" else "#bbbbbb" for _, r in rows]
+        ax.barh(y, deltas, xerr=errs, color=colors, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, [d for d, _ in rows])
+        ax.set_title(f"{metric}: delta vs baseline (lower is better; whiskers 2 x seed sd)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -12,14 +12,15 @@ from ..errors import MixcError
 from ..shards.store import write_atomic
 from . import runner
 from .mixes import Base, rounded_shares, write_mix
-from .report import ablation_report, report_table
+from .report import ablation_report, report_png, report_table
 
 
 def prepare(kind: str, base: Base, designs: dict[str, dict[str, float]], folder: Path, *, seeds: int, steps: int | None,
             shards: str, build_args: list[str], train_args: list[str], descriptions: dict[str, str],
             catalog_sources: dict | None = None, init_from: str | None = None) -> dict[str, Any]:
     """Mixes, derived recipes and experiment.json; `init_from` (a checkpoint) makes every run an annealed one."""
-    folder = Path(folder)
+    folder = Path(folder).resolve()  # experiment.json names absolute paths: `mixc results` works from anywhere
+    shards = str(Path(shards).resolve())
     existing = folder / runner.PLAN_FILE
     sources = list(base.sources)
     for shares in designs.values():
@@ -68,6 +69,8 @@ def results(folder: Path) -> dict[str, Any]:
         write_atomic(folder / "report.json", json.dumps(report, indent=1) + "\n")
         out["report"] = report
         out["report_file"] = str(folder / "report.json")
+        if report_png(report, folder / "report.png"):
+            out["report_png"] = str(folder / "report.png")
     return out
 
 
@@ -75,7 +78,8 @@ def results_text(out: dict[str, Any]) -> str:
     lines = []
     if "report" in out:
         lines.append(report_table(out["report"]))
-    lines.append(f"wrote {out['ratios']} and {out['metrics']}" + (f"; and {out['report_file']}" if "report_file" in out else ""))
+    extra = [out[k] for k in ("report_file", "report_png") if k in out]
+    lines.append(f"wrote {out['ratios']} and {out['metrics']}" + (f"; and {', '.join(extra)}" if extra else ""))
     if out["failed"]:
         lines.append(f"failed (rerun the same command to retry): {', '.join(out['failed'])}")
     pending = [r for r in out["unfinished"] if r not in out["failed"]]
