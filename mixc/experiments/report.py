@@ -23,7 +23,7 @@ def ablation_report(per_run: dict[str, dict[str, float]], designs: dict[str, str
     if "baseline" not in by_design:
         return {"rule": NOISE_RULE, "variants": [], "problem": "no finished baseline run"}
     base = by_design["baseline"]
-    metric_names = sorted({k for runs in by_design.values() for m in runs for k in m})
+    metric_names = sorted({k for runs in by_design.values() for m in runs for k in m}, key=_metric_order)
     variants = []
     for design, runs in by_design.items():
         if design == "baseline":
@@ -44,6 +44,17 @@ def ablation_report(per_run: dict[str, dict[str, float]], designs: dict[str, str
     return {"rule": NOISE_RULE, "variants": variants}
 
 
+ROLLUPS = ("mix", "web", "multilingual", "code", "math", "reasoning")
+
+
+def _metric_order(name: str) -> tuple:
+    """bpb before loss; the mix, then the categories, then the sources (alphabetical)."""
+    kind, _, what = name.partition("/")
+    what = what.removeprefix("category:")
+    rank = ROLLUPS.index(what) if what in ROLLUPS else len(ROLLUPS)
+    return ({"bpb": 0, "loss": 1}.get(kind, 2), rank, name)
+
+
 def _pooled_sd(b: np.ndarray, v: np.ndarray) -> float | None:
     if len(b) < 2 or len(v) < 2:
         return None
@@ -54,12 +65,13 @@ def report_table(report: dict[str, Any]) -> str:
     lines = [f"effect rule: {report['rule']}; lower is better (losses, bits per byte)"]
     if report.get("problem"):
         lines.append(report["problem"])
+    width = max([len(r["metric"]) for v in report["variants"] for r in v["metrics"]] + [6])
     for variant in report["variants"]:
         lines.append(f"\n{variant['design']}")
-        lines.append(f"  {'metric':<28} {'baseline':>10} {'variant':>10} {'delta':>10} {'seed sd':>9}  effect")
+        lines.append(f"  {'metric':<{width}} {'baseline':>10} {'variant':>10} {'delta':>10} {'seed sd':>9}  effect")
         for r in variant["metrics"]:
             sd = "-" if r["seed_sd"] is None else f"{r['seed_sd']:.4f}"
-            lines.append(f"  {r['metric']:<28} {r['baseline']:>10.4f} {r['variant']:>10.4f} {r['delta']:>+10.4f} {sd:>9}  {r['effect'] or '-'}")
+            lines.append(f"  {r['metric']:<{width}} {r['baseline']:>10.4f} {r['variant']:>10.4f} {r['delta']:>+10.4f} {sd:>9}  {r['effect'] or '-'}")
     return "\n".join(lines)
 
 
