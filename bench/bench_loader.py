@@ -34,8 +34,9 @@ import torch
 
 from mixc.loader import CurriculumStream, MicroBatches, to_torch
 from mixc.plan import plan_recipe
-from mixc.shards.store import PHASE_FORMAT, SHARDS_FORMAT, source_streams, write_json_atomic
 from mixc.spec import load_recipe
+from mixc.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
+from mixc.streams import source_streams
 
 SEQ = 4096
 VOCAB = 128_256

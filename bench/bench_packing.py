@@ -81,7 +81,7 @@ def main() -> None:
             print(f"{'':>17} set-up median {statistics.median(times):.2f} s, range {min(times):.2f}-{max(times):.2f} s "
                   f"over {args.rounds} rounds; {len(docs):,} documents")
     if args.store:
-        from mixc.shards.store import complete_source_folders, read_manifest
+        from mixc.store import complete_source_folders, read_manifest
 
         streams = []
         for folder in complete_source_folders(args.store):

@@ -32,19 +32,20 @@ import numpy as np
 from .blend import Blend
 from .errors import MixcError
 from .plan import Plan
+from .store import TOKEN_SIZES, token_dtype
 
 
 class SourceStream:
     """The memory-mapped token stream of one source: its .ds shards end to end."""
 
     def __init__(self, name: str, files: Sequence[str | Path], token_size: int, vocab_size: int | None = None):
-        if token_size not in (2, 4):
+        if token_size not in TOKEN_SIZES:
             raise MixcError(f"source '{name}': token size {token_size} is neither 2 nor 4 bytes")
         self.name = name
         self.files = [Path(f) for f in files]
         self.token_size = token_size
         self.vocab_size = vocab_size
-        self.dtype = np.uint16 if token_size == 2 else np.uint32
+        self.dtype = token_dtype(token_size)
         sizes = []
         for f in self.files:
             try:

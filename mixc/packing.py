@@ -37,6 +37,7 @@ import numpy as np
 
 from .blend import source_key
 from .errors import MixcError
+from .store import path_part, write_atomic
 
 FORMAT = "mixc.packing/1"
 MODES = ("concat", "bestfit")
@@ -193,7 +194,6 @@ class PackedSource:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _cache_path(self, cache) -> Path | None:
-        from .shards.store import path_part
 
         if cache is False or cache is None or not self.stream.files:
             return None
@@ -228,7 +228,6 @@ class PackedSource:
         return order, counts
 
     def _save(self, order: np.ndarray, counts: np.ndarray) -> None:
-        from .shards.store import write_atomic
 
         dtype = np.uint32 if max(len(order), 1) < 1 << 32 else np.uint64
         buf = io.BytesIO()

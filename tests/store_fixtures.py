@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixc.shards.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
+from mixc.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
 
 
 def _sha(path: Path) -> str:

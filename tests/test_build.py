@@ -20,8 +20,9 @@ from mixc.cli import main
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
 from mixc.shards.run import build
-from mixc.shards.store import StoreLock, read_manifest, source_streams
 from mixc.spec import load_recipe
+from mixc.store import StoreLock, read_manifest
+from mixc.streams import source_streams
 
 MIXC = str(Path(sys.executable).with_name("mixc"))
 
@@ -152,7 +153,7 @@ def test_keys_do_not_depend_on_the_working_directory(tmp_path, tokenizer_path, m
 
 def test_rebuild_tokenizes_again_and_swaps_the_whole_folder(tmp_path, tokenizer_path, monkeypatch):
     import mixc.shards.run as run_mod
-    from mixc.shards.store import complete_source_folders
+    from mixc.store import complete_source_folders
 
     recipe = _project(tmp_path, tokenizer_path)
     store = tmp_path / "store"
@@ -305,7 +306,7 @@ def test_sigkill_at_any_point_then_rerun_gives_identical_bytes(tmp_path, tokeniz
 
 
 def test_an_interrupted_finalize_resumes(tmp_path, tokenizer_path, monkeypatch):
-    import mixc.shards.store as store_mod
+    import mixc.store as store_mod
 
     recipe = _project(tmp_path, tokenizer_path)
     reference = _shard_bytes(_build(recipe, tmp_path / "ref", stage="1").store)

@@ -7,7 +7,8 @@ import pytest
 from build_fixtures import texts, train_tokenizer, write_jsonl
 
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep, encode_documents, load_encoder, task_marker
-from mixc.shards.writer import ShardWriter, metadata_text, token_size_for
+from mixc.shards.writer import ShardWriter
+from mixc.store import metadata_text, token_size_for
 
 
 def _docs_arrays(lengths, eos=0, dtype=np.uint16, seed=0):

@@ -9,8 +9,9 @@ from store_fixtures import make_store
 
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
-from mixc.shards.store import read_manifest, source_streams, source_token_counts
 from mixc.spec import load_recipe
+from mixc.store import read_manifest, source_token_counts
+from mixc.streams import source_streams
 
 
 def _docs(seed, n):

@@ -189,7 +189,7 @@ def test_accumulated_gradient_equals_one_big_batch(recipe_store):
     from contextlib import nullcontext
 
     from mixc.loader import CurriculumLoader, CurriculumStream
-    from mixc.shards.store import source_streams
+    from mixc.streams import source_streams
     from mixc.train.dist import World
     from mixc.train.loop import micro_step
     from mixc.train.model import SmolLM3, get_config
@@ -358,7 +358,7 @@ def test_mask_document_starts_drops_exactly_the_labels_after_eos(recipe_store, t
     import torch.nn.functional as F
 
     from mixc.loader import CurriculumLoader, CurriculumStream
-    from mixc.shards.store import source_streams
+    from mixc.streams import source_streams
     from mixc.train.dist import World
     from mixc.train.loop import micro_step
     from mixc.train.model import SmolLM3, document_start_loss_mask, get_config

@@ -24,9 +24,10 @@ from test_train import RECIPE, pattern_docs
 from mixc.cli import main
 from mixc.loader import CurriculumStream
 from mixc.plan import plan_recipe
-from mixc.shards.store import source_streams, source_token_counts, write_json_atomic
 from mixc.shards.tokenizer import tokenizer_fingerprint
 from mixc.spec import Recipe, load_recipe
+from mixc.store import source_token_counts, write_json_atomic
+from mixc.streams import source_streams
 from mixc.train import checkpoint
 from mixc.train.binding import RESUME_RULES
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import MixcError
 from ..plan import PhasePlan, Plan
 from ..project import load_plan
-from ..shards.store import source_token_counts
+from ..store import source_token_counts
 from .text import _table, human_tokens
 
 SCHEMA = "mixc.epochs/1"

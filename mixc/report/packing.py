@@ -17,6 +17,8 @@ from typing import Any
 from ..errors import MixcError
 from ..packing import PackedSource, concat_stats, document_layout, phase_packing
 from ..plan import Plan
+from ..store import complete_source_folders, phase_manifest, read_manifest
+from ..streams import folder_stream
 from .text import _table
 
 
@@ -54,19 +56,12 @@ def packing_data(plan: Plan, store: str | Path, mode: str | None = None, phase: 
 def _source_streams(store: str | Path, plan: Plan) -> dict:
     """Each source's stream: the folder a phase manifest names, else its newest finished folder
     (the sizes `shard_plan` counted), so phases not built yet do not stop the report."""
-    from ..loader import SourceStream
-    from ..shards.store import complete_source_folders, phase_manifest, read_manifest
-
     folders = {read_manifest(f)["source"]: f for f in complete_source_folders(store)}
     for p in plan.phases:
         m = phase_manifest(store, plan.recipe.name, p.name) if plan.recipe else None
         for s in (m or {}).get("sources", []):
             folders[s["name"]] = Path(store) / s["folder"]
-    streams = {}
-    for name, folder in folders.items():
-        m = read_manifest(folder)
-        streams[name] = SourceStream(name, [Path(folder) / f["path"] for f in m["files"]], int(m["token_size"]))
-    return streams
+    return {name: folder_stream(folder) for name, folder in folders.items()}
 
 
 def _phase_fractions(rows: list[dict[str, Any]]) -> dict[str, float]:

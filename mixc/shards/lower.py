@@ -37,8 +37,8 @@ from ..errors import MixcError
 from ..plan import PhasePlan
 from ..sample import sample_location
 from ..spec import Source
+from ..store import source_folder
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
-from .store import source_folder
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
 from .writer import DEFAULT_SHARD_TOKENS
 

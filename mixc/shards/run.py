@@ -36,18 +36,19 @@ from datatrove.pipeline.base import PipelineStep
 from .. import __version__
 from ..errors import MixcError
 from ..report.text import human_tokens
-from .lower import WORK, BuildOptions, SourceBuild, lower
-from .progress import ProgressDisplay, SourceProgress
-from .store import (
+from ..store import (
     MANIFEST,
     StoreLock,
     finalize_source,
     os_error,
     read_manifest,
     replace_folder,
+    token_size_for,
     tokenizer_file,
     write_phase_manifest,
 )
+from .lower import WORK, BuildOptions, SourceBuild, lower
+from .progress import ProgressDisplay, SourceProgress
 from .tokenize import TokenizerRef, task_error, task_marker
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -554,7 +555,7 @@ def _build(
     """
     from ..project import default_recipe, load_plan
     from ..sample import DEFAULT_SAMPLE_DOCUMENTS
-    from .writer import DEFAULT_SHARD_TOKENS, token_size_for
+    from .writer import DEFAULT_SHARD_TOKENS
 
     if executor not in EXECUTORS:
         raise MixcError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")

@@ -32,8 +32,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
 from ..errors import MixcError
-from .store import os_error, write_atomic, write_json_atomic
-from .writer import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
+from ..store import os_error, token_dtype, write_atomic, write_json_atomic
+from .writer import DEFAULT_SHARD_TOKENS, ShardWriter
 
 DEFAULT_BATCH_DOCUMENTS = 1000  # datatrove's 10,000 cost ~8 GB per worker; 1,000 was also faster
 PROGRESS_EVERY_SECONDS = 0.5

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
 
 from ..errors import MixcError
-from .store import write_atomic
+from ..store import token_size_for, write_atomic
 
 SAMPLE_BPE = re.compile(r"sample:bpe-(\d+)")
 SAMPLE_BPE_VERSION = 1  # bump when the training corpus or trainer settings change
@@ -49,8 +48,8 @@ class TokenizerSpec:
 
     @property
     def token_size(self) -> int:
-        """Bytes per token on disk: datatrove's rule (uint16 while every id fits, else uint32)."""
-        return 4 if self.vocab_size > np.iinfo(np.uint16).max + 1 else 2
+        """Bytes per token on disk (the store's rule)."""
+        return token_size_for(self.vocab_size)
 
     def load(self) -> Tokenizer:
         """The tokenizer with EOS appended to every encoding, exactly as datatrove's DocumentTokenizer sets it up."""

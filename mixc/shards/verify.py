@@ -26,13 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MixcError
-from .store import (
+from ..store import (
     MANIFEST,
     PHASE_FORMAT,
+    TOKEN_SIZES,
     complete_source_folders,
     phase_manifest_path,
     read_manifest,
     read_phase_manifest,
+    token_dtype,
+    token_size_for,
 )
 
 CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
@@ -298,16 +301,16 @@ def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> N
         return
     manifest = folder / MANIFEST
     problems = result.problems
-    if token_size not in (2, 4):
+    if token_size not in TOKEN_SIZES:
         problems.append(Problem(manifest, f"token size {token_size} is neither 2 nor 4"))
         return
-    if token_size != (2 if vocab <= 65536 else 4):
+    if token_size != token_size_for(vocab):
         problems.append(Problem(manifest, f"token size {token_size} does not fit vocabulary size {vocab}"))
     if not 0 <= eos < vocab:
         problems.append(Problem(manifest, f"EOS id {eos} is outside the vocabulary of {vocab}"))
     if (tok_problem := _check_tokenizer(_store_of_source(folder), m["tokenizer"], result)) is not None:
         problems.append(Problem(manifest, tok_problem))
-    dtype = np.dtype(np.uint16 if token_size == 2 else np.uint32).newbyteorder("<")
+    dtype = token_dtype(token_size)
     total_tokens = total_docs = 0
     listed = set()
     for entry in files:
@@ -483,7 +486,7 @@ def inspect_path(path: str | Path, source: str | None = None) -> str:
 def document_tokens(folder: Path, n: int) -> np.ndarray:
     """Document n (0-based, over the folder's files in manifest order), EOS included."""
     m = read_manifest(folder)
-    dtype = np.dtype(np.uint16 if int(m["token_size"]) == 2 else np.uint32).newbyteorder("<")
+    dtype = token_dtype(int(m["token_size"]))
     if not 0 <= n < int(m["documents"]):
         raise MixcError(f"{folder}: no document {n} (the source has {m['documents']:,}, numbered from 0)")
     for entry in m["files"]:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import MixcError
-from ..shards.store import write_atomic
+from ..store import write_atomic
 from . import checkpoint
 from .model import SmolLM3, SmolLM3Config
 

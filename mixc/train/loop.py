@@ -43,9 +43,10 @@ from .. import __version__
 from ..errors import MixcError
 from ..loader import CurriculumLoader, CurriculumStream
 from ..plan import lr_at, plan_recipe, run_schedule
-from ..shards.store import phase_manifest, source_streams, source_token_counts
 from ..shards.verify import check_store_for_training
 from ..spec import load_recipe
+from ..store import phase_manifest, source_token_counts
+from ..streams import source_streams
 from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
