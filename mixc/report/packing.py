@@ -19,7 +19,7 @@ from ..packing import PackedSource, concat_stats, document_layout, phase_packing
 from ..plan import Plan
 from ..store import complete_source_folders, phase_manifest, read_manifest
 from ..streams import folder_stream
-from .text import _table
+from ..text import table
 
 
 def packing_data(plan: Plan, store: str | Path, mode: str | None = None, phase: str | None = None) -> list[dict[str, Any]]:
@@ -93,5 +93,5 @@ def render_packing(phases: list[dict[str, Any]]) -> str:
                 f"padding {_pct(p['padding_fraction'])}"]
         rows = [[r["source"], str(r["documents"]), _pct(r["cut_documents_fraction"]), _pct(r["cut_tokens_fraction"]),
                  _pct(r["padding_fraction"]), "-" if r["epochs"] is None else f"{r['epochs']:.3f}"] for r in p["sources"]]
-        out += ["  " + line for line in _table(HEADERS, rows, "lrrrrr")]
+        out += ["  " + line for line in table(HEADERS, rows, "lrrrrr")]
     return "\n".join(out) + "\n"

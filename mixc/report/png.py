@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..plan import Plan, lr_at, run_schedule
+from ..text import human_tokens
 from .html import run_segments, timeline_payload
-from .text import human_tokens
 
 SEGMENTS = [("web-en", "web (English)", "#4e79a7"), ("multilingual", "multilingual web", "#9cc3e6"),
             ("code", "code", "#f28e2b"), ("math", "math", "#59a14f"), ("reasoning", "reasoning", "#b07aa1")]

@@ -35,7 +35,6 @@ from datatrove.pipeline.base import PipelineStep
 
 from .. import __version__
 from ..errors import MixcError
-from ..report.text import human_tokens
 from ..store import (
     MANIFEST,
     StoreLock,
@@ -47,6 +46,7 @@ from ..store import (
     tokenizer_file,
     write_phase_manifest,
 )
+from ..text import human_tokens
 from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
 from .tokenize import TokenizerRef, task_error, task_marker
