@@ -128,7 +128,20 @@ def phase_manifest_path(store: str | Path, recipe_name: str, phase_name: str) ->
 
 
 def read_phase_manifest(path: str | Path) -> dict:
-    return _read_json(Path(path), "phase manifest", PHASE_FORMAT)
+    """A phase manifest, each source with its normalized `share`.
+
+    Stores built before the field was named `share` hold the same number under `weight`
+    (always the normalized share there, never the mix's raw weight): read as `share`."""
+    data = _read_json(Path(path), "phase manifest", PHASE_FORMAT)
+    for s in data.get("sources", []):
+        if isinstance(s, dict):
+            s.setdefault("share", s.pop("weight", None))
+    return data
+
+
+def phase_share(source: dict) -> float:
+    """The normalized share of one `sources` entry of a phase manifest read as plain JSON."""
+    return float(source["share"] if "share" in source else source["weight"])
 
 
 def phase_manifest(store: str | Path, recipe_name: str, phase_name: str) -> dict | None:
@@ -165,7 +178,7 @@ def source_token_counts(store: str | Path, recipe_name: str | None = None) -> di
         counts[m["source"]] = int(m["tokens"])
     if recipe_name:
         for path in sorted((store / "phases" / recipe_name).glob("*.json")):
-            for s in _read_json(path, "phase manifest", PHASE_FORMAT)["sources"]:
+            for s in read_phase_manifest(path)["sources"]:
                 counts[s["name"]] = int(s["tokens"])
     return counts
 

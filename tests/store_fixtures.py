@@ -43,7 +43,7 @@ def make_store(tmp_path: Path, recipe_name: str, phases: dict[str, dict[str, flo
         write_phase_manifest(store, recipe_name, phase, {
             "stage": None, "tokenizer": any_m["tokenizer"], "token_size": any_m["token_size"],
             "sequence_length": sequence_length, "budget_tokens": budget_tokens,
-            "sources": [{"name": n, "weight": w / total, "folder": f"sources/{n}/{manifests[n]['key']}",
+            "sources": [{"name": n, "share": w / total, "folder": f"sources/{n}/{manifests[n]['key']}",
                          "tokens": manifests[n]["tokens"], "documents": manifests[n]["documents"]} for n, w in weights.items()],
         })
     return store

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
-from ..plan import plan_recipe, run_schedule
+from ..plan import plan_recipe
 from ..spec import ResolvedRecipe, Schedule
 from ..store import read_phase_manifest, recipe_phase_manifests, token_size_for
 from .nanotron_format import KNOWN_MODELS, dump, plain_number, slug
@@ -146,7 +146,7 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
             "optimizer": {
                 "clip_grad": opt.grad_clip,
                 "weight_decay": opt.weight_decay,
-                "learning_rate_scheduler": _lr_scheduler(run_schedule(plan, first), train_steps),
+                "learning_rate_scheduler": _lr_scheduler(first.schedule, train_steps),
                 "optimizer_factory": {"name": "adamW", "adam_beta1": opt.beta1, "adam_beta2": opt.beta2, "adam_eps": opt.eps},
             },
             "model": {"model_config": model_config},

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..plan import Plan, lr_at, run_schedule
+from ..plan import Plan, lr_at
 from ..text import human_tokens
 from .html import run_segments, timeline_payload
 
@@ -125,7 +125,7 @@ def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
     ax = fig.add_subplot(grid[1])
     for r in runs:
         first = plan.phases[r["first_phase"]]
-        sched = run_schedule(plan, first)
+        sched = first.schedule
         steps = np.unique(np.concatenate([
             np.linspace(1, r["steps"], 1500).round(),
             [1, sched.warmup_steps, sched.warmup_steps + 1, r["steps"]],

@@ -458,7 +458,7 @@ def finish(context: BuildContext, ran: set[str] | None = None) -> tuple[list[Sou
         paths.append(write_phase_manifest(store, context.recipe, phase.name, {
             "stage": phase.stage, "tokenizer": context.tokenizer, "token_size": context.token_size,
             "sequence_length": phase.sequence_length, "budget_tokens": phase.budget_tokens,
-            "sources": [{"name": name, "weight": share, "folder": results[name].folder,
+            "sources": [{"name": name, "share": share, "folder": results[name].folder,
                          "tokens": results[name].tokens, "documents": results[name].documents}
                         for name, share in phase.shares.items()],
         }))

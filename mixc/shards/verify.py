@@ -32,6 +32,7 @@ from ..store import (
     TOKEN_SIZES,
     complete_source_folders,
     phase_manifest_path,
+    phase_share,
     read_manifest,
     read_phase_manifest,
     token_dtype,
@@ -169,12 +170,12 @@ def verify_phase(path: Path, result: VerifyResult) -> list[Path]:
     try:
         phase = json.loads(path.read_text(encoding="utf-8"))
         sources = phase["sources"]
-        weights = [float(s["weight"]) for s in sources]
+        shares = [phase_share(s) for s in sources]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(Problem(path, f"unreadable phase manifest ({exc})"))
         return []
-    if sources and abs(sum(weights) - 1.0) > 1e-6:
-        result.problems.append(Problem(path, f"weights sum to {sum(weights):.9g}, not 1"))
+    if sources and abs(sum(shares) - 1.0) > 1e-6:
+        result.problems.append(Problem(path, f"shares sum to {sum(shares):.9g}, not 1"))
     folders = []
     for s in sources:
         folder = store / str(s.get("folder", ""))
@@ -461,8 +462,8 @@ def inspect_path(path: str | Path, source: str | None = None) -> str:
         data = read_phase_manifest(path)
         out.append(f"phase '{data['phase']}' of recipe '{data['recipe']}': budget {data.get('budget_tokens', 0):,} tokens, "
                    f"sequence length {data.get('sequence_length')}, {len(data['sources'])} sources")
-        for s in sorted(data["sources"], key=lambda s: -s["weight"]):
-            out.append(f"  {s['name']:<28} weight {s['weight']:.6f}  {s['tokens']:>16,} tokens  {s['documents']:>12,} docs  {s['folder']}")
+        for s in sorted(data["sources"], key=lambda s: -s["share"]):
+            out.append(f"  {s['name']:<28} share {s['share']:.6f}  {s['tokens']:>16,} tokens  {s['documents']:>12,} docs  {s['folder']}")
         out.append("")
     all_lengths = []
     total_tokens = total_docs = 0

@@ -42,7 +42,7 @@ import torch
 from .. import __version__
 from ..errors import MixcError
 from ..loader import CurriculumLoader, CurriculumStream
-from ..plan import lr_at, plan_recipe, run_schedule
+from ..plan import lr_at, plan_recipe
 from ..shards.verify import check_store_for_training
 from ..spec import load_recipe
 from ..store import phase_manifest, source_token_counts
@@ -182,7 +182,7 @@ def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, 
             log(f"phase {phase.name} (run {phase.run}) from step {step + 1}: sequence length {phase.sequence_length}, "
                 f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step")
         run_step = phase.first_step + local
-        lr = float(lr_at(run_schedule(plan, phase), run_step))
+        lr = float(lr_at(phase.schedule, run_step))
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
