@@ -81,6 +81,32 @@ def _ref(tmp_path, vocab=400, extra=0):
     return TokenizerRef(str(path), str(path), "fp", size, tok.token_to_id("<|endoftext|>"), token_size_for(size), "<|endoftext|>")
 
 
+@pytest.mark.parametrize("before", [None, "1"], ids=["unset", "set"])
+def test_a_task_sets_its_thread_count_while_it_runs_and_puts_it_back(tmp_path, monkeypatch, before):
+    """A task with `threads` sets RAYON_NUM_THREADS (read when the tokenizers thread pool
+    starts) for its own run only: a build run in this process leaves the variable as it was."""
+    import os
+
+    from mixc.shards.readers import StrictJsonlReader
+
+    if before is None:
+        monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("RAYON_NUM_THREADS", before)
+    write_jsonl(tmp_path / "in" / "part.jsonl", texts(5, 20))
+    seen = []
+
+    def documents():
+        seen.append(os.environ.get("RAYON_NUM_THREADS"))
+        yield from StrictJsonlReader(str(tmp_path / "in"), source_name="s")(None, 0, 1)
+
+    step = TokenizeStep("s", _ref(tmp_path), tmp_path / "work", shard_tokens=10**9, threads=3, fast=False)
+    for _ in step(documents(), 0, 1):
+        pass
+    assert seen == ["3"] and os.environ.get("RAYON_NUM_THREADS") == before
+    assert task_marker(tmp_path / "work", 0).exists()
+
+
 @pytest.mark.parametrize("fast", [False, True], ids=["hf-tokenizers", "tiktoken"])
 def test_byte_identical_to_datatrove_document_tokenizer(tmp_path, fast):
     from datatrove.executor import LocalPipelineExecutor

@@ -34,6 +34,7 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 
 from .. import __version__
+from ..environ import scoped_env
 from ..errors import MixcError
 from ..store import (
     MANIFEST,
@@ -306,37 +307,22 @@ class _Discard:
         return False
 
 
-class _QuietTasks:
-    """datatrove prints each task's log (and any traceback) on stderr; mixc keeps them in the
-    task log files under the run folder and reports failures itself, in one line."""
-
-    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        with contextlib.redirect_stderr(_Discard()):
-            return super()._run_for_rank(rank, local_rank, node_rank)
-
-
 def _local_executor(pipeline, tasks: int, workers: int, run_dir: Path):
-    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.executor import LocalPipelineExecutor  # datatrove: heavy, only when building
 
-    class QuietLocal(_QuietTasks, LocalPipelineExecutor):
-        pass
-
-    return QuietLocal(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(run_dir / "logs"),
+    return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(run_dir / "logs"),
                       skip_completed=False)
 
 
 def _ray_executor(pipeline, tasks: int, workers: int, run_dir: Path, threads: int | None):
-    import ray
+    import ray  # optional: only for --executor ray
     from datatrove.executor import RayPipelineExecutor
-
-    class QuietRay(_QuietTasks, RayPipelineExecutor):
-        pass
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
     env = {"RAYON_NUM_THREADS": str(threads)} if threads else {}
     with contextlib.redirect_stderr(_Discard()):  # the "shared filesystem" warning for a local logging dir
-        return QuietRay(pipeline, tasks=tasks, workers=workers, logging_dir=str(run_dir / "logs"), skip_completed=False,
+        return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(run_dir / "logs"), skip_completed=False,
                         cpus_per_task=1, mem_per_cpu_gb=2, ray_remote_kwargs={"runtime_env": {"env_vars": env}} if env else None)
 
 
@@ -708,18 +694,19 @@ def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Pat
     if executor == "local" and min(workers, n_tasks) > 1:
         deaths = _WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
                                 for job, rank in pipeline[0].table])
-    saved_threads = os.environ.get("RAYON_NUM_THREADS")
-    if options.threads:
-        os.environ["RAYON_NUM_THREADS"] = str(options.threads)  # inherited by the worker processes
+    threads = str(options.threads) if options.threads else None
     try:
-        with _datatrove_log(run_dir), _workers_stderr(run_dir, stream) as stream, \
+        with scoped_env("RAYON_NUM_THREADS", threads), _datatrove_log(run_dir), _workers_stderr(run_dir, stream) as stream, \
                 ProgressDisplay(watched, stream, enabled=progress):
             if deaths is not None:
                 deaths.start()
-            if executor == "ray":
-                _ray_executor(pipeline, n_tasks, workers, run_dir, options.threads).run()
-            else:
-                _local_executor(pipeline, n_tasks, workers, run_dir).run()
+            tasks = (_ray_executor(pipeline, n_tasks, workers, run_dir, options.threads) if executor == "ray"
+                     else _local_executor(pipeline, n_tasks, workers, run_dir))
+            # datatrove's task logger copies each task's log (and any traceback) to sys.stderr; mixc
+            # keeps them in the task log files under the run folder and reports failures itself, in
+            # one line. Tasks in worker processes write to fd 2, which _workers_stderr redirected.
+            with contextlib.redirect_stderr(_Discard()):
+                tasks.run()
     except KeyboardInterrupt:
         if deaths is not None and deaths.died is not None:
             label, pid = deaths.died
@@ -731,9 +718,4 @@ def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Pat
     finally:
         if deaths is not None:
             deaths.stop.set()
-        if options.threads:
-            if saved_threads is None:
-                os.environ.pop("RAYON_NUM_THREADS", None)
-            else:
-                os.environ["RAYON_NUM_THREADS"] = saved_threads
     _check_tasks(store, sources, str(run_dir), failure)

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
 
+from ..environ import scoped_env
 from ..errors import MixcError
 from ..store import token_size_for, write_atomic
 
@@ -189,15 +190,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path 
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[ENDOFTEXT], initial_alphabet=alphabet,
                                   show_progress=False)
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
+    with scoped_env("TOKENIZERS_PARALLELISM", "false"):
         tokenizer.train_from_iterator(texts, trainer)
-    finally:
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
     if out_path is not None:
         write_atomic(Path(out_path), tokenizer.to_str())
     return tokenizer
