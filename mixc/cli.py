@@ -434,10 +434,11 @@ def export() -> None:
 @export.command("checkpoint")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["hf"]), default="hf", show_default=True, help="Output format.")
+@click.option("--format", type=click.Choice(["hf"]), default="hf", show_default=True, expose_value=False,
+              help="Output format (Hugging Face, the only one).")
 @click.option("--yarn", "yarn_factor", type=float, help="Record YaRN RoPE scaling by this factor for inference beyond the trained length (max_position_embeddings).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
-def export_checkpoint_command(checkpoint, out, fmt, yarn_factor, dtype) -> None:
+def export_checkpoint_command(checkpoint, out, yarn_factor, dtype) -> None:
     """CHECKPOINT (a checkpoint folder, or a run folder: its latest) as config.json and
     model.safetensors that transformers' AutoModelForCausalLM loads."""
     import torch

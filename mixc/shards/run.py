@@ -484,7 +484,7 @@ def _select_phases(plan, stage: str | int | None):
         raise MixcError(f"--stage {stage}: {exc.args[0]}") from None
 
 
-def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, out: Path, notice):
+def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, notice):
     from .tokenizer import resolve_tokenizer
 
     try:
@@ -576,7 +576,7 @@ def _build(
     base_dir = None if tokenizer else recipe_path.parent
     # Only the recipe's own tokenizer falls back to the demo one under --sample: a tokenizer the
     # user names on the command line is what they asked for, or an error.
-    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample and not tokenizer, out, notice)
+    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample and not tokenizer, notice)
     token_size = token_size_for(spec.vocab_size)
 
     with StoreLock(out):
