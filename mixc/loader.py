@@ -31,6 +31,7 @@ import numpy as np
 
 from .blend import Blend
 from .errors import MixcError
+from .packing import PackedSource, phase_packing
 from .plan import Plan
 from .store import TOKEN_SIZES, token_dtype
 
@@ -248,8 +249,6 @@ class PackedPhaseStream(PhaseStream):
     def __init__(self, name: str, seq_len: int, samples: int, names: list[str], weights: list[float],
                  streams: list[SourceStream], seed: int, window: int, offset_tokens: Sequence[int] | None = None,
                  batch_size: int = 1):
-        from .packing import PackedSource
-
         self.name, self.seq_len, self.samples = name, seq_len, samples
         self.names, self.streams = names, streams
         # Sources without weight are never read: not packed either.
@@ -307,8 +306,6 @@ class CurriculumStream:
     def __init__(self, plan: Plan, source_streams: dict[str, SourceStream], seed: int | None = None,
                  packing: dict[str, tuple[str, int]] | None = None):
         """`packing` overrides the recipe's per phase: phase name -> (mode, window)."""
-        from .packing import phase_packing
-
         packing = packing or {}
         self.plan = plan
         self.seed = plan.recipe.seed if seed is None and plan.recipe else (seed or 0)

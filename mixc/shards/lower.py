@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import MixcError
 from ..plan import PhasePlan
-from ..sample import sample_location
+from ..sample import sample_fingerprint, sample_location, sample_reader
 from ..spec import Source
 from ..store import source_folder
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
@@ -137,8 +137,6 @@ def canonical_location(source: Source) -> str:
 def input_fingerprint(source: Source, options: BuildOptions) -> dict:
     """What the source's bytes depend on, with a digest of it."""
     if is_sample(source, options):
-        from ..sample import sample_fingerprint
-
         info: dict[str, Any] = {"location": sample_location(source),
                                 "sample": sample_fingerprint(source, seed=options.seed, documents=options.sample_documents)}
     elif source.format == "hf":
@@ -207,8 +205,6 @@ def source_key(input_info: dict, tokenizer_fingerprint: str, options: dict) -> s
 
 def reader_for(source: Source, options: BuildOptions):
     if is_sample(source, options):
-        from ..sample import sample_reader
-
         return sample_reader(source, seed=options.seed, documents=options.sample_documents)
     if source.format == "hf":
         from datatrove.pipeline.readers import HuggingFaceDatasetReader

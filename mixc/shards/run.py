@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import sys
@@ -36,6 +37,8 @@ from datatrove.pipeline.base import PipelineStep
 from .. import __version__
 from ..environ import scoped_env
 from ..errors import MixcError
+from ..project import default_recipe, load_plan
+from ..sample import DEFAULT_SAMPLE_DOCUMENTS
 from ..store import (
     MANIFEST,
     StoreLock,
@@ -51,6 +54,8 @@ from ..text import human_tokens
 from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
 from .tokenize import TokenizerRef, task_error, task_marker
+from .tokenizer import resolve_tokenizer
+from .writer import DEFAULT_SHARD_TOKENS
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -190,10 +195,6 @@ def _die_with_build(owner: int) -> None:
     datatrove's pool workers are children of a forkserver, not of the build, so the kernel's
     parent-death signal cannot reach them; a worker that outlived a killed build would keep
     writing shards into a store that the next build has already locked and cleared."""
-    import select
-    import signal
-    import threading
-
     if owner in _WATCHED:
         return
     _WATCHED.add(owner)
@@ -485,8 +486,6 @@ def _select_phases(plan, stage: str | int | None):
 
 
 def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, notice):
-    from .tokenizer import resolve_tokenizer
-
     try:
         return resolve_tokenizer(name, base_dir=base_dir)
     except MixcError as exc:
@@ -539,10 +538,6 @@ def _build(
     key are reused; the phase manifests are (re)written for the selected phases. `rebuild`
     tokenizes the selected phases' sources afresh and swaps each new folder in for the old.
     """
-    from ..project import default_recipe, load_plan
-    from ..sample import DEFAULT_SAMPLE_DOCUMENTS
-    from .writer import DEFAULT_SHARD_TOKENS
-
     if executor not in EXECUTORS:
         raise MixcError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")
     stream = stream or sys.stderr

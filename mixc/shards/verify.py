@@ -38,6 +38,7 @@ from ..store import (
     token_dtype,
     token_size_for,
 )
+from .tokenizer import tokenizer_fingerprint
 
 CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
 
@@ -224,8 +225,6 @@ def tokenizer_file_problem(store: Path, info: dict) -> str | None:
         return f"tokenizer file {rel} is missing from the store"
     except (OSError, UnicodeDecodeError) as exc:
         return f"tokenizer file {rel} is unreadable ({exc})"
-    from .tokenizer import tokenizer_fingerprint
-
     try:
         fingerprint = tokenizer_fingerprint(definition, info.get("eos_token", ""))
     except ValueError as exc:

@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from ..errors import MixcError
+from ..locyaml import SpecError, SpecErrors, load_file
+from ..spec import Recipe
 from ..store import write_atomic
 from . import checkpoint
 from .model import SmolLM3, SmolLM3Config
@@ -204,11 +207,6 @@ def trained_length(meta: dict[str, Any], config: SmolLM3Config) -> tuple[int, st
         return meta["sequence_length"], "checkpoint"
     recipe, phase = meta.get("recipe"), meta.get("phase")
     if isinstance(recipe, str) and isinstance(phase, str) and Path(recipe).is_file():
-        from pydantic import ValidationError
-
-        from ..locyaml import SpecError, SpecErrors, load_file
-        from ..spec import Recipe
-
         try:
             phases = Recipe.model_validate(load_file(recipe).data).phases
         except (OSError, SpecError, SpecErrors, ValidationError):  # edited or broken since: the model's constant

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import MixcError
+from . import checkpoint
 
 
 def tokenizer_file(path: str | Path) -> Path:
@@ -24,8 +25,6 @@ def tokenizer_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    from . import checkpoint
-
     meta = json.loads((checkpoint.resolve(path) / "meta.json").read_text())
     return checkpoint.tokenizer_file(meta, path)
 
