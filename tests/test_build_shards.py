@@ -8,7 +8,7 @@ from build_fixtures import texts, train_tokenizer, write_jsonl
 
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep, encode_documents, load_encoder, task_marker
 from mixc.shards.writer import ShardWriter
-from mixc.store import metadata_text, token_size_for
+from mixc.store import metadata_text, token_dtype, token_size_for
 
 
 def _docs_arrays(lengths, eos=0, dtype=np.uint16, seed=0):
@@ -18,7 +18,7 @@ def _docs_arrays(lengths, eos=0, dtype=np.uint16, seed=0):
 
 
 def _read_folder(folder, token_size=2):
-    dtype = np.uint16 if token_size == 2 else np.uint32
+    dtype = token_dtype(token_size)
     files = sorted(folder.glob("*.ds"))
     return [(np.fromfile(f, dtype), np.fromfile(f"{f}.index", np.uint64)) for f in files]
 

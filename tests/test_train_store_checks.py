@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from loader_fixtures import MIX_ONE, MIX_TWO
 from store_fixtures import make_store
-from test_loader import MIX_ONE, MIX_TWO
 from test_train import RECIPE, pattern_docs
 
 from mixc.cli import main
