@@ -109,7 +109,7 @@ Finite = Annotated[float, BeforeValidator(_check_finite)]
 
 @lru_cache(maxsize=1)
 def _iso_tables() -> tuple[frozenset[str], frozenset[str]]:
-    import pycountry
+    import pycountry  # loads its ISO tables: only when a language is checked
 
     languages = frozenset(lang.alpha_3 for lang in pycountry.languages)
     scripts = frozenset(s.alpha_4 for s in pycountry.scripts)

@@ -72,7 +72,7 @@ def _run_separators(ax, runs: list[dict[str, Any]]) -> None:
 
 
 def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
-    import matplotlib
+    import matplotlib  # heavy, optional: only for --format png
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datatrove.io import get_datafolder
+
 from ..errors import MixcError
 from ..plan import PhasePlan
 from ..sample import sample_fingerprint, sample_location, sample_reader
@@ -154,8 +156,6 @@ REMOTE_IDS = ("sha256", "blob_id", "ETag", "etag", "md5Hash", "md5", "crc32c", "
 
 
 def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list[dict]:
-    from datatrove.io import get_datafolder
-
     try:
         data = get_datafolder(folder)
         names = data.list_files(recursive=recursive, glob_pattern=glob)
@@ -182,7 +182,7 @@ def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list
 
 def _hub_revision(source: Source) -> str:
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi  # only for hub datasets; a failed import is a located error too
 
         return HfApi().dataset_info(source.dataset).sha
     except Exception as exc:
@@ -207,7 +207,7 @@ def reader_for(source: Source, options: BuildOptions):
     if is_sample(source, options):
         return sample_reader(source, seed=options.seed, documents=options.sample_documents)
     if source.format == "hf":
-        from datatrove.pipeline.readers import HuggingFaceDatasetReader
+        from datatrove.pipeline.readers import HuggingFaceDatasetReader  # optional: needs the `datasets` package
 
         dataset_options = {"split": source.split}
         if source.config:

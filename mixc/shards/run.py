@@ -32,7 +32,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.logging import logger, setup_default_logger
 
 from .. import __version__
 from ..environ import scoped_env
@@ -309,16 +311,12 @@ class _Discard:
 
 
 def _local_executor(pipeline, tasks: int, workers: int, run_dir: Path):
-    from datatrove.executor import LocalPipelineExecutor  # datatrove: heavy, only when building
-
     return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(run_dir / "logs"),
                       skip_completed=False)
 
 
 def _ray_executor(pipeline, tasks: int, workers: int, run_dir: Path, threads: int | None):
     import ray  # optional: only for --executor ray
-    from datatrove.executor import RayPipelineExecutor
-
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
     env = {"RAYON_NUM_THREADS": str(threads)} if threads else {}
@@ -338,8 +336,6 @@ class SlurmOptions:
 
 
 def _slurm_executors(pipeline, tasks: int, workers: int, run_dir: Path, context: BuildContext, slurm: SlurmOptions, job_name: str):
-    from datatrove.executor import SlurmPipelineExecutor
-
     if not slurm.partition:
         raise MixcError("--executor slurm needs --slurm-partition")
     env_command = slurm.env_command
@@ -644,8 +640,6 @@ def _clear_leftovers(store: Path) -> None:
 @contextlib.contextmanager
 def _datatrove_log(run_dir: Path):
     """Send datatrove's own log lines to a file in the run folder instead of the terminal."""
-    from datatrove.utils.logging import logger, setup_default_logger
-
     run_dir.mkdir(parents=True, exist_ok=True)
     logger.remove()
     logger.add(run_dir / "build.log", level="DEBUG")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from ..errors import MixcError
 from ..store import (
@@ -233,8 +234,6 @@ def tokenizer_file_problem(store: Path, info: dict) -> str | None:
         return (f"tokenizer file {rel} does not match the fingerprint the shards were built with "
                 f"({info['fingerprint'][:12]}, the file gives {fingerprint[:12]}): it was changed or damaged")
     if info.get("vocab_size") is not None:
-        from tokenizers import Tokenizer
-
         try:
             vocab = Tokenizer.from_str(definition).get_vocab_size(with_added_tokens=True)
         except Exception as exc:  # the Rust side raises plain Exceptions on a bad definition
@@ -511,8 +510,6 @@ def decode_document(path: str | Path, n: int, source: str | None = None) -> str:
     tok = read_manifest(folder)["tokenizer"]
     rel = tok.get("file")
     if rel and (_store_of_source(folder) / rel).is_file():
-        from tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(str(_store_of_source(folder) / rel))
         return tokenizer.decode(ids.tolist(), skip_special_tokens=False)
     return " ".join(map(str, ids.tolist()))

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
+from tokenizers import Tokenizer
 
 from ..errors import MixcError
 from ..locyaml import SpecError, SpecErrors, load_file
@@ -113,7 +114,7 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
               rope_scaling: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
               extra: dict[str, Any] | None = None, max_position_embeddings: int | None = None) -> Path:
     """Write `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir."""
-    import safetensors.torch
+    import safetensors.torch  # only when writing the weights
 
     config = config or model.config
     if config.to_dict() != model.config.to_dict():
@@ -219,8 +220,6 @@ def trained_length(meta: dict[str, Any], config: SmolLM3Config) -> tuple[int, st
 
 def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_token_id: int, max_length: int) -> None:
     """Put the shards' tokenizer next to the weights, so `AutoTokenizer.from_pretrained(OUT)` works."""
-    from tokenizers import Tokenizer
-
     out = Path(out_dir)
     tok = Tokenizer.from_file(str(tokenizer_json))
     eos = tok.id_to_token(eos_token_id)
