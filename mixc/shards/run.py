@@ -9,7 +9,7 @@ Crash safety. Each source is tokenized into `sources/<name>/<key>/.work/`:
   - `job.json`         the task count of this attempt (a rerun with another count starts over)
   - `shards/`          `{rank:05d}_{k:05d}.ds` (+ .index, .metadata) written by the tasks
   - `tasks/{rank}.json` written by a task after its last shard is closed: its completion marker
-  - `running/{rank}`   the pid of the local worker process running the task (see _WorkerDeaths)
+  - `running/{rank}`   the pid of the local worker process running the task (see WorkerDeaths)
 A rerun skips tasks with a marker and redoes the others from scratch (tokenize.clear_task), so
 datatrove's own completion files are not trusted: its logging folder is fresh for every run.
 When every task of a source has its marker, `finalize_source` renames the shards to
@@ -22,19 +22,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
+from datatrove.executor import SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
-from datatrove.utils.logging import logger, setup_default_logger
 
 from .. import __version__
 from ..environ import scoped_env
@@ -57,6 +53,7 @@ from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
 from .tokenize import TokenizerRef, task_error, task_marker
 from .tokenizer import resolve_tokenizer
+from .workers import BuildTasks, Discard, WorkerDeaths, datatrove_log, local_executor, ray_executor, workers_stderr
 from .writer import DEFAULT_SHARD_TOKENS
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -151,129 +148,6 @@ class BuildResult:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- the dispatching step
-
-
-class BuildTasks(PipelineStep):
-    """Task `rank` of the build = rank `local` of one source's own pipeline."""
-
-    name = "mixc build"
-    type = "🔢 - TOKENIZER"
-
-    def __init__(self, jobs: list[tuple[str, int, list, str]], table: list[tuple[int, int]], owner: int | None = None):
-        super().__init__()
-        self.jobs = jobs  # (source, tasks, pipeline, work folder)
-        self.table = table  # global rank -> (job, local rank)
-        self.owner = owner  # pid of the local `mixc build` whose worker processes run these tasks
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        if self.owner is not None and self.owner != os.getpid():
-            _die_with_build(self.owner)
-        job, local = self.table[rank]
-        _, tasks, pipeline, work = self.jobs[job]
-        if task_marker(work, local).exists():
-            return
-        if self.owner is not None and self.owner != os.getpid():  # for _WorkerDeaths in the build
-            running = _running_file(work, local)
-            running.parent.mkdir(parents=True, exist_ok=True)
-            running.write_text(str(os.getpid()))  # read as an int: a torn write is just not seen yet
-        # The tokenizer step records the documents its reader dropped (null or empty text).
-        pipeline[-1].counters = [step for step in pipeline[:-1] if hasattr(step, "dropped_documents")]
-        stream = None
-        for step in pipeline:
-            stream = step(stream, local, tasks)
-        for _ in stream or ():
-            pass
-        return
-        yield
-
-
-_WATCHED: set[int] = set()
-
-
-def _die_with_build(owner: int) -> None:
-    """In a local worker process: exit when the building process dies, even by SIGKILL.
-
-    datatrove's pool workers are children of a forkserver, not of the build, so the kernel's
-    parent-death signal cannot reach them; a worker that outlived a killed build would keep
-    writing shards into a store that the next build has already locked and cleared."""
-    if owner in _WATCHED:
-        return
-    _WATCHED.add(owner)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle; it stops the workers
-    try:
-        fd = os.pidfd_open(owner)
-    except ProcessLookupError:
-        os._exit(1)
-    except (OSError, AttributeError):  # no pidfd (old kernel, not Linux): the rerun's lock check is all there is
-        return
-
-    def watch() -> None:
-        select.select([fd], [], [])
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="mixc-watch-build", daemon=True).start()
-
-
-def _running_file(work: str | Path, rank: int) -> Path:
-    return Path(work) / "running" / f"{rank:05d}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-
-class _WorkerDeaths(threading.Thread):
-    """A pool worker that vanishes (the kernel's OOM killer, a native abort) leaves datatrove's
-    multiprocessing pool waiting forever for its task. Each local worker writes its pid next to
-    its task; a worker found dead, twice in a row, with its task neither finished nor failed
-    while other workers live on (a pool shutting down ends them all at once) interrupts the build."""
-
-    def __init__(self, tasks: list[tuple[str, Path, int]]):
-        super().__init__(name="mixc-worker-deaths", daemon=True)
-        self.tasks = tasks  # (label, work folder, rank)
-        self.stop = threading.Event()
-        self.died: tuple[str, int] | None = None
-        for _, work, rank in tasks:
-            _running_file(work, rank).unlink(missing_ok=True)
-
-    def run(self) -> None:
-        suspect = None
-        while not self.stop.wait(0.5):
-            found = self._dead_task()
-            if found is not None and found == suspect and not self.stop.is_set():
-                self.died = found
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-                return
-            suspect = found
-
-    def _dead_task(self) -> tuple[str, int] | None:
-        living, dead = set(), None
-        for label, work, rank in self.tasks:
-            if task_error(work, rank).exists():
-                return None  # a task failed: the build is already stopping
-            try:
-                pid = int(_running_file(work, rank).read_text())
-            except (OSError, ValueError):
-                continue
-            if _alive(pid):
-                living.add(pid)
-            elif dead is None and not task_marker(work, rank).exists():
-                dead = (label, pid)
-        return dead if dead is not None and living else None
-
-
 class FinishBuild(PipelineStep):
     """The last slurm job of a build: check the tasks and write the manifests."""
 
@@ -297,32 +171,6 @@ class FinishBuild(PipelineStep):
         print(text, flush=True)
         return
         yield
-
-
-class _Discard:
-    def write(self, text) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
-def _local_executor(pipeline, tasks: int, workers: int, run_dir: Path):
-    return LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(run_dir / "logs"),
-                      skip_completed=False)
-
-
-def _ray_executor(pipeline, tasks: int, workers: int, run_dir: Path, threads: int | None):
-    import ray  # optional: only for --executor ray
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
-    env = {"RAYON_NUM_THREADS": str(threads)} if threads else {}
-    with contextlib.redirect_stderr(_Discard()):  # the "shared filesystem" warning for a local logging dir
-        return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(run_dir / "logs"), skip_completed=False,
-                        cpus_per_task=1, mem_per_cpu_gb=2, ray_remote_kwargs={"runtime_env": {"env_vars": env}} if env else None)
 
 
 @dataclass(frozen=True)
@@ -593,7 +441,7 @@ def _build(
                 job_name = f"mixc-{plan.recipe.name}"
                 tokenize_job, finisher = _slurm_executors(pipeline, len(table), workers, run_dir, context,
                                                           slurm or SlurmOptions(), job_name)
-                with _datatrove_log(run_dir):
+                with datatrove_log(run_dir):
                     finisher.run()
                 pending = {sb.name for sb in pending_sources}
                 return BuildResult(out, plan.recipe.name, [SourceResult(sb.name, sb.folder, 0, 0, sb.name not in pending)
@@ -637,64 +485,26 @@ def _clear_leftovers(store: Path) -> None:
                 shutil.rmtree(run, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _datatrove_log(run_dir: Path):
-    """Send datatrove's own log lines to a file in the run folder instead of the terminal."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger.remove()
-    logger.add(run_dir / "build.log", level="DEBUG")
-    try:
-        yield
-    finally:
-        logger.remove()
-        setup_default_logger()
-
-
-@contextlib.contextmanager
-def _workers_stderr(run_dir: Path, stream):
-    """Send what worker processes print on stderr (a traceback when Ctrl-C reaches them, a
-    native library's abort message) to run_dir/workers.log: the build reports failures itself,
-    in one line. Yields the stream the progress display should use (the real terminal)."""
-    try:
-        to_terminal = stream is sys.__stderr__ or stream.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        to_terminal = False
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        sys.__stderr__.flush()
-    saved = os.dup(2)
-    log = os.open(run_dir / "workers.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    os.dup2(log, 2)
-    os.close(log)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, closefd=True) if to_terminal else None
-    try:
-        yield terminal or stream
-    finally:
-        if terminal is not None:
-            terminal.close()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Path, options: BuildOptions, store: Path,
                sources: list[SourceBuild], progress: bool, stream) -> None:
     watched = [SourceProgress(sb.name, sb.work(store), sb.tasks) for sb in sources]
     failure: BaseException | None = None
     deaths = None
     if executor == "local" and min(workers, n_tasks) > 1:
-        deaths = _WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
+        deaths = WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
                                 for job, rank in pipeline[0].table])
     threads = str(options.threads) if options.threads else None
     try:
-        with scoped_env("RAYON_NUM_THREADS", threads), _datatrove_log(run_dir), _workers_stderr(run_dir, stream) as stream, \
+        with scoped_env("RAYON_NUM_THREADS", threads), datatrove_log(run_dir), workers_stderr(run_dir, stream) as stream, \
                 ProgressDisplay(watched, stream, enabled=progress):
             if deaths is not None:
                 deaths.start()
-            tasks = (_ray_executor(pipeline, n_tasks, workers, run_dir, options.threads) if executor == "ray"
-                     else _local_executor(pipeline, n_tasks, workers, run_dir))
+            tasks = (ray_executor(pipeline, n_tasks, workers, run_dir, options.threads) if executor == "ray"
+                     else local_executor(pipeline, n_tasks, workers, run_dir))
             # datatrove's task logger copies each task's log (and any traceback) to sys.stderr; mixc
             # keeps them in the task log files under the run folder and reports failures itself, in
-            # one line. Tasks in worker processes write to fd 2, which _workers_stderr redirected.
-            with contextlib.redirect_stderr(_Discard()):
+            # one line. Tasks in worker processes write to fd 2, which workers_stderr redirected.
+            with contextlib.redirect_stderr(Discard()):
                 tasks.run()
     except KeyboardInterrupt:
         if deaths is not None and deaths.died is not None:
