@@ -201,6 +201,19 @@ def _slurm_executors(pipeline, tasks: int, workers: int, run_dir: Path, context:
     return tokenize, finisher
 
 
+def _submit_slurm(pipeline, n_tasks: int, workers: int, context: BuildContext, slurm: SlurmOptions,
+                  pending: list[SourceBuild], seconds: float) -> BuildResult:
+    """Submit the tokenize job array and the finishing job; the result names the jobs (nothing built yet)."""
+    run_dir = Path(context.run_dir)
+    tokenize_job, finisher = _slurm_executors(pipeline, n_tasks, workers, run_dir, context, slurm, f"mixc-{context.recipe}")
+    with datatrove_log(run_dir):
+        finisher.run()  # submits both: the finisher depends on the tokenize job
+    names = {sb.name for sb in pending}
+    return BuildResult(Path(context.store), context.recipe,
+                       [SourceResult(sb.name, sb.folder, 0, 0, sb.name not in names) for sb in context.sources], [], seconds,
+                       context.tokenizer["name"], "slurm", submitted=[str(tokenize_job.job_id), str(finisher.job_id)])
+
+
 # --------------------------------------------------------------------------- preparing and finishing
 
 
@@ -397,21 +410,11 @@ def _build(
     phases = _select_phases(plan, stage)
     out = Path(out)
     workers = max(1, workers or os.cpu_count() or 1)
-    if shard_tokens is not None and shard_tokens < 1:
-        raise MixcError(f"--shard-tokens {shard_tokens}: a shard holds at least 1 token")
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise MixcError("--executor slurm: sbatch was not found on PATH; build on a slurm login node, or use --executor local")
-    options = BuildOptions(
-        shard_tokens=DEFAULT_SHARD_TOKENS if shard_tokens is None else shard_tokens,
-        shuffle_seed=(seed if seed is not None else plan.recipe.seed) if shuffle else None,
-        sample=sample,
-        sample_documents=sample_documents or DEFAULT_SAMPLE_DOCUMENTS,
-        seed=seed if seed is not None else plan.recipe.seed,
-        tasks=max(1, tasks or workers),
-        batch_documents=batch_documents or 1000,
-        threads=1 if workers > 1 or executor != "local" else None,
-        fast_encoder=fast_encoder,
-    )
+    options = _options(plan.recipe.seed, executor, workers, shard_tokens=shard_tokens, seed=seed, shuffle=shuffle,
+                       sample=sample, sample_documents=sample_documents, tasks=tasks, batch_documents=batch_documents,
+                       fast_encoder=fast_encoder)
     base_dir = None if tokenizer else recipe_path.parent
     # Only the recipe's own tokenizer falls back to the demo one under --sample: a tokenizer the
     # user names on the command line is what they asked for, or an error.
@@ -420,11 +423,7 @@ def _build(
 
     with StoreLock(out):
         _clear_leftovers(out)
-        rel = tokenizer_file(out, spec.name, spec.fingerprint, spec.definition)
-        tok_info = {"name": spec.name, "fingerprint": spec.fingerprint, "vocab_size": spec.vocab_size,
-                    "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
-        ref = TokenizerRef(spec.name, str((out / rel).resolve()), spec.fingerprint, spec.vocab_size, spec.eos_id, token_size,
-                           spec.eos_token)
+        tok_info, ref = _store_tokenizer(out, spec, token_size)
         sources = lower(phases, ref, out, options, rebuild)
         pending_sources = [sb for sb in sources if _prepare(out, sb)]
         run_dir = out / ".build" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -438,28 +437,55 @@ def _build(
             jobs = [(sb.name, sb.tasks, sb.pipeline, str(sb.work(out).resolve())) for sb in pending_sources]
             pipeline = [BuildTasks(jobs, table, owner=os.getpid() if executor == "local" else None)]
             if executor == "slurm":
-                job_name = f"mixc-{plan.recipe.name}"
-                tokenize_job, finisher = _slurm_executors(pipeline, len(table), workers, run_dir, context,
-                                                          slurm or SlurmOptions(), job_name)
-                with datatrove_log(run_dir):
-                    finisher.run()
-                pending = {sb.name for sb in pending_sources}
-                return BuildResult(out, plan.recipe.name, [SourceResult(sb.name, sb.folder, 0, 0, sb.name not in pending)
-                                                           for sb in sources], [], time.monotonic() - started, spec.name,
-                                   executor, submitted=[str(tokenize_job.job_id), str(finisher.job_id)])
+                return _submit_slurm(pipeline, len(table), workers, context, slurm or SlurmOptions(), pending_sources,
+                                     time.monotonic() - started)
             _run_tasks(executor, pipeline, len(table), workers, run_dir, options, out, pending_sources, progress, stream)
         ran = {pending_sources[job].name for job, _ in table}
         run_tokens = sum(_marker_tokens(pending_sources[job].work(out), rank) for job, rank in table)
         results, manifests = finish(context, ran)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (out / ".build").rmdir()
-        for sb in sources if rebuild else ():  # the emptied staging folders
-            with contextlib.suppress(OSError):
-                sb.build_path(out).parent.rmdir()
-                sb.build_path(out).parent.parent.rmdir()
+        _remove_run_folders(out, run_dir, sources if rebuild else [])
     return BuildResult(out, plan.recipe.name, results, manifests, time.monotonic() - started, spec.name, executor,
                        run_tokens=run_tokens)
+
+
+def _options(recipe_seed: int, executor: str, workers: int, *, shard_tokens: int | None, seed: int | None, shuffle: bool,
+             sample: bool, sample_documents: int | None, tasks: int | None, batch_documents: int | None,
+             fast_encoder: bool) -> BuildOptions:
+    """The build's options, defaults filled in."""
+    if shard_tokens is not None and shard_tokens < 1:
+        raise MixcError(f"--shard-tokens {shard_tokens}: a shard holds at least 1 token")
+    return BuildOptions(
+        shard_tokens=DEFAULT_SHARD_TOKENS if shard_tokens is None else shard_tokens,
+        shuffle_seed=(seed if seed is not None else recipe_seed) if shuffle else None,
+        sample=sample,
+        sample_documents=sample_documents or DEFAULT_SAMPLE_DOCUMENTS,
+        seed=seed if seed is not None else recipe_seed,
+        tasks=max(1, tasks or workers),
+        batch_documents=batch_documents or 1000,
+        threads=1 if workers > 1 or executor != "local" else None,
+        fast_encoder=fast_encoder,
+    )
+
+
+def _store_tokenizer(out: Path, spec, token_size: int) -> tuple[dict, TokenizerRef]:
+    """Save the tokenizer's definition in the store: what the manifests record of it, and the tasks' reference."""
+    rel = tokenizer_file(out, spec.name, spec.fingerprint, spec.definition)
+    info = {"name": spec.name, "fingerprint": spec.fingerprint, "vocab_size": spec.vocab_size,
+            "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
+    ref = TokenizerRef(spec.name, str((out / rel).resolve()), spec.fingerprint, spec.vocab_size, spec.eos_id, token_size,
+                       spec.eos_token)
+    return info, ref
+
+
+def _remove_run_folders(out: Path, run_dir: Path, rebuilt: list[SourceBuild]) -> None:
+    """After a finished build: its run folder, and the emptied staging folders of a rebuild."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (out / ".build").rmdir()
+    for sb in rebuilt:
+        with contextlib.suppress(OSError):
+            sb.build_path(out).parent.rmdir()
+            sb.build_path(out).parent.parent.rmdir()
 
 
 def _marker_tokens(work: Path, rank: int) -> int:
