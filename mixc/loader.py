@@ -33,7 +33,7 @@ from .blend import Blend
 from .errors import MixcError
 from .packing import PackedSource, phase_packing
 from .plan import Plan
-from .store import TOKEN_SIZES, token_dtype
+from .store import INDEX_DTYPE, TOKEN_SIZES, token_dtype
 
 
 class SourceStream:
@@ -80,7 +80,7 @@ class SourceStream:
             tokens.append(np.memmap(f, dtype=self.dtype, mode="r").view(np.ndarray) if f.stat().st_size else np.zeros(0, self.dtype))
             index = Path(str(f) + ".index")
             # The index (8 bytes a document) is read whole: a plain array, no memmap slicing cost.
-            ends.append(np.fromfile(index, dtype="<u8").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
+            ends.append(np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
         self._tokens, self._ends = tokens, ends
         self._starts = self.file_starts.tolist()
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .blend import source_key
 from .errors import MixcError
-from .store import path_part, write_atomic
+from .store import INDEX_DTYPE, path_part, write_atomic
 
 FORMAT = "mixc.packing/1"
 MODES = ("concat", "bestfit")
@@ -51,7 +51,7 @@ def document_layout(stream) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     files, los, lens = [], [], []
     for f, path in enumerate(stream.files):
         index = Path(str(path) + ".index")
-        ends = np.fromfile(index, dtype="<u8").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64)
+        ends = np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64)
         size = int(stream.file_starts[f + 1] - stream.file_starts[f])
         if ends.size == 0 or ends[-1] != size:  # tokens after the last indexed end form one more document
             ends = np.append(ends, size) if size else ends

@@ -119,8 +119,8 @@ def test_the_architecture_page_names_a_module_that_exists_for_each_concept():
     assert named and all((REPO / p).exists() for p in named), sorted(p for p in named if not (REPO / p).exists())
 
 
-# Numbers and dtypes that decide how wide a token is on disk. Only mixc/store.py may spell them;
-# everyone else asks it (token_size_for, token_dtype, TOKEN_SIZES). Other 65,536s are not about
+# Numbers and dtypes that decide how wide a token (or an index entry) is on disk. Only mixc/store.py may spell them;
+# everyone else asks it (token_size_for, token_dtype, TOKEN_SIZES, INDEX_DTYPE). Other 65,536s are not about
 # token ids: listed here with what they are.
 TOKEN_WIDTH_NUMBERS = {65535, 65536}
 UNRELATED = {
@@ -145,7 +145,7 @@ def _token_width_spellings(path: Path, rel: str | None = None) -> list[str]:
                 out.append(f"{rel}:{sub.lineno}: {sub.value}")
             if isinstance(sub, ast.Attribute) and sub.attr == "uint16":
                 out.append(f"{rel}:{sub.lineno}: uint16")
-            if isinstance(sub, ast.Constant) and sub.value in ("<u2", "<u4", "u2", "u4", "uint16"):
+            if isinstance(sub, ast.Constant) and sub.value in ("<u2", "<u4", "<u8", "u2", "u4", "uint16"):
                 out.append(f"{rel}:{sub.lineno}: {sub.value!r}")
     return sorted(set(out))
 

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 
 from ..errors import MixcError
 from ..store import (
+    INDEX_DTYPE,
     MANIFEST,
     PHASE_FORMAT,
     TOKEN_SIZES,
@@ -283,6 +284,36 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _index_problems(ds: Path, index: Path, entry: dict, n_tokens: int, dtype: np.dtype, eos: int, full: bool) -> list[Problem]:
+    """A shard's index: shape, checksum, monotone, ends at the file's length, documents end with EOS."""
+    out = []
+    if _file_sha256(index) != entry.get("index_sha256"):
+        out.append(Problem(index, "sha256 does not match the manifest"))
+    isize = index.stat().st_size
+    if isize % INDEX_DTYPE.itemsize:
+        out.append(Problem(index, f"{isize} bytes, not a whole number of uint64 document ends"))
+        return out
+    ends = np.memmap(index, dtype=INDEX_DTYPE, mode="r") if isize else np.zeros(0, INDEX_DTYPE)
+    if ends.size != int(entry["documents"]):
+        out.append(Problem(index, f"{ends.size} documents, the manifest says {entry['documents']}"))
+    if ends.size:
+        steps = np.diff(ends.astype(np.int64), prepend=0)
+        if (steps <= 0).any():
+            first = int(np.flatnonzero(steps <= 0)[0])
+            out.append(Problem(index, f"document ends are not increasing (at document {first}: {int(ends[first])})"))
+        elif int(ends[-1]) != n_tokens:
+            out.append(Problem(index, f"last document ends at token {int(ends[-1])}, the file holds {n_tokens} tokens"))
+        elif full:
+            tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(n_tokens,))
+            last = tokens[ends.astype(np.int64) - 1]
+            bad = np.flatnonzero(last != eos)
+            if bad.size:
+                out.append(Problem(ds, f"{bad.size} document(s) do not end with EOS id {eos} (first: document {bad[0]})"))
+    elif n_tokens:
+        out.append(Problem(index, f"no document ends, but the file holds {n_tokens} tokens"))
+    return out
+
+
 def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> None:
     """Check one source folder against its manifest; `full=False` skips reading the token files."""
     result.sources += 1
@@ -338,32 +369,7 @@ def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> N
             tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(nbytes // token_size,))
             bad = np.flatnonzero(tokens >= vocab)
             problems.append(Problem(ds, f"{bad.size} token(s) >= vocabulary size {vocab} (first at token {bad[0]}: id {tokens[bad[0]]})"))
-        # Index: shape, checksum, monotone, ends at the file's length, documents end with EOS.
-        if _file_sha256(index) != entry.get("index_sha256"):
-            problems.append(Problem(index, "sha256 does not match the manifest"))
-        isize = index.stat().st_size
-        if isize % 8:
-            problems.append(Problem(index, f"{isize} bytes, not a whole number of uint64 document ends"))
-            continue
-        ends = np.memmap(index, dtype="<u8", mode="r") if isize else np.zeros(0, "<u8")
-        n_tokens = nbytes // token_size
-        if ends.size != int(entry["documents"]):
-            problems.append(Problem(index, f"{ends.size} documents, the manifest says {entry['documents']}"))
-        if ends.size:
-            steps = np.diff(ends.astype(np.int64), prepend=0)
-            if (steps <= 0).any():
-                first = int(np.flatnonzero(steps <= 0)[0])
-                problems.append(Problem(index, f"document ends are not increasing (at document {first}: {int(ends[first])})"))
-            elif int(ends[-1]) != n_tokens:
-                problems.append(Problem(index, f"last document ends at token {int(ends[-1])}, the file holds {n_tokens} tokens"))
-            elif full:
-                tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(n_tokens,))
-                last = tokens[ends.astype(np.int64) - 1]
-                bad = np.flatnonzero(last != eos)
-                if bad.size:
-                    problems.append(Problem(ds, f"{bad.size} document(s) do not end with EOS id {eos} (first: document {bad[0]})"))
-        elif n_tokens:
-            problems.append(Problem(index, f"no document ends, but the file holds {n_tokens} tokens"))
+        problems.extend(_index_problems(ds, index, entry, nbytes // token_size, dtype, eos, full))
     for ds in sorted(folder.glob("*.ds")):
         if ds.name not in listed:
             problems.append(Problem(ds, "shard file not listed in the manifest"))
@@ -431,7 +437,7 @@ def document_lengths(folder: Path) -> np.ndarray:
     out = []
     for entry in m["files"]:
         index = folder / f"{entry['path']}.index"
-        ends = np.fromfile(index, dtype="<u8").astype(np.int64) if index.exists() else np.zeros(0, np.int64)
+        ends = np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64) if index.exists() else np.zeros(0, np.int64)
         out.append(np.diff(ends, prepend=0))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -490,7 +496,7 @@ def document_tokens(folder: Path, n: int) -> np.ndarray:
         raise MixcError(f"{folder}: no document {n} (the source has {m['documents']:,}, numbered from 0)")
     for entry in m["files"]:
         if n < int(entry["documents"]):
-            ends = np.memmap(folder / f"{entry['path']}.index", dtype="<u8", mode="r")
+            ends = np.memmap(folder / f"{entry['path']}.index", dtype=INDEX_DTYPE, mode="r")
             start = int(ends[n - 1]) if n else 0
             tokens = np.memmap(folder / entry["path"], dtype=dtype, mode="r")
             return np.array(tokens[start:int(ends[n])])
