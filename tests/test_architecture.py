@@ -161,3 +161,14 @@ def test_the_one_definition_check_sees_a_copy(tmp_path, text):
     path = tmp_path / "copy.py"
     path.write_text(text)
     assert _token_width_spellings(path, "mixc/copy.py")
+
+
+def test_the_command_line_loads_without_torch_or_datatrove():
+    """Heavy dependencies stay behind function-local imports: `mixc validate`, `plan` or `report`
+    never pay for torch or datatrove."""
+    import subprocess
+    import sys
+
+    code = "import sys, mixc.cli; sys.exit(','.join(m for m in ('torch', 'datatrove', 'matplotlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, f"importing mixc.cli loads {done.stderr.strip()}"

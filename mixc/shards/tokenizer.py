@@ -122,7 +122,7 @@ def _read_local(name: str, path: Path) -> tuple[str, Path]:
 
 
 def _from_hub(name: str) -> tuple[str, Path | None]:
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download  # only for hub tokenizers
 
     def fail(reason: str) -> MixcError:
         return MixcError(f"tokenizer '{name}' could not be loaded from the Hugging Face hub (offline? {reason}); {SUGGESTION}")
@@ -214,7 +214,7 @@ SAMPLE_CORPUS = [
 
 def sample_corpus() -> Iterable[str]:
     """The fixed texts sample:bpe tokenizers are trained on (~2 MB)."""
-    from ..sample import sample_documents
+    from ..sample import sample_documents  # the sample package imports datatrove: heavy
     from ..spec import Source
 
     for name, category, language, programming_language, documents in SAMPLE_CORPUS:
@@ -242,7 +242,7 @@ def source_texts(source, *, documents: int, base_dir: Path | None = None, seed: 
     sample:// sources give their sample; local parquet/jsonl files are read with datatrove's
     readers. Hub-only sources are refused: training reads local data only.
     """
-    from ..sample import sample_documents
+    from ..sample import sample_documents  # the sample package imports datatrove: heavy
 
     location = source.path or ""
     if location.startswith("sample://"):
@@ -255,7 +255,7 @@ def source_texts(source, *, documents: int, base_dir: Path | None = None, seed: 
         path = Path(base_dir) / path
     if not path.exists():
         raise MixcError(f"source '{source.name}': no such file or folder {path}")
-    from datatrove.pipeline.readers import JsonlReader, ParquetReader
+    from datatrove.pipeline.readers import JsonlReader, ParquetReader  # datatrove: heavy, only to read a source
 
     reader_class = ParquetReader if source.format == "parquet" else JsonlReader
     folder, glob = (str(path.parent), path.name) if path.is_file() else (str(path), source.glob)
@@ -357,7 +357,7 @@ def _bytes_to_unicode() -> list[str]:
 
 
 def _check_sample() -> Iterable[str]:
-    from ..sample import sample_documents
+    from ..sample import sample_documents  # the sample package imports datatrove: heavy
     from ..spec import Source
 
     for name, category, language, programming_language, _ in SAMPLE_CORPUS:
