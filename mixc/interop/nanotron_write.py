@@ -42,7 +42,6 @@ def shard_folder(shards: str, source: str, built: dict[str, str] | None = None) 
 def _built(shards: str, recipe_name: str) -> tuple[dict[str, str], int | None]:
     """From the phase manifests of a built store, if any: source -> folder (relative to the
     store), and the vocabulary size of the tokenizer the shards were written with."""
-
     folders: dict[str, str] = {}
     vocab_size = None
     for path in recipe_phase_manifests(shards, recipe_name):
