@@ -562,7 +562,7 @@ def propose_command(model_path, target, base, phase, min_shares, max_shares, max
         raise MixcError(f"{base}: the model's source{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])} not in mix '{based.mix.name}'")
     sizes = None
     if shards:
-        from .shards.store import source_token_counts
+        from .store import source_token_counts
 
         sizes = source_token_counts(shards, based.recipe.recipe.name if based.recipe else None)
     cons = build_constraints(based, model.sources, min_shares=min_shares, max_shares=max_shares, max_epochs=max_epochs,
@@ -676,7 +676,7 @@ def sweep_command(recipe, phase, runs, design, prior, max_epochs, min_shares, ma
     sources = list(base.sources)
     sizes = None
     if max_epochs is not None or prior == "tokens":
-        from .shards.store import source_token_counts
+        from .store import source_token_counts
 
         sizes = source_token_counts(o["shards"], base.recipe.recipe.name) if _Path_exists(o["shards"]) else None
     centre = prior_vector(base, sources, prior, sizes)

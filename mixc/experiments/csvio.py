@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MixcError
-from ..shards.store import write_atomic
+from ..store import write_atomic
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MixcError
-from ..shards.store import write_atomic
+from ..store import write_atomic
 from .csvio import format_table, read_table
 from .fit import Model, cross_validate, fit, score
 

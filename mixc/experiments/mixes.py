@@ -131,7 +131,7 @@ def write_mix(path: str | Path, name: str, shares: dict[str, float], base: Base,
     doc["weights"] = "absolute"
     doc["sources"] = entries
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000)
-    from ..shards.store import write_atomic
+    from ..store import write_atomic
 
     write_atomic(path, text.encode())
     return path

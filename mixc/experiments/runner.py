@@ -26,7 +26,7 @@ import yaml
 
 from ..errors import MixcError
 from ..locyaml import load_file
-from ..shards.store import write_atomic
+from ..store import write_atomic
 from .csvio import write_table
 from .mixes import Base
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MixcError
-from ..shards.store import write_atomic
+from ..store import write_atomic
 from . import runner
 from .mixes import Base, rounded_shares, write_mix
 from .report import ablation_report, report_png, report_table
