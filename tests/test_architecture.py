@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("loader",),
     ("streams",),
     ("shards",),
+    ("memory",),
     ("train",),
     ("interop",),
     ("report",),
