@@ -36,6 +36,7 @@ from datatrove.pipeline.base import PipelineStep
 from .. import __version__
 from ..errors import MixcError
 from ..report.text import human_tokens
+from . import heldout
 from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
 from .store import (
@@ -482,6 +483,8 @@ def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
         "mixc_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "dropped_documents": sum(int(s.get("dropped", 0)) for s in summaries),
     }
+    if (sb.options.get("heldout") or {}).get("fraction"):
+        manifest["heldout"] = heldout.finalize(sb.build_path(store), summaries, sb.options["heldout"]["fraction"])
     return finalize_source(sb.build_path(store), summaries, manifest)
 
 
@@ -585,6 +588,7 @@ def _build(
         batch_documents=batch_documents or 1000,
         threads=1 if workers > 1 or executor != "local" else None,
         fast_encoder=fast_encoder,
+        heldout=plan.recipe.heldout,
     )
     base_dir = None if tokenizer else recipe_path.parent
     # Only the recipe's own tokenizer falls back to the demo one under --sample: a tokenizer the

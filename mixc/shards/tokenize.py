@@ -32,6 +32,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
 from ..errors import MixcError
+from . import heldout
 from .store import os_error, write_atomic, write_json_atomic
 from .writer import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
 
@@ -232,6 +233,7 @@ def clear_task(work: str | Path, rank: int) -> None:
         path.unlink()
     for path in (task_marker(work, rank), task_error(work, rank), task_progress(work, rank)):
         path.unlink(missing_ok=True)
+    heldout.clear_task(work, rank)
 
 
 class TokenizeStep(PipelineStep):
@@ -251,6 +253,7 @@ class TokenizeStep(PipelineStep):
         shuffle_seed: int | None = None,
         threads: int | None = None,
         fast: bool = True,
+        heldout_fraction: float = 0.0,
     ):
         super().__init__()
         self.source = source
@@ -261,6 +264,7 @@ class TokenizeStep(PipelineStep):
         self.shuffle_seed = shuffle_seed
         self.threads = threads
         self.fast = fast  # try tiktoken, proven token-identical on this task's first documents
+        self.heldout_fraction = heldout_fraction  # documents kept out of training (see heldout.py)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if self.threads:
@@ -299,8 +303,12 @@ class TokenizeStep(PipelineStep):
         )
         documents = tokens = 0
         fast = None
+        held = heldout.HeldoutWriter(self.work, rank, self.heldout_fraction, ref, self.shard_tokens) \
+            if self.heldout_fraction > 0 else None
         started = last_report = time.monotonic()
         for batch in batched(data, self.batch_documents):
+            if held is not None and not (batch := held.take(list(batch), tokenizer, self.source)):
+                continue
             with self.track_time(unit="batch"):
                 texts, last = split_documents(tokenizer, batch, self.source)
                 if self.fast and documents == 0:
@@ -326,7 +334,10 @@ class TokenizeStep(PipelineStep):
                 self._report(rank, documents, tokens, last_report - started, done=False)
         files = writer.close()
         self._report(rank, documents, tokens, time.monotonic() - started, done=True)
-        return {"rank": rank, "documents": documents, "tokens": tokens, "files": [f.to_dict() for f in files]}
+        summary = {"rank": rank, "documents": documents, "tokens": tokens, "files": [f.to_dict() for f in files]}
+        if held is not None:
+            summary["heldout"] = held.close()
+        return summary
 
     def _report(self, rank: int, documents: int, tokens: int, seconds: float, done: bool) -> None:
         progress = {"documents": documents, "tokens": tokens, "seconds": seconds, "done": done}
