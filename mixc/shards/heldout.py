@@ -129,7 +129,7 @@ def clear_task(work: str | Path, rank: int) -> None:
 SUFFIXES = ("", ".index", ".metadata", ".bytes", ".hash")
 
 
-def finalize(folder: str | Path, summaries: list[dict], fraction: float) -> dict:
+def finalize(folder: str | Path, summaries: list[dict], policy: dict, category: str) -> dict:
     """Move the tasks' held-out shards to `folder/heldout/00000.ds`, ...; the manifest's "heldout" entry.
 
     A pure function of the task summaries, so a finalize killed halfway redoes the same renames."""
@@ -148,7 +148,8 @@ def finalize(folder: str | Path, summaries: list[dict], fraction: float) -> dict
                 raise MixcError(f"{folder}: held-out shard {f['path'] + suffix} of an interrupted build is missing; "
                                 f"delete {folder} and rebuild")
         out.append(dict(f, path=f"{HELDOUT}/{name}"))
-    return {"rule": f"blake2b-64({PERSON.decode()}) < fraction", "fraction": fraction,
+    return {"rule": f"blake2b-64({PERSON.decode()}) < fraction", "fraction": policy["fraction"],
+            "evaluate": policy["documents"], "category": category,
             "documents": sum(f["documents"] for f in out), "tokens": sum(f["tokens"] for f in out),
             "bytes": sum(int((s.get("heldout") or {}).get("bytes", 0)) for s in summaries), "files": out}
 

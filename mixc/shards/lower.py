@@ -73,6 +73,7 @@ class SourceBuild:
     tasks: int
     pipeline: list = field(repr=False)
     rebuild: bool = False  # `mixc build --rebuild`: tokenize afresh beside the folder, then swap it in
+    category: str = ""  # web, multilingual, code, math, reasoning: recorded with the held-out split
 
     def path(self, store: str | Path) -> Path:
         return Path(store) / self.folder
@@ -212,7 +213,8 @@ def byte_options(source: Source, options: BuildOptions, input_info: dict | None 
     }
     fraction = heldout_fraction(source, options, input_info or {})
     if fraction > 0:  # no split: the key of a store built before held-out splits existed
-        opts["heldout"] = {"rule": heldout.PERSON.decode(), "fraction": fraction}
+        opts["heldout"] = {"rule": heldout.PERSON.decode(), "fraction": fraction,
+                           "documents": (source.heldout or options.heldout).documents}
     return opts
 
 
@@ -257,7 +259,8 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
                                  batch_documents=options.batch_documents, shuffle_seed=options.shuffle_seed,
                                  threads=options.threads, fast=options.fast_encoder,
                                  heldout_fraction=(opts.get("heldout") or {}).get("fraction", 0.0)))
-    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild)
+    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild,
+                       category="multilingual" if source.multilingual else source.category)
 
 
 def phase_sources(phases: list[PhasePlan]) -> list[Source]:

@@ -484,7 +484,7 @@ def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
         "dropped_documents": sum(int(s.get("dropped", 0)) for s in summaries),
     }
     if (sb.options.get("heldout") or {}).get("fraction"):
-        manifest["heldout"] = heldout.finalize(sb.build_path(store), summaries, sb.options["heldout"]["fraction"])
+        manifest["heldout"] = heldout.finalize(sb.build_path(store), summaries, sb.options["heldout"], sb.category)
     return finalize_source(sb.build_path(store), summaries, manifest)
 
 
