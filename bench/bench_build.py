@@ -11,8 +11,9 @@ Each round measures, in an order that rotates every round:
   datatrove JsonlReader + DocumentTokenizer (shuffle off, batch 1,000), 1 worker per source
   mixc-2    `mixc build`, 2 workers x 2 tasks per source
 and prints per-round ratios and their medians (throughput ratio = inverse time ratio).
-mixc uses its tiktoken fast path where it is proven token-identical (the demo BPE qualifies);
-pass --no-fast to measure the HF path.
+mixc uses its tiktoken fast path where that is exact for the tokenizer (the demo BPE qualifies;
+its build also re-encodes one document in 256 with HF as a cross-check); pass --no-fast to
+measure the HF path.
 
     .venv/bin/python bench/bench_build.py [--mb 110] [--rounds 3] [--no-fast]
 """
@@ -141,7 +142,7 @@ def main() -> None:
     tok_file.write_text(spec.definition)
     hf = spec.load()
     print(f"corpus: {len(texts):,} documents, {megabytes:.1f} MB; tokenizer {spec.name}; RAYON_NUM_THREADS=1; "
-          f"mixc fast encoder {'off' if args.no_fast else 'on (if proven identical)'}")
+          f"mixc fast encoder {'off' if args.no_fast else 'on (where exact)'}")
     sides = {
         "raw": lambda: run_raw(hf, texts),
         "mixc-1": lambda: run_mixc(recipe, root / "out-mixc1", 1, not args.no_fast),

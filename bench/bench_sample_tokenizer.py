@@ -20,7 +20,8 @@ import time
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 from mixc.sample import sample_documents  # noqa: E402
-from mixc.shards.tokenizer import fast_encoder, resolve_tokenizer, sample_corpus  # noqa: E402
+from mixc.shards.fast_encoder import fast_encoder  # noqa: E402
+from mixc.shards.tokenizer import resolve_tokenizer, sample_corpus  # noqa: E402
 from mixc.spec import Source  # noqa: E402
 
 CATEGORIES = [("fineweb-edu", "web", "eng_Latn", None), ("fw2-cmn", "web", "cmn_Hani", None), ("fw2-rus", "web", "rus_Cyrl", None),

@@ -105,6 +105,15 @@ def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, se
                       tokenizer, {s["name"]: float(s["weight"]) for s in chosen["sources"]}, sources)
 
 
+def has_heldout(store: str | Path, recipe: str) -> bool:
+    """Whether any source a recipe's built phases name has held-out documents."""
+    for path in recipe_phase_manifests(store, recipe):
+        for s in read_phase_manifest(path)["sources"]:
+            if (read_manifest(Path(store) / s["folder"]).get("heldout") or {}).get("documents"):
+                return True
+    return False
+
+
 def _rows(heldout: HeldoutSet) -> list[tuple[int, np.ndarray]]:
     """(source index, EOS + tokens of one window plus its last target) for every window of every document."""
     rows = []

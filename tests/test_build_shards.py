@@ -86,12 +86,12 @@ def test_byte_identical_to_datatrove_document_tokenizer(tmp_path, fast):
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.tokens import DocumentTokenizer
 
+    from mixc.shards.fast_encoder import encoder_choice
     from mixc.shards.readers import StrictJsonlReader
-    from mixc.shards.tokenize import fast_encoder_for
 
     ref = _ref(tmp_path)
     write_jsonl(tmp_path / "in" / "part.jsonl", texts(5, 700))
-    assert fast_encoder_for(ref, texts(5, 50)) is not None  # this byte-level BPE qualifies for tiktoken
+    assert encoder_choice(ref, fast) == ("tiktoken" if fast else "hf")  # this byte-level BPE qualifies for tiktoken
     reference = tmp_path / "datatrove"
     LocalPipelineExecutor([
         JsonlReader(str(tmp_path / "in")),

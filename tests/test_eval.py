@@ -152,6 +152,14 @@ def test_mixc_eval_of_a_checkpoint_equals_its_hf_export_and_a_foreign_tokenizer_
     assert done.returncode == 0, done.stderr[-3000:]
     ours = json.loads(done.stdout)
     assert ours["step"] == 4 and ours["phase"] == "two"
+    # the trainer evaluated at both phase ends, into metrics.jsonl and summary.json: the same figures
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = {r["step"]: r["eval"] for r in records if "eval" in r}
+    assert {2, 4} <= set(evaluated)
+    for name, s in ours["sources"].items():
+        assert evaluated[4]["sources"][name]["bpb"] == pytest.approx(s["bpb"], abs=1e-5)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["heldout"]["step"] == 4 and set(summary["heldout"]["phases"]) == {"one", "two"}
     assert _cli("export", tmp_path / "run", "--format", "hf", tmp_path / "hf").returncode == 0
     done = _cli("eval", tmp_path / "hf", "--shards", shards, "--format", "json")
     assert done.returncode == 0, done.stderr[-3000:]

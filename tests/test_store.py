@@ -60,3 +60,18 @@ def test_truncated_shards_are_refused(tmp_path, plan):
     shard.write_bytes(shard.read_bytes()[:-2])
     with pytest.raises(MixcError, match="manifest says"):
         source_streams(store, plan)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Manifests are read by other users of a shared store: not mkstemp's 0600, but 0666 less the umask."""
+    import os
+    import stat
+
+    from mixc.shards.store import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "manifest.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o644

@@ -38,6 +38,7 @@ from ..plan import PhasePlan
 from ..sample import sample_location
 from ..spec import Heldout, Source
 from . import heldout
+from .fast_encoder import encoder_choice
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
 from .store import source_folder
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
@@ -57,7 +58,7 @@ class BuildOptions:
     tasks: int = 1  # datatrove tasks per source
     batch_documents: int = DEFAULT_BATCH_DOCUMENTS
     threads: int | None = None  # RAYON_NUM_THREADS per worker (1 when several workers run)
-    fast_encoder: bool = True  # tiktoken where proven token-identical to the HF tokenizer
+    fast_encoder: bool = True  # tiktoken where exact for the tokenizer (see fast_encoder.py), else HF tokenizers
     heldout: Heldout | None = None  # the recipe's held-out policy (a source's own overrides it); None: no split
 
 
@@ -245,7 +246,8 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
                  rebuild: bool = False) -> SourceBuild:
     """One source -> its key, its folder in the store and its datatrove pipeline."""
     info = input_fingerprint(source, options)
-    opts = byte_options(source, options, info)
+    # The encoder is keyed and recorded (manifest "options"): --no-fast-encoder never reuses a tiktoken build.
+    opts = dict(byte_options(source, options, info), encoder=encoder_choice(tokenizer, options.fast_encoder))
     key = source_key(info, tokenizer.fingerprint, opts)
     folder = source_folder(source.name, key)
     tasks = max(1, options.tasks)
@@ -257,7 +259,7 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
     work = (Path(store) / (rebuild_folder(folder) if rebuild else folder) / WORK).resolve()
     pipeline.append(TokenizeStep(source.name, tokenizer, work, shard_tokens=options.shard_tokens,
                                  batch_documents=options.batch_documents, shuffle_seed=options.shuffle_seed,
-                                 threads=options.threads, fast=options.fast_encoder,
+                                 threads=options.threads, fast=opts["encoder"] == "tiktoken",
                                  heldout_fraction=(opts.get("heldout") or {}).get("fraction", 0.0)))
     return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild,
                        category="multilingual" if source.multilingual else source.category)

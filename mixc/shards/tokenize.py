@@ -6,6 +6,8 @@ result is byte-identical to datatrove's DocumentTokenizer with `eos_token` set a
 off: that step swaps the tokenizer's post-processor for "$A <EOS>", which is exactly "encode
 without special tokens, then append EOS". Truncation and padding are switched off: a
 pretraining shard must never lose the end of a document to a tokenizer.json's defaults.
+Where lowering chose the fast encoder (fast_encoder.py), tiktoken encodes instead and sampled
+documents of every batch are re-encoded with HF as a cross-check.
 
 A document longer than SPLIT_CHARS is encoded in pieces of about that size, cut only where the
 tokenizer provably splits anyway (see `split_document`), so the ids are those of the whole
@@ -33,6 +35,7 @@ from datatrove.utils.batching import batched
 
 from ..errors import MixcError
 from . import heldout
+from .fast_encoder import cross_check, load_fast_encoder
 from .store import os_error, write_atomic, write_json_atomic
 from .writer import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
 
@@ -70,9 +73,6 @@ def load_encoder(ref: TokenizerRef):
         tokenizer.no_padding()
         _LOADED[key] = tokenizer
     return _LOADED[key]
-
-
-FAST_CHECK_DOCUMENTS = 100  # documents of each task encoded both ways before the fast encoder is trusted
 
 
 def encode_documents(tokenizer, texts: list[str], eos_id: int, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -202,18 +202,6 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
             np.concatenate([ends + offset for (_, ends), offset in zip(parts, offsets)]))
 
 
-def fast_encoder_for(ref: TokenizerRef, check_texts: list[str]):
-    """tiktoken over the tokenizer's own vocabulary when it encodes `check_texts` exactly as HF does, else None."""
-    from .tokenizer import TokenizerSpec, fast_encoder
-
-    definition = Path(ref.file).read_text(encoding="utf-8")
-    spec = TokenizerSpec(ref.name, ref.fingerprint, ref.vocab_size, ref.eos_token, ref.eos_id, definition)
-    try:
-        return fast_encoder(spec, check_texts=check_texts)
-    except Exception:  # any doubt: the HF tokenizer is the reference
-        return None
-
-
 def task_marker(work: str | Path, rank: int) -> Path:
     return Path(work) / "tasks" / f"{rank:05d}.json"
 
@@ -263,7 +251,7 @@ class TokenizeStep(PipelineStep):
         self.batch_documents = batch_documents
         self.shuffle_seed = shuffle_seed
         self.threads = threads
-        self.fast = fast  # try tiktoken, proven token-identical on this task's first documents
+        self.fast = fast  # tiktoken, as lowering chose (encoder_choice): exact for this tokenizer
         self.heldout_fraction = heldout_fraction  # documents kept out of training (see heldout.py)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -301,8 +289,8 @@ class TokenizeStep(PipelineStep):
             Path(self.work) / "shards", token_size=ref.token_size, tokenizer_name=ref.name,
             shard_tokens=self.shard_tokens, prefix=f"{rank:05d}_", shuffle_seed=self.shuffle_seed, shuffle_stream=rank,
         )
-        documents = tokens = 0
-        fast = None
+        documents = tokens = batches = 0
+        fast = load_fast_encoder(ref) if self.fast else None
         held = heldout.HeldoutWriter(self.work, rank, self.heldout_fraction, ref, self.shard_tokens) \
             if self.heldout_fraction > 0 else None
         started = last_report = time.monotonic()
@@ -311,21 +299,22 @@ class TokenizeStep(PipelineStep):
                 continue
             with self.track_time(unit="batch"):
                 texts, last = split_documents(tokenizer, batch, self.source)
-                if self.fast and documents == 0:
-                    fast = fast_encoder_for(ref, texts[char_groups(texts[:FAST_CHECK_DOCUMENTS])[0]])
                 parts = []
                 for group in char_groups(texts):  # bounded memory: a few million characters at a time
                     if fast is not None:
                         # the thread count HF tokenizers would use: RAYON_NUM_THREADS, else every core
                         threads = self.threads or int(os.environ.get("RAYON_NUM_THREADS") or 0) or os.cpu_count() or 1
-                        ids = fast.encode_batch(texts[group], num_threads=threads)
-                        parts.append(_pack(ids, dtype, None))
+                        parts.append(_pack(fast.encode_ids(texts[group], num_threads=threads), dtype, ref.eos_id))
                     else:
                         parts.append(encode_documents(tokenizer, texts[group], ref.eos_id, dtype))
                 batch_tokens, ends = join_pieces(*_concat(parts), last)
                 del texts, parts
+                if fast is not None:  # sampled documents re-encoded by HF (huge ones are skipped: memory)
+                    cross_check(self.source, rank, batches, batch, batch_tokens, ends, tokenizer, ref.eos_id, documents,
+                                max_chars=SPLIT_CHARS)
                 writer.write(batch_tokens, ends)
             documents += len(ends)
+            batches += 1
             tokens += len(batch_tokens)
             self.stat_update("documents", value=len(batch))
             self.stat_update("tokens", value=len(batch_tokens))

@@ -53,9 +53,15 @@ class TokenizerSpec:
         return 4 if self.vocab_size > np.iinfo(np.uint16).max + 1 else 2
 
     def load(self) -> Tokenizer:
-        """The tokenizer with EOS appended to every encoding, exactly as datatrove's DocumentTokenizer sets it up."""
+        """The tokenizer with EOS appended to every encoding, as datatrove's DocumentTokenizer sets it up.
+
+        Truncation and padding are switched off whatever the tokenizer.json says: a pretraining
+        document must never lose its end to a `max_length` meant for inference.
+        """
         tokenizer = Tokenizer.from_str(self.definition)
         tokenizer.post_processor = TemplateProcessing(single="$A <EOS>", special_tokens=[("<EOS>", self.eos_id)], pair=None)
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
         return tokenizer
 
 
@@ -277,98 +283,3 @@ def _nonempty(source, path: Path, texts: Iterable[str]) -> Iterable[str]:
         yield text
     if count == 0:
         raise MixcError(f"source '{source.name}': no documents with a '{source.text_column}' column under {path}")
-
-
-# --------------------------------------------------------------------------- fast path
-
-# GPT-2's pre-tokenizer split, which tokenizers' ByteLevel(use_regex=True) applies.
-GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-class FastEncoder:
-    """tiktoken running a byte-level BPE's own vocabulary, proven token-identical on check texts.
-
-    `encode_batch` returns ids with EOS appended, like `TokenizerSpec.load().encode_batch`.
-    A text containing an added token's literal string (e.g. "<|endoftext|>") goes through
-    the HF tokenizer, which matches added tokens in raw text and tiktoken's ordinary encoding
-    does not.
-    """
-
-    def __init__(self, spec: TokenizerSpec, encoding, added: list[str]):
-        self.spec, self.encoding = spec, encoding
-        self.added = re.compile("|".join(re.escape(a) for a in added)) if added else None
-        self._hf: Tokenizer | None = None
-
-    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
-        eos = self.spec.eos_id
-        out = [ids + [eos] for ids in self.encoding.encode_ordinary_batch(texts, num_threads=num_threads)]
-        if self.added is not None:
-            for i, text in enumerate(texts):
-                if self.added.search(text):
-                    self._hf = self._hf or self.spec.load()
-                    out[i] = self._hf.encode(text).ids
-        return out
-
-
-def fast_encoder(spec: TokenizerSpec, check_texts: Iterable[str] | None = None) -> FastEncoder | None:
-    """A tiktoken encoder for a plain byte-level BPE if it encodes `check_texts` exactly as HF does, else None.
-
-    Only GPT-2/Llama-3 style tokenizers qualify: no normalizer, a ByteLevel pre-tokenizer (or a
-    regex Split followed by ByteLevel without regex), a BPE model without dropout or subword
-    affixes. Callers should pass a sample of every source they will encode.
-    """
-    import tiktoken
-
-    definition = json.loads(spec.definition)
-    model, pre = definition.get("model") or {}, definition.get("pre_tokenizer") or {}
-    if definition.get("normalizer") or model.get("type") != "BPE" or model.get("dropout") or model.get("byte_fallback") \
-            or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-        return None
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
-        pattern = GPT2_SPLIT
-    elif pre.get("type") == "Sequence" and len(pre.get("pretokenizers", [])) == 2:
-        split, byte_level = pre["pretokenizers"]
-        if split.get("type") != "Split" or "Regex" not in split.get("pattern", {}) or split.get("behavior") != "Isolated" \
-                or split.get("invert") or byte_level.get("type") != "ByteLevel" or byte_level.get("use_regex") \
-                or byte_level.get("add_prefix_space"):
-            return None
-        pattern = split["pattern"]["Regex"]
-    else:
-        return None
-    # Byte-level BPE spells bytes as printable characters; invert that map to get raw bytes.
-    byte_of = {ch: b for b, ch in enumerate(_bytes_to_unicode())}
-    added = {t["content"]: t["id"] for t in definition.get("added_tokens", [])}
-    try:
-        ranks = {bytes(byte_of[ch] for ch in token): rank for token, rank in model["vocab"].items() if token not in added}
-        encoding = tiktoken.Encoding(f"mixc-{spec.fingerprint[:12]}", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
-    except (KeyError, ValueError):
-        return None
-    fast = FastEncoder(spec, encoding, sorted(added, key=len, reverse=True))
-    texts = list(check_texts) if check_texts is not None else list(_check_sample())
-    if fast.encode_batch(texts) != [e.ids for e in spec.load().encode_batch(texts)]:
-        return None
-    return fast
-
-
-def _bytes_to_unicode() -> list[str]:
-    """The printable character GPT-2's byte-level BPE uses for each byte 0..255."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
-def _check_sample() -> Iterable[str]:
-    from ..sample import sample_documents
-    from ..spec import Source
-
-    for name, category, language, programming_language, _ in SAMPLE_CORPUS:
-        source = Source(name=name, category=category, language=language, programming_language=programming_language,
-                        path="sample://check")
-        for doc in sample_documents(source, seed=12345, documents=3):
-            yield doc["text"]

@@ -2,7 +2,16 @@
 
 A checkpoint folder `step-000123/` holds `state.pt` (model, optimizer, RNG states, loader
 state, step) and `meta.json` (what a person or `mixc export` needs without torch.load of the
-whole state). A folder without `meta.json` was never finished and is ignored.
+whole state, written last through `write_atomic`). A folder without `meta.json` was never
+finished and is ignored.
+
+What a run saves is gathered by `TrainState` behind `state_dict()`/`load_state_dict()`: the
+model, the optimizer, every rank's loader position, the RNG states, the non-finite guard and
+the step. A sharded run (`--fsdp`) writes its model and optimizer with
+torch.distributed.checkpoint instead: every rank writes its own shards into `sharded/` (no
+rank ever holds the full state; a 3B model's optimizer state alone is ~37 GB), and `state.pt`
+keeps the rest; meta.json says so (`"state_format": "dcp"`). Such a checkpoint loads into any
+layout (DCP reshards), and `load_model_weights` reads its weights on a single process (export).
 
 A finished checkpoint can still be damaged later (a full disk, a copy cut short, a hand edit):
 `load` turns every such case into a MixcError naming the file, and `load_newest` falls back
@@ -13,16 +22,23 @@ never make it drop the last good one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
+from ..shards.store import write_atomic
 
 PREFIX = "step-"
+STATE_FILE = "state.pt"
+SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder of a sharded run's model and optimizer
+DCP_FORMAT = "dcp"
 
 
 def checkpoint_dirs(root: str | Path) -> list[Path]:
@@ -45,22 +61,56 @@ def latest(root: str | Path) -> Path | None:
 
 
 def save(root: str | Path, step: int, state: dict[str, Any], meta: dict[str, Any], keep: int = 3) -> Path:
-    """Write checkpoint `step` atomically, then drop all but the newest `keep`."""
+    """Write checkpoint `step` atomically, then drop all but the newest `keep` (one process)."""
     import torch
 
+    final, tmp = _begin(root, step, f"{os.getpid()}")
+    torch.save(state, tmp / STATE_FILE)
+    return _commit(tmp, final, meta, keep)
+
+
+def save_train_state(root: str | Path, step: int, train: TrainState, meta: dict[str, Any], keep: int = 3) -> Path | None:
+    """Every rank calls this. A full state is gathered on rank 0, which writes it; a sharded
+    state is written by every rank into one shared folder (torch.distributed.checkpoint).
+    Returns the checkpoint folder on rank 0, None elsewhere."""
+    import torch
+
+    world = train.world
+    state = train.state_dict()  # collective: every rank's loader position
+    if not train.sharded:
+        return save(root, step, state, meta, keep=keep) if world.main else None
+    import torch.distributed.checkpoint as dcp
+
+    final, tmp = _begin(root, step, "sharded") if world.main else (None, _tmp_name(root, step, "sharded"))
+    if world.distributed:
+        torch.distributed.barrier()  # the folder exists before anyone writes into it
+    with _one_process_is_meant():
+        dcp.save({"model": state.pop("model"), "optimizer": state.pop("optimizer")}, checkpoint_id=tmp / SHARDED_DIR,
+                 no_dist=not world.distributed)
+    if not world.main:
+        return None
+    torch.save(state, tmp / STATE_FILE)
+    return _commit(tmp, final, {**meta, "state_format": DCP_FORMAT}, keep)
+
+
+def _tmp_name(root: str | Path, step: int, tag: str) -> Path:
+    return Path(root) / f".tmp-{PREFIX}{step:09d}-{tag}"
+
+
+def _begin(root: str | Path, step: int, tag: str) -> tuple[Path, Path]:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:09d}"
-    tmp = root / f".tmp-{PREFIX}{step:09d}-{os.getpid()}"
+    tmp = _tmp_name(root, step, tag)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    torch.save(state, tmp / "state.pt")
+    return root / f"{PREFIX}{step:09d}", tmp
+
+
+def _commit(tmp: Path, final: Path, meta: dict[str, Any], keep: int) -> Path:
+    root = final.parent
     # meta.json last: its presence marks the checkpoint complete.
-    with open(tmp / "meta.json", "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+    write_atomic(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -97,6 +147,10 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise MixcError(f"{path / 'state.pt'} is unreadable ({_reason(exc)})") from None
     if not isinstance(state, dict):
         raise MixcError(f"{path / 'state.pt'} does not hold a checkpoint's state")
+    if meta.get("state_format") == DCP_FORMAT:
+        if not (path / SHARDED_DIR / ".metadata").is_file():
+            raise MixcError(f"{path / SHARDED_DIR} is incomplete (no .metadata): the sharded model and optimizer are missing")
+        state["sharded"] = path / SHARDED_DIR  # read by TrainState.load_state_dict or load_model_weights
     return state, meta
 
 
@@ -173,6 +227,145 @@ def resolve(path: str | Path) -> Path:
         if found:
             return found
     raise MixcError(f"no complete checkpoint found at {path}")
+
+
+class TrainState:
+    """Everything a run resumes from, behind `state_dict()`/`load_state_dict()`: the model, the
+    optimizer, every rank's loader position, the RNG states (rank 0's, restored on every rank,
+    as each rank starts from the same seed), the non-finite guard's history and the step.
+
+    `sharded` (an FSDP2 run): the model and optimizer state are this rank's DTensor shards, saved
+    and loaded with torch.distributed.checkpoint; otherwise full state dicts (rank 0's are saved).
+    `state_dict()` is collective (the loader positions are gathered): every rank calls it."""
+
+    def __init__(self, model, optimizer, loader, guard, world, *, sharded: bool, micro_batch_size: int, step: int = 0):
+        self.model, self.optimizer, self.loader, self.guard, self.world = model, optimizer, loader, guard, world
+        self.sharded, self.micro_batch_size, self.step = sharded, micro_batch_size, step
+
+    def state_dict(self) -> dict[str, Any]:
+        from . import dist as distributed
+
+        loader = distributed.gather_objects(self.loader.state_dict(), self.world)
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            model, optimizer = get_state_dict(self.model, self.optimizer)
+        else:
+            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        return {"model": model, "optimizer": optimizer, "step": self.step, "rng": rng_state(), "loader": loader,
+                "micro_batch_size": self.micro_batch_size, "guard": self.guard.meta()}
+
+    def load_state_dict(self, state: dict[str, Any], *, parts: tuple[str, ...] = ("model", "optimizer", "rng", "loader", "guard", "step")
+                        ) -> None:
+        """Restore `parts` of a checkpoint's state (as `load` returns it; a rollback restores only
+        the model, optimizer and RNG). A sharded checkpoint loads into any layout, a full one too."""
+        if "sharded" in state:
+            self._load_sharded(state["sharded"], optimizer="optimizer" in parts)
+        else:
+            if "model" in parts:
+                _load_full_model(self.model, state["model"], self.sharded)
+            if "optimizer" in parts:
+                _load_full_optimizer(self.optimizer, self.model, state["optimizer"], self.sharded)
+        if "rng" in parts:
+            restore_rng(state["rng"])
+        if "step" in parts:
+            self.step = int(state["step"])
+        if "guard" in parts and "guard" in state:
+            self.guard.load_state_dict(state["guard"])
+        if "loader" in parts:
+            saved = state["loader"]
+            if len(saved) == self.world.world_size and state.get("micro_batch_size") == self.micro_batch_size:
+                self.loader.load_state_dict(saved[self.world.rank])
+            else:
+                # Another layout sees the same global batches; only the micro-batch split differs.
+                self.loader.seek_step(int(state["step"]))
+
+    def _load_sharded(self, folder: Path, *, optimizer: bool) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        # The templates say which tensors (and which of their shards) this rank reads.
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        wanted = {"model": model_state, "optimizer": optimizer_state} if optimizer else {"model": model_state}
+        try:
+            with _one_process_is_meant():
+                dcp.load(wanted, checkpoint_id=folder, no_dist=not self.world.distributed)
+        except Exception as exc:  # a missing or cut-short shard file fails in many ways
+            raise MixcError(f"{folder} is unreadable ({_reason(exc)})") from None
+        set_state_dict(self.model, self.optimizer, model_state_dict=wanted["model"],
+                       optim_state_dict=wanted.get("optimizer", {}))
+
+
+def load_model_weights(state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """The model weights of a loaded checkpoint on one process: a full state's own, or a sharded
+    one's read into `template` (a plain model's state_dict, filled in place)."""
+    if "sharded" not in state:
+        return state["model"]
+    import torch.distributed.checkpoint as dcp
+
+    wanted = {"model": template}
+    try:
+        with _one_process_is_meant():
+            dcp.load(wanted, checkpoint_id=state["sharded"], no_dist=True)
+    except Exception as exc:
+        raise MixcError(f"{state['sharded']} is unreadable ({_reason(exc)})") from None
+    return wanted["model"]
+
+
+@contextlib.contextmanager
+def _one_process_is_meant() -> Iterator[None]:
+    """DCP warns whenever it runs without a process group; alone (one GPU, an export) is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _load_full_model(model, weights: dict, sharded: bool) -> None:
+    if not sharded:
+        model.load_state_dict(weights)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
+
+
+def _load_full_optimizer(optimizer, model, state: dict, sharded: bool) -> None:
+    if not sharded:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class TokenizerMissing(MixcError):

@@ -13,8 +13,9 @@ here). Tied embeddings are stored once, as `model.embed_tokens.weight`; transfor
 `lm_head.weight` to it on load.
 
 `model_from_checkpoint` rebuilds a model from a mixc checkpoint (mixc/train/checkpoint.py):
-`state["model"]` is the model's state_dict and `meta["model_config"]` the SmolLM3Config as a
-dict, including the RoPE base of the phase that wrote it.
+`state["model"]` is the model's state_dict (a sharded `--fsdp` checkpoint's shards are read
+from its `sharded/` folder on this one process) and `meta["model_config"]` the SmolLM3Config
+as a dict, including the RoPE base of the phase that wrote it.
 """
 
 from __future__ import annotations
@@ -149,12 +150,14 @@ def model_from_checkpoint(path: str | Path, *, attention: str = "sdpa", warn: Ca
     """(model, config, meta) from a checkpoint folder, or a run folder (its newest checkpoint
     that loads; `warn` hears of every damaged one passed over)."""
     folder, state, meta = checkpoint.load_given(path, warn=warn or (lambda _msg: None))
-    if "model_config" not in meta or "model" not in state:
+    if "model_config" not in meta or not ("model" in state or "sharded" in state):
         raise MixcError(f"{folder} has no model (expected meta.json 'model_config' and state 'model')")
     config = SmolLM3Config.from_dict(meta["model_config"])
-    weights = {_strip_wrappers(k): v for k, v in state["model"].items()}
-    refuse_nonfinite(weights, folder)
     model = SmolLM3(config, attention=attention)
+    # A sharded (--fsdp) checkpoint's shards are read into this model's full-size tensors.
+    loaded = checkpoint.load_model_weights(state, model.state_dict())
+    weights = {_strip_wrappers(k): v for k, v in loaded.items()}
+    refuse_nonfinite(weights, folder)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise MixcError(f"{folder}: checkpoint weights do not fit the model config "

@@ -73,7 +73,13 @@ class Guard:
                    consecutive=int(meta.get("consecutive_skips", 0)), rollbacks=int(meta.get("rollbacks", 0)))
 
     def meta(self) -> dict[str, Any]:
+        """The history a checkpoint carries (in its meta.json, and in its state as "guard")."""
         return {"skipped_steps": list(self.skipped), "consecutive_skips": self.consecutive, "rollbacks": self.rollbacks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped = [int(s) for s in state.get("skipped_steps", [])]
+        self.consecutive = int(state.get("consecutive_skips", 0))
+        self.rollbacks = int(state.get("rollbacks", 0))
 
     def passed(self) -> None:
         self.consecutive = 0

@@ -13,11 +13,16 @@ the token count of the whole global batch (all micro-batches of all ranks), so t
 gradients equal one big batch's mean-loss gradient, whatever the micro-batch size or the
 number of ranks. DDP averages over ranks, hence the factor `world_size` on each rank's loss.
 
+The run is a `Trainer`: `setup` (recipe, plan, store checks, resume), then `train_step` per
+global step (micro-batches, the non-finite guard, the optimizer step), `_after_step` (metrics,
+the per-step hooks in `Trainer.after_step`, the checkpoint policy), and `finish` (the summary).
+
 Checkpoints every `checkpoint_every` steps, at every phase end and at the last step trained:
-model, optimizer, RNG states, every rank's loader position and the step, written atomically
-(mixc/train/checkpoint.py), and only when the state is finite. A step with a NaN or infinite
-loss or gradient norm is never applied; the recipe's `nonfinite` policy decides what follows
-(mixc/train/guard.py). `resume=True` continues from the newest: the weights after the
+model, optimizer, RNG states, every rank's loader position, the guard and the step (gathered by
+checkpoint.TrainState), written atomically (mixc/train/checkpoint.py), and only when the state
+is finite; with `--fsdp` every rank writes its own shards (torch.distributed.checkpoint). A
+step with a NaN or infinite loss or gradient norm is never applied; the recipe's `nonfinite`
+policy decides what follows (mixc/train/guard.py). `resume=True` continues from the newest: the weights after the
 last step equal an uninterrupted run's bit for bit (same world size and micro-batch size).
 A checkpoint records what binds the run to its recipe and data (mixc/train/binding.py); a
 resume that would change the past (another tokenizer, rebuilt sources, model, seed, a started
@@ -30,18 +35,16 @@ import contextlib
 import functools
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
 from ..errors import MixcError
-from ..loader import CurriculumLoader, CurriculumStream
+from ..loader import CurriculumLoader, CurriculumStream, PackedPhaseStream
 from ..plan import lr_at, plan_recipe, run_schedule
 from ..shards.store import phase_manifest, source_streams, source_token_counts
 from ..shards.verify import check_store_for_training
@@ -49,8 +52,9 @@ from ..spec import load_recipe
 from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
+from .heldout_eval import HeldoutEval, heldout_summary
 from .metrics import SUMMARY_FILE, MetricsLog, default_peak_flops, mfu, progress_line, summarize
-from .model import SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
+from .model import IGNORE_INDEX, SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
 DEFAULT_MICRO_BATCH_TOKENS = 8192  # per rank per forward pass, when --micro-batch-size is not given
@@ -76,187 +80,329 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
         torch.set_num_threads(threads)
     world = distributed.setup(device)
     try:
-        return _train(Path(recipe_path), Path(shards), Path(out), world, resume=resume, micro_batch_size=micro_batch_size,
-                      max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
-                      fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
-                      verify_store=verify_store, log=log if world.main else (lambda _msg: None), on_step=on_step)
+        trainer = Trainer(Path(recipe_path), Path(shards), Path(out), world, resume=resume, micro_batch_size=micro_batch_size,
+                          max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
+                          fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
+                          verify_store=verify_store, log=log if world.main else (lambda _msg: None), on_step=on_step)
+        return trainer.run()
     finally:
         distributed.teardown(world)
 
 
-def _train(recipe_path: Path, store: Path, out: Path, world: distributed.World, *, resume, micro_batch_size, max_steps,
-           checkpoint_every, keep, attention, seed, fsdp, peak_flops, num_workers, log_every, verify_store, log,
-           on_step) -> dict:
-    resolved = load_recipe(recipe_path)
-    recipe = resolved.recipe
-    plan = plan_recipe(resolved, source_token_counts(store, recipe.name))
-    # What `mixc verify` would reject is refused before step 1 (cheap checks; the token files'
-    # checksums only with verify_store). An id out of range is still caught batch by batch.
-    check_store_for_training(store, recipe.name, [p.name for p in plan.phases], full=verify_store)
-    streams = source_streams(store, plan)  # MixcError for a missing store or an unbuilt phase
-    tokenizer = phase_manifest(store, recipe.name, plan.phases[0].name)["tokenizer"]
-    data = binding.data_binding(store, plan)
+class Trainer:
+    """One training run on this rank. `run()` = `setup()`, then `train_step(step)` and
+    `_after_step(record)` for every global step left, then `finish()`.
 
-    # Where to start: the newest checkpoint when resuming; never train over an existing run.
-    ckpt_root = out / "checkpoints"
-    found = checkpoint.latest(ckpt_root)
-    state: dict[str, Any] | None = None
-    meta: dict[str, Any] = {}
-    if found and not resume:
-        raise MixcError(f"{out} already holds checkpoints (newest {found.name}); pass --resume to continue it, or choose another --out")
-    if found:
-        # The newest checkpoint that loads and is finite; damaged ones are named and set aside.
-        found, state, meta = checkpoint.load_newest(ckpt_root, warn=log, finite=True, set_aside=world.main)
-        if meta.get("recipe_name") != recipe.name:
-            raise MixcError(f"{found} is a checkpoint of recipe '{meta.get('recipe_name')}', not '{recipe.name}'")
-        if seed is not None and seed != meta["seed"]:
-            raise MixcError(f"{found} was trained with seed {meta['seed']}; resume without --seed or with the same one")
-        seed = meta["seed"]
-        # Refused changes (tokenizer, source contents, model, seed, ...) stop here; see binding.py.
-        warnings = binding.resume_warnings(meta, recipe, plan, data, found)
-        log(f"resuming from {found} (step {meta['step']}, phase {meta['phase']})")
-        for line in warnings:
-            log(line)
-    elif resume:
-        log(f"no checkpoint in {ckpt_root}; starting from step 0")
-    seed = recipe.seed if seed is None else seed
-    start_step = int(meta.get("step", 0))
+    `after_step` holds hooks called on every rank after each step, with the trainer and the
+    step's record, before the checkpoint policy: the place for in-loop work such as an
+    evaluation every N steps (every rank calls them, so they may use collectives)."""
 
-    config = SmolLM3Config.from_dict(meta["model_config"]) if meta else _model_config(recipe.model, tokenizer)
-    stream = CurriculumStream(plan, streams, seed=seed)
-    total = stream.total_steps
-    end = total if max_steps is None else max(0, min(max_steps, total))
-    if micro_batch_size is None:
-        micro_batch_size = max(1, DEFAULT_MICRO_BATCH_TOKENS // plan.phases[0].sequence_length)
-    loader = CurriculumLoader(stream, micro_batch_size, world.rank, world.world_size, num_workers=num_workers)
+    def __init__(self, recipe_path: Path, store: Path, out: Path, world: distributed.World, *, resume: bool,
+                 micro_batch_size: int | None, max_steps: int | None, checkpoint_every: int, keep: int, attention: str,
+                 seed: int | None, fsdp: bool, peak_flops: float | None, num_workers: int, log_every: int,
+                 verify_store: bool, log: Callable[[str], Any], on_step: Callable[[dict], Any] | None):
+        self.recipe_path, self.store, self.out, self.world = recipe_path, store, out, world
+        self.resume, self.micro_batch_size, self.max_steps = resume, micro_batch_size, max_steps
+        self.checkpoint_every, self.keep, self.attention, self.seed, self.fsdp = checkpoint_every, keep, attention, seed, fsdp
+        self.peak_flops, self.num_workers, self.log_every = peak_flops, num_workers, log_every
+        self.verify_store, self.log, self.on_step = verify_store, log, on_step
+        self.ckpt_root = out / "checkpoints"
+        self.after_step: list[Callable[[Trainer, dict], Any]] = []
 
-    # The model: same init on every rank (same seed), then the checkpoint's weights if any.
-    _seed_everything(seed)
-    model = SmolLM3(config, attention=attention).to(world.device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    engine = distributed.wrap(model, world, fsdp)
-    opt = recipe.optimizer
-    optimizer = model.configure_optimizer(lr=0.0, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2), eps=opt.eps)
-    if state is not None:
-        settings = binding.optimizer_settings(optimizer)
-        _load_optimizer(optimizer, model, state["optimizer"], fsdp)
-        binding.restore_settings(optimizer, settings)  # the recipe's betas, eps, weight decay
-        _restore_rng(state["rng"])
-        saved = state["loader"]
-        if len(saved) == world.world_size and meta.get("micro_batch_size") == micro_batch_size:
-            loader.load_state_dict(saved[world.rank])
-        else:
-            # Another layout sees the same global batches; only the micro-batch split differs.
-            loader.seek_step(start_step)
-    params = model.num_parameters()
-    peak = peak_flops or default_peak_flops(world.device)  # None: no MFU (a CPU, an unlisted GPU)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and not fsdp
-                else contextlib.nullcontext())
+    def run(self) -> dict[str, Any]:
+        self.setup()
+        for step in range(self.start_step, self.end):
+            self._after_step(self.train_step(step))
+        return self.finish()
 
-    metrics = MetricsLog(out, resume_step=start_step) if world.main else None
-    if world.main:
-        (out / "run.json").write_text(json.dumps({
-            "recipe": str(recipe_path), "shards": str(store), "model": recipe.model, "parameters": params,
-            "world_size": world.world_size, "micro_batch_size": micro_batch_size, "seed": seed, "device": str(world.device),
-            "threads": torch.get_num_threads(), "steps": total, "mixc_version": __version__}, indent=2) + "\n")
-        log(f"{recipe.name}: model {recipe.model} ({params / 1e6:.2f}M parameters), {total} steps in {len(plan.phases)} phases, "
-            f"{world.world_size} process(es) on {world.device}, {loader.batches.micro_per_step[0]} micro-batch(es) of "
-            f"{loader.batches.micro_sizes[0]} per rank per step")
+    # -- set-up ---------------------------------------------------------------------------
 
-    batches = iter(loader)
-    phase_index = None
-    tokens_done = sum(min(max(start_step - stream.step_starts[i], 0), p.steps) * p.samples_per_step * p.sequence_length
-                      for i, p in enumerate(plan.phases))
-    started = time.perf_counter()
-    session_tokens = 0
-    last_checkpoint = found
-    guard = Guard.from_recipe(recipe.nonfinite, meta)
-    for step in range(start_step, end):
-        p, local = stream.locate(step)
-        phase = plan.phases[p]
-        if p != phase_index:
-            model.set_rope_theta(phase.rope_theta)
-            phase_index = p
-            log(f"phase {phase.name} (run {phase.run}) from step {step + 1}: sequence length {phase.sequence_length}, "
-                f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step")
+    def setup(self) -> None:
+        """Recipe, plan and store checks; the checkpoint to resume from; model, optimizer, loader."""
+        self._read_inputs()
+        found, state, meta = self._find_checkpoint()
+        self._build(state, meta)
+        self.last_checkpoint = found
+        self.phase_index: int | None = None
+        self.tokens_done = sum(min(max(self.start_step - self.stream.step_starts[i], 0), p.steps) * p.samples_per_step
+                               * p.sequence_length for i, p in enumerate(self.plan.phases))
+        self.session_tokens = 0
+        self.batches = iter(self.loader)
+        evaluation = HeldoutEval.create(self)  # every eval_every steps and at phase ends, into the step's record
+        if evaluation is not None:
+            self.after_step.append(evaluation)
+        self.started = time.perf_counter()
+
+    def _read_inputs(self) -> None:
+        resolved = load_recipe(self.recipe_path)
+        self.recipe = recipe = resolved.recipe
+        self.plan = plan = plan_recipe(resolved, source_token_counts(self.store, recipe.name))
+        # What `mixc verify` would reject is refused before step 1 (cheap checks; the token files'
+        # checksums only with verify_store). An id out of range is still caught batch by batch.
+        check_store_for_training(self.store, recipe.name, [p.name for p in plan.phases], full=self.verify_store)
+        self.streams = source_streams(self.store, plan)  # MixcError for a missing store or an unbuilt phase
+        self.tokenizer = phase_manifest(self.store, recipe.name, plan.phases[0].name)["tokenizer"]
+        self.data = binding.data_binding(self.store, plan)
+
+    def _find_checkpoint(self) -> tuple[Path | None, dict[str, Any] | None, dict[str, Any]]:
+        """Where to start: the newest checkpoint when resuming; never train over an existing run."""
+        recipe, log, seed = self.recipe, self.log, self.seed
+        found = checkpoint.latest(self.ckpt_root)
+        state: dict[str, Any] | None = None
+        meta: dict[str, Any] = {}
+        if found and not self.resume:
+            raise MixcError(f"{self.out} already holds checkpoints (newest {found.name}); pass --resume to continue it, "
+                            "or choose another --out")
+        if found:
+            # The newest checkpoint that loads and is finite; damaged ones are named and set aside.
+            found, state, meta = checkpoint.load_newest(self.ckpt_root, warn=log, finite=True, set_aside=self.world.main)
+            if meta.get("recipe_name") != recipe.name:
+                raise MixcError(f"{found} is a checkpoint of recipe '{meta.get('recipe_name')}', not '{recipe.name}'")
+            if seed is not None and seed != meta["seed"]:
+                raise MixcError(f"{found} was trained with seed {meta['seed']}; resume without --seed or with the same one")
+            seed = meta["seed"]
+            # Refused changes (tokenizer, source contents, model, seed, ...) stop here; see binding.py.
+            warnings = binding.resume_warnings(meta, recipe, self.plan, self.data, found)
+            log(f"resuming from {found} (step {meta['step']}, phase {meta['phase']})")
+            for line in warnings:
+                log(line)
+        elif self.resume:
+            log(f"no checkpoint in {self.ckpt_root}; starting from step 0")
+        self.seed = recipe.seed if seed is None else seed
+        self.start_step = int(meta.get("step", 0))
+        return found, state, meta
+
+    def _build(self, state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
+        recipe, plan, world = self.recipe, self.plan, self.world
+        config = SmolLM3Config.from_dict(meta["model_config"]) if meta else _model_config(recipe.model, self.tokenizer)
+        self.stream = stream = CurriculumStream(plan, self.streams, seed=self.seed)
+        self.total = stream.total_steps
+        self.end = self.total if self.max_steps is None else max(0, min(self.max_steps, self.total))
+        micro_batch_size = self.micro_batch_size
+        if micro_batch_size is None:
+            micro_batch_size = max(1, DEFAULT_MICRO_BATCH_TOKENS // plan.phases[0].sequence_length)
+        self.micro_batch_size = micro_batch_size
+        self.loader = CurriculumLoader(stream, micro_batch_size, world.rank, world.world_size, num_workers=self.num_workers)
+
+        # The model: same init on every rank (same seed), then the checkpoint's state if any.
+        checkpoint.seed_everything(self.seed)
+        self.model = SmolLM3(config, attention=self.attention).to(world.device)
+        self.engine = distributed.wrap(self.model, world, self.fsdp)
+        opt = recipe.optimizer
+        self.optimizer = self.model.configure_optimizer(lr=0.0, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2),
+                                                        eps=opt.eps)
+        self.guard = Guard.from_recipe(recipe.nonfinite, meta)
+        self.state = checkpoint.TrainState(self.model, self.optimizer, self.loader, self.guard, world, sharded=self.fsdp,
+                                           micro_batch_size=micro_batch_size, step=self.start_step)
+        if state is not None:
+            state.setdefault("micro_batch_size", meta.get("micro_batch_size"))  # a checkpoint from before it was kept
+            self._restore(state)
+        self.params = self.model.num_parameters()
+        self.peak = self.peak_flops or default_peak_flops(world.device)  # None: no MFU (a CPU, an unlisted GPU)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and not self.fsdp
+                         else contextlib.nullcontext())
+        self.metrics = MetricsLog(self.out, resume_step=self.start_step) if world.main else None
+        if world.main:
+            self._announce()
+
+    def _restore(self, state: dict[str, Any], parts: tuple[str, ...] = ("model", "optimizer", "rng", "loader", "guard",
+                                                                           "step")) -> None:
+        settings = binding.optimizer_settings(self.optimizer)
+        self.state.load_state_dict(state, parts=parts)
+        binding.restore_settings(self.optimizer, settings)  # the recipe's betas, eps, weight decay
+
+    def _announce(self) -> None:
+        recipe, world = self.recipe, self.world
+        (self.out / "run.json").write_text(json.dumps({
+            "recipe": str(self.recipe_path), "shards": str(self.store), "model": recipe.model, "parameters": self.params,
+            "world_size": world.world_size, "micro_batch_size": self.micro_batch_size, "seed": self.seed,
+            "device": str(world.device), "threads": torch.get_num_threads(), "steps": self.total,
+            "mixc_version": __version__}, indent=2) + "\n")
+        self.log(f"{recipe.name}: model {recipe.model} ({self.params / 1e6:.2f}M parameters), {self.total} steps in "
+                 f"{len(self.plan.phases)} phases, {world.world_size} process(es) on {world.device}, "
+                 f"{self.loader.batches.micro_per_step[0]} micro-batch(es) of {self.loader.batches.micro_sizes[0]} "
+                 "per rank per step")
+
+    # -- one step -------------------------------------------------------------------------
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Global step `step` (0-based): its micro-batches, the guard, the update; returns its record."""
+        p, local = self.stream.locate(step)
+        phase = self.plan.phases[p]
+        self._enter_phase(p, step)
         run_step = phase.first_step + local
-        lr = float(lr_at(run_schedule(plan, phase), run_step))
-        for group in optimizer.param_groups:
+        lr = float(lr_at(run_schedule(self.plan, phase), run_step))
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        n_micro = loader.batches.micro_per_step[p]
         global_tokens = phase.samples_per_step * phase.sequence_length
+        loss_sum, self.last_batch = self._forward_backward(step, p, global_tokens)
+        opt = self.recipe.optimizer
+        max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
+        # The norm is measured before any update: a non-finite one (or loss) is never applied.
+        grad_norm = float(_full(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)))
+        loss = float(distributed.sum_across(loss_sum, self.world))
+        problem = step_problem(loss, grad_norm)
+        if problem is None:
+            self.optimizer.step()
+            self.guard.passed()
+        self.optimizer.zero_grad(set_to_none=True)
+        step_time = time.perf_counter() - t0
+        self.tokens_done += global_tokens
+        self.session_tokens += global_tokens
+        self.state.step = done = step + 1
+        skipped = None
+        if problem is not None:
+            skipped = self._drop_step(done, problem, f"phase {phase.name}")
+        tps = global_tokens / step_time
+        record = {"step": done, "phase": phase.name, "phase_index": p, "run": phase.run, "run_step": run_step,
+                  "loss": _finite_or_none(loss), "lr": lr, "grad_norm": _finite_or_none(grad_norm),
+                  "tokens": self.tokens_done, "tokens_per_s": tps,
+                  "mfu": mfu(self.params, tps, self.peak * self.world.world_size if self.peak else None),
+                  "step_time": step_time, "elapsed": time.perf_counter() - self.started,
+                  "sequence_length": phase.sequence_length, "rope_theta": self.model.config.rope_theta}
+        if skipped:
+            record["skipped"] = skipped
+        return record
+
+    def _enter_phase(self, p: int, step: int) -> None:
+        if p == self.phase_index:
+            return
+        phase = self.plan.phases[p]
+        self.model.set_rope_theta(phase.rope_theta)
+        self.phase_index = p
+        self.log(f"phase {phase.name} (run {phase.run}) from step {step + 1}: sequence length {phase.sequence_length}, "
+                 f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step")
+
+    def _forward_backward(self, step: int, p: int, global_tokens: int) -> tuple[torch.Tensor, dict]:
+        """Every micro-batch of step `step` on this rank; (its summed loss share, the last batch)."""
+        world, model = self.world, self.model
+        n_micro = self.loader.batches.micro_per_step[p]
         loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
-        step_batches = (next(batches) for _ in range(n_micro))
+        step_batches = (next(self.batches) for _ in range(n_micro))
         masks: list[torch.Tensor | None] = [None] * n_micro
         counted_labels = global_tokens
-        if recipe.mask_document_starts:
-            # The loss is the mean over the labels that count in the whole global batch, so
-            # every micro-batch of every rank needs the global count first.
+        packed = isinstance(self.stream.phases[p], PackedPhaseStream)
+        if self.recipe.mask_document_starts or packed:
+            # The loss is the mean over the labels that count in the whole global batch (not the
+            # padding of a packed phase, not masked document starts), so every micro-batch of every
+            # rank needs the global count first. A concat phase without masking counts every label.
             step_batches = list(step_batches)
-            masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
-            local = torch.tensor(float(sum(int(mk.sum()) for mk in masks)), dtype=torch.float64, device=world.device)
+            if self.recipe.mask_document_starts:
+                masks = [document_start_loss_mask(b["input_ids"], model.config.eos_token_id) for b in step_batches]
+            local = torch.tensor(float(sum(counted_in(b["labels"], mk) for b, mk in zip(step_batches, masks))),
+                                 dtype=torch.float64, device=world.device)
             counted_labels = max(1, int(distributed.sum_across(local, world)))
         for m, batch in enumerate(step_batches):
             if (batch["step"], batch["micro"]) != (step, m):
                 raise RuntimeError(f"loader out of order: got step {batch['step']} micro {batch['micro']}, expected {step} {m}")
-            loss_sum += micro_step(engine, batch, counted_labels, world, autocast, opt.z_loss, sync=m == n_micro - 1,
-                                   loss_mask=masks[m])
-        max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
-        # The norm is measured before any update: a non-finite one (or loss) is never applied.
-        grad_norm = float(_full(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)))
-        loss = float(distributed.sum_across(loss_sum, world))
-        problem = step_problem(loss, grad_norm)
-        if problem is None:
-            optimizer.step()
-            guard.passed()
-        optimizer.zero_grad(set_to_none=True)
-        step_time = time.perf_counter() - t0
-        tokens_done += global_tokens
-        session_tokens += global_tokens
-        done = step + 1
-        skipped = None
-        if problem is not None:
-            skipped = _drop_step(guard, done, problem, f"phase {phase.name}", last_checkpoint, model, optimizer, fsdp,
-                                 metrics, log)
-        if world.main:
-            tps = global_tokens / step_time
-            record = {"step": step + 1, "phase": phase.name, "phase_index": p, "run": phase.run, "run_step": run_step,
-                      "loss": _finite_or_none(loss), "lr": lr, "grad_norm": _finite_or_none(grad_norm), "tokens": tokens_done,
-                      "tokens_per_s": tps, "mfu": mfu(params, tps, peak * world.world_size if peak else None),
-                      "step_time": step_time, "elapsed": time.perf_counter() - started,
-                      "sequence_length": phase.sequence_length, "rope_theta": model.config.rope_theta}
-            if skipped:
-                record["skipped"] = skipped
-            metrics.write(record)
-            if skipped or (log_every and ((step + 1) % log_every == 0 or step + 1 == end)):
-                log(progress_line(record, total))
-            if on_step is not None:
-                on_step({"record": record, "model": model, "batch": batch})
-        phase_end = done == stream.step_starts[p + 1]
-        if done == end or phase_end or (checkpoint_every and done % checkpoint_every == 0):
-            _check_state(guard, done, f"phase {phase.name}", last_checkpoint, model, optimizer, fsdp, world, metrics, log)
-            last_checkpoint = _save(ckpt_root, keep, done, model, optimizer, loader, world, fsdp, meta={
-                "format": CHECKPOINT_FORMAT, "recipe": str(recipe_path), "recipe_name": recipe.name, "plan_digest": plan_digest(plan, data), "model": recipe.model,
-                "model_config": model.config.to_dict(), "step": done, "total_steps": total, "phase": phase.name,
-                "phase_index": p, "phase_complete": phase_end, "run": phase.run, "run_step": run_step, "tokens": tokens_done,
-                "loss": _finite_or_none(loss), "seed": seed, "world_size": world.world_size, "micro_batch_size": micro_batch_size,
-                "tokenizer": tokenizer, "shards": str(store), "mixc_version": __version__,
-                "binding": binding.run_binding(recipe, data), **guard.meta()})
-    train_seconds = time.perf_counter() - started
-    summary: dict[str, Any] = {}
-    if world.main:
-        metrics.close()
-        summary = summarize(metrics.records, [
-            {"name": p.name, "run": p.run, "steps": p.steps, "first_step": stream.step_starts[i] + 1,
-             "last_step": stream.step_starts[i + 1], "sequence_length": p.sequence_length, "rope_theta": p.rope_theta}
-            for i, p in enumerate(plan.phases)],
-            recipe=recipe.name, model=recipe.model, parameters=params, total_steps=total, train_seconds=train_seconds,
-            session_tokens=session_tokens, session_steps=max(0, end - start_step),
-            checkpoint=str(last_checkpoint) if last_checkpoint else None)
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+            loss_sum += micro_step(self.engine, batch, counted_labels, world, self.autocast, self.recipe.optimizer.z_loss,
+                                   sync=m == n_micro - 1, loss_mask=masks[m])
+        return loss_sum, batch
+
+    def _after_step(self, record: dict[str, Any]) -> None:
+        """The `after_step` hooks (they may add to the record), metrics and progress (rank 0), then
+        the checkpoint policy."""
+        for hook in self.after_step:
+            hook(self, record)
+        if self.world.main:
+            self.metrics.write(record)
+            step = record["step"]
+            if record.get("skipped") or (self.log_every and (step % self.log_every == 0 or step == self.end)):
+                self.log(progress_line(record, self.total))
+            if self.on_step is not None:
+                self.on_step({"record": record, "model": self.model, "batch": self.last_batch})
+        phase_end = record["step"] == self.stream.step_starts[record["phase_index"] + 1]
+        if self.should_checkpoint(record["step"], phase_end):
+            self.save_checkpoint(record, phase_end)
+
+    # -- checkpoints and the non-finite guard -----------------------------------------------
+
+    def should_checkpoint(self, done: int, phase_end: bool) -> bool:
+        """At the last step trained, at every phase end, and every `checkpoint_every` steps."""
+        return done == self.end or phase_end or bool(self.checkpoint_every and done % self.checkpoint_every == 0)
+
+    def save_checkpoint(self, record: dict[str, Any], phase_end: bool) -> None:
+        """Check the state is finite (or roll back, or stop), then every rank saves its part."""
+        done = record["step"]
+        self._check_state(done, f"phase {record['phase']}")
+        self.last_checkpoint = checkpoint.save_train_state(self.ckpt_root, done, self.state, self._meta(record, phase_end),
+                                                           keep=self.keep)
+        if self.world.distributed:
+            torch.distributed.barrier()  # nobody runs ahead of (or exits before) a checkpoint being written
+
+    def _meta(self, record: dict[str, Any], phase_end: bool) -> dict[str, Any]:
+        """What meta.json says of checkpoint `record["step"]`: enough to resume, export or inspect it."""
+        recipe, world = self.recipe, self.world
+        return {
+            "format": CHECKPOINT_FORMAT, "recipe": str(self.recipe_path), "recipe_name": recipe.name,
+            "plan_digest": plan_digest(self.plan, self.data), "model": recipe.model,
+            "model_config": self.model.config.to_dict(), "step": record["step"], "total_steps": self.total,
+            "phase": record["phase"], "phase_index": record["phase_index"], "phase_complete": phase_end,
+            "run": record["run"], "run_step": record["run_step"], "tokens": self.tokens_done, "loss": record["loss"],
+            "seed": self.seed, "world_size": world.world_size, "micro_batch_size": self.micro_batch_size,
+            "tokenizer": self.tokenizer, "shards": str(self.store), "mixc_version": __version__,
+            "binding": binding.run_binding(recipe, self.data), **self.guard.meta()}
+
+    def _drop_step(self, done: int, problem: str, where: str) -> str:
+        """Step `done` (1-based) was not applied: skip its batch or roll back, as the policy says
+        (or a MixcError that stops the run). Returns the reason recorded in metrics.jsonl."""
+        guard, last_good = self.guard, self.last_checkpoint
+        if guard.decide(done, problem, where, last_good) == "skip":
+            guard.record_skip(range(done, done + 1))
+            return f"{problem}; batch skipped" + ("" if guard.policy == "skip" else " (no checkpoint to roll back to yet)")
+        back = self._rollback(last_good)
+        guard.record_rollback(range(back + 1, done + 1))
+        dropped = f"batch {done}" if back + 1 == done else f"batches {back + 1}-{done}"
+        reason = f"{problem} at step {done}; rolled back to step {back}, {dropped} skipped"
+        if self.metrics is not None:
+            self.metrics.mark_skipped(range(back + 1, done), reason)
+        self.log(f"warning: step {done}: {reason}")
+        return reason
+
+    def _check_state(self, done: int, where: str) -> None:
+        """Before a checkpoint: a finite state, or a rollback (policy rollback), or a MixcError."""
+        guard, last_good, metrics = self.guard, self.last_checkpoint, self.metrics
+        bad = state_problem(self.model, self.optimizer)
+        flag = torch.tensor(0.0 if bad is None else 1.0, device=self.world.device)
+        if not float(distributed.sum_across(flag, self.world)):
+            return
+        bad = bad or "non-finite values on another rank"
+        if guard.policy == "rollback" and last_good is not None and guard.rollbacks < guard.limit:
+            reason = self._drop_step(done, f"the state holds {bad}", where)
+            if metrics is not None and metrics.records and metrics.records[-1]["step"] == done:
+                metrics.mark_skipped(range(done, done + 1), reason)
+            return
+        good = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+        raise MixcError(f"step {done} ({where}): the model or optimizer state holds {bad}; checkpoint not written, "
+                        f"stopping; {good}; lower the learning rate or check the data")
+
+    def _rollback(self, path: Path) -> int:
+        """Weights, optimizer and RNG of checkpoint `path` (the loader stays where it is); its step."""
+        state, meta = checkpoint.load(path)
+        self._restore(state, parts=("model", "optimizer", "rng"))
+        return int(meta["step"])
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def finish(self) -> dict[str, Any]:
+        """The run summary (rank 0; {} elsewhere), also written to out/summary.json."""
+        train_seconds = time.perf_counter() - self.started
+        if not self.world.main:
+            return {}
+        self.metrics.close()
+        stream = self.stream
+        phases = [{"name": p.name, "run": p.run, "steps": p.steps, "first_step": stream.step_starts[i] + 1,
+                   "last_step": stream.step_starts[i + 1], "sequence_length": p.sequence_length, "rope_theta": p.rope_theta}
+                  for i, p in enumerate(self.plan.phases)]
+        summary = summarize(self.metrics.records, phases, recipe=self.recipe.name, model=self.recipe.model,
+                            parameters=self.params, total_steps=self.total, train_seconds=train_seconds,
+                            session_tokens=self.session_tokens, session_steps=max(0, self.end - self.start_step),
+                            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None)
+        if (heldout := heldout_summary(self.metrics.records)) is not None:
+            summary["heldout"] = heldout
+        (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
 
 plan_digest = binding.plan_digest  # a digest of the plan's numbers and each source's store key, size and checksums
@@ -274,7 +420,7 @@ def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: 
     position_ids = batch["position_ids"].to(world.device, non_blocking=True)
     if loss_mask is not None:
         loss_mask = loss_mask.to(world.device, non_blocking=True)
-    counted = labels.numel() if loss_mask is None else int(loss_mask.sum())
+    counted = counted_in(labels, loss_mask)
     if counted == 0:
         loss_mask = None  # nothing counts here; a zero share still runs backward (DDP needs every rank)
     with distributed.sync_gradients(engine, sync):
@@ -287,48 +433,10 @@ def micro_step(engine: torch.nn.Module, batch: dict, global_tokens: int, world: 
     return share.detach().double()
 
 
-def _drop_step(guard: Guard, done: int, problem: str, where: str, last_good: Path | None, model, optimizer, fsdp: bool,
-               metrics: MetricsLog | None, log) -> str:
-    """Step `done` (1-based) was not applied: skip its batch or roll back, as the policy says
-    (or a MixcError that stops the run). Returns the reason recorded in metrics.jsonl."""
-    if guard.decide(done, problem, where, last_good) == "skip":
-        guard.record_skip(range(done, done + 1))
-        return f"{problem}; batch skipped" + ("" if guard.policy == "skip" else " (no checkpoint to roll back to yet)")
-    back = _rollback(last_good, model, optimizer, fsdp)
-    guard.record_rollback(range(back + 1, done + 1))
-    dropped = f"batch {done}" if back + 1 == done else f"batches {back + 1}-{done}"
-    reason = f"{problem} at step {done}; rolled back to step {back}, {dropped} skipped"
-    if metrics is not None:
-        metrics.mark_skipped(range(back + 1, done), reason)
-    log(f"warning: step {done}: {reason}")
-    return reason
-
-
-def _check_state(guard: Guard, done: int, where: str, last_good: Path | None, model, optimizer, fsdp: bool,
-                 world: distributed.World, metrics: MetricsLog | None, log) -> None:
-    """Before a checkpoint: a finite state, or a rollback (policy rollback), or a MixcError."""
-    bad = state_problem(model, optimizer)
-    flag = torch.tensor(0.0 if bad is None else 1.0, device=world.device)
-    if not float(distributed.sum_across(flag, world)):
-        return
-    bad = bad or "non-finite values on another rank"
-    if guard.policy == "rollback" and last_good is not None and guard.rollbacks < guard.limit:
-        reason = _drop_step(guard, done, f"the state holds {bad}", where, last_good, model, optimizer, fsdp, metrics, log)
-        if metrics is not None and metrics.records and metrics.records[-1]["step"] == done:
-            metrics.mark_skipped(range(done, done + 1), reason)
-        return
-    good = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
-    raise MixcError(f"step {done} ({where}): the model or optimizer state holds {bad}; checkpoint not written, "
-                    f"stopping; {good}; lower the learning rate or check the data")
-
-
-def _rollback(path: Path, model, optimizer, fsdp: bool) -> int:
-    """Weights, optimizer and RNG of checkpoint `path` (the loader stays where it is); its step."""
-    state, meta = checkpoint.load(path)
-    _load_model(model, state["model"], fsdp)
-    _load_optimizer(optimizer, model, state["optimizer"], fsdp)
-    _restore_rng(state["rng"])
-    return int(meta["step"])
+def counted_in(labels: torch.Tensor, loss_mask: torch.Tensor | None) -> int:
+    """Labels that enter the loss: not IGNORE_INDEX (a packed sample's padding), and in the mask if any."""
+    real = labels != IGNORE_INDEX
+    return int((real if loss_mask is None else real & loss_mask.to(real.device).bool()).sum())
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -346,67 +454,6 @@ def _model_config(name: str, tokenizer: dict) -> SmolLM3Config:
     return config
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _full(t: torch.Tensor) -> torch.Tensor:
     """A plain tensor from a (possibly FSDP2-sharded) DTensor."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def _state_dicts(model, optimizer, fsdp: bool) -> tuple[dict, dict]:
-    if not fsdp:
-        return model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
-
-
-def _load_model(model, weights: dict, fsdp: bool) -> None:
-    if not fsdp:
-        model.load_state_dict(weights)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
-
-
-def _load_optimizer(optimizer, model, state: dict, fsdp: bool) -> None:
-    if not fsdp:
-        optimizer.load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-
-
-def _save(root: Path, keep: int, step: int, model, optimizer, loader, world, fsdp: bool, meta: dict) -> Path | None:
-    """Every rank contributes its loader position; rank 0 writes the checkpoint."""
-    loader_states = distributed.gather_objects(loader.state_dict(), world)
-    model_state, optimizer_state = _state_dicts(model, optimizer, fsdp)
-    path = None
-    if world.main:
-        state = {"model": model_state, "optimizer": optimizer_state, "step": step, "rng": _rng_state(), "loader": loader_states}
-        path = checkpoint.save(root, step, state, meta, keep=keep)
-    if world.distributed:
-        torch.distributed.barrier()  # nobody runs ahead of (or exits before) a checkpoint being written
-    return path
