@@ -95,7 +95,8 @@ def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, se
         info = m.get("heldout")
         if not info or not info.get("documents"):
             continue
-        docs = read_heldout(store / rel, m, int(m["token_size"]), int(info.get("evaluate") or 0) or None)
+        docs = read_heldout(store / rel, m, int(m["token_size"]), int(info.get("evaluate") or 0) or None,
+                            info.get("evaluate_tokens"))
         sources.append(HeldoutSource(name, info.get("category") or "web", docs))
     if not sources:
         raise MixcError(f"{store}: no source of recipe '{recipe}' has held-out documents; rebuild with a recipe "

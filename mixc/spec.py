@@ -179,6 +179,8 @@ class Heldout(Strict):
 
     documents: Count = Field(64, description="documents evaluated per source (0: no held-out split)")
     max_fraction: Finite = Field(0.05, ge=0, le=0.5, description="at most this fraction of a source is held out")
+    tokens: PositiveCount = Field(32768, description="at most this many held-out tokens evaluated per source "
+                                  "(whole documents, at least one)")
 
 
 class SourceFields(Strict):

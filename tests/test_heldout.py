@@ -122,6 +122,9 @@ def test_split_is_the_same_for_any_task_count_and_never_reaches_the_loader(tmp_p
         eb = heldout.read_heldout(tmp_path / "s2" / b.folder, mb, 2, 40)
         assert [(t.tolist(), n) for t, n in ea] == [(t.tolist(), n) for t, n in eb]
         assert len(ea) == min(40, ma["heldout"]["documents"])
+        capped = heldout.read_heldout(tmp_path / "s1" / a.folder, ma, 2, 40, tokens=len(ea[0][0]) + len(ea[1][0]))
+        assert [t.tolist() for t, _ in capped] == [t.tolist() for t, _ in ea[:2]]  # whole documents within the cap
+        assert len(heldout.read_heldout(tmp_path / "s1" / a.folder, ma, 2, 40, tokens=1)) == 1  # at least one
     # web: every input document is in exactly one part, and the loader's shards hold no held-out one
     web = next(s for s in one.sources if s.name == "web")
     folder = tmp_path / "s1" / web.folder

@@ -149,15 +149,16 @@ def finalize(folder: str | Path, summaries: list[dict], policy: dict, category: 
                                 f"delete {folder} and rebuild")
         out.append(dict(f, path=f"{HELDOUT}/{name}"))
     return {"rule": f"blake2b-64({PERSON.decode()}) < fraction", "fraction": policy["fraction"],
-            "evaluate": policy["documents"], "category": category,
+            "evaluate": policy["documents"], "evaluate_tokens": policy.get("tokens"), "category": category,
             "documents": sum(f["documents"] for f in out), "tokens": sum(f["tokens"] for f in out),
             "bytes": sum(int((s.get("heldout") or {}).get("bytes", 0)) for s in summaries), "files": out}
 
 
-def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents: int | None = None
-                 ) -> list[tuple[np.ndarray, int]]:
+def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents: int | None = None,
+                 tokens: int | None = None) -> list[tuple[np.ndarray, int]]:
     """The evaluated held-out documents of a source: (tokens incl. EOS, UTF-8 bytes of the text),
-    the `documents` with the smallest hashes (all when None), in hash order."""
+    the `documents` with the smallest hashes (all when None), in hash order, and of those only as
+    many whole documents as fit in `tokens` (at least one)."""
     from .writer import token_dtype
 
     info = manifest.get("heldout") or {}
@@ -165,17 +166,20 @@ def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents:
     for f in info.get("files", []):
         path = Path(folder) / f["path"]
         try:
-            tokens = np.fromfile(path, dtype=token_dtype(token_size))
+            ids = np.fromfile(path, dtype=token_dtype(token_size))
             ends = np.fromfile(f"{path}.index", dtype="<u8").astype(np.int64)
             sizes = np.fromfile(f"{path}.bytes", dtype="<u8")
             hashes = np.fromfile(f"{path}.hash", dtype="<u8")
         except OSError as exc:
             raise MixcError(f"{path}: cannot read held-out shard ({exc.strerror or exc}); run mixc verify") from None
-        if not (len(ends) == len(sizes) == len(hashes) == f["documents"]) or (len(ends) and ends[-1] != len(tokens)):
+        if not (len(ends) == len(sizes) == len(hashes) == f["documents"]) or (len(ends) and ends[-1] != len(ids)):
             raise MixcError(f"{path}: held-out shard does not match its manifest entry; run mixc verify")
         starts = np.concatenate([[0], ends[:-1]])
-        docs += [(int(h), tokens[s:e], int(b)) for h, s, e, b in zip(hashes, starts, ends, sizes)]
+        docs += [(int(h), ids[s:e], int(b)) for h, s, e, b in zip(hashes, starts, ends, sizes)]
     docs.sort(key=lambda d: (d[0], d[1].tobytes()))
     if documents is not None:
         docs = docs[:documents]
+    if tokens is not None and docs:
+        fit = np.searchsorted(np.cumsum([len(t) for _, t, _ in docs]), tokens, side="right")
+        docs = docs[:max(1, int(fit))]
     return [(t, b) for _, t, b in docs]

@@ -215,7 +215,8 @@ def byte_options(source: Source, options: BuildOptions, input_info: dict | None 
     fraction = heldout_fraction(source, options, input_info or {})
     if fraction > 0:  # no split: the key of a store built before held-out splits existed
         opts["heldout"] = {"rule": heldout.PERSON.decode(), "fraction": fraction,
-                           "documents": (source.heldout or options.heldout).documents}
+                           "documents": (source.heldout or options.heldout).documents,
+                           "tokens": (source.heldout or options.heldout).tokens}
     return opts
 
 

@@ -1,0 +1,63 @@
+"""Cost of the in-loop held-out evaluation: training with it against training without it.
+
+The same recipe, store and steps are trained twice per round, once with the trainer's held-out
+evaluation (the recipe's `eval_every`, default interval, and every phase end) and once with the
+hook left out; the sides alternate and the order flips every round, so machine load hits both
+alike. The figure is the median over rounds of (training seconds with eval) / (without) - 1,
+training seconds being the summary's `train_seconds` (from the first step to the end, checkpoints
+included on both sides).
+
+    .venv/bin/python bench/bench_eval.py --shards demo-out/shards [--recipe recipes/smollm3-tiny.yaml]
+        [--steps 200] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+from mixc.train import heldout_eval
+from mixc.train.loop import train
+
+
+def timed_run(recipe: str, shards: str, steps: int | None, evaluate: bool, threads: int) -> tuple[float, int]:
+    """(training seconds, evaluations made) of one fresh run."""
+    with tempfile.TemporaryDirectory() as out:
+        patch = contextlib.nullcontext() if evaluate else \
+            mock.patch.object(heldout_eval.HeldoutEval, "create", classmethod(lambda cls, trainer: None))
+        with patch:
+            summary = train(recipe, shards, out, max_steps=steps, threads=threads, log=lambda _m: None,
+                            checkpoint_every=0, keep=1)
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        return summary["train_seconds"], sum(1 for r in records if "eval" in r)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="recipes/smollm3-tiny.yaml")
+    ap.add_argument("--shards", required=True)
+    ap.add_argument("--steps", type=int, help="train this many steps of the curriculum (default: all)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    ratios = []
+    for r in range(args.rounds):
+        order = (True, False) if r % 2 == 0 else (False, True)
+        times = {}
+        for evaluate in order:
+            times[evaluate] = timed_run(args.recipe, args.shards, args.steps, evaluate, args.threads)
+        (with_s, evals), (without_s, _) = times[True], times[False]
+        ratios.append(with_s / without_s - 1)
+        print(f"round {r + 1}: {without_s:.1f} s without, {with_s:.1f} s with {evals} evaluation(s): "
+              f"overhead {100 * ratios[-1]:+.1f}%", flush=True)
+    print(f"held-out evaluation overhead: median {100 * statistics.median(ratios):+.1f}% of training time "
+          f"over {args.rounds} rounds", flush=True)
+
+
+if __name__ == "__main__":
+    main()
