@@ -121,8 +121,17 @@ EPOCH_THRESHOLD = EpochThreshold()
 def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     """Explain a curriculum: per-phase shares, budgets, rollups, boundaries and epochs.
 
-    PATHS is one recipe (default: recipes/smollm3-3b.yaml) or one or more mixes.
+    PATHS is one recipe (default: recipes/smollm3-3b.yaml) or one or more mixes, or a run folder:
+    its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB).
     """
+    from pathlib import Path
+
+    if len(paths) == 1 and (Path(paths[0]) / "run.json").is_file():  # a run folder (mixc train --out)
+        from .report.ledger import ledger, render_ledger
+
+        data = ledger(paths[0])
+        _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
+        return
     from .project import load_plan
     from .report import render
     from .spec import parse_count

@@ -142,12 +142,20 @@ def _cli(*args):
     return done
 
 
-def test_mixc_eval_of_a_checkpoint_equals_its_hf_export_and_a_foreign_tokenizer_is_refused(store, tmp_path):
-    pytest.importorskip("transformers")
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory):
     from mixc.train.loop import train
 
     recipe, shards, _ = store
-    train(recipe, shards, tmp_path / "run", threads=1, log=lambda _m: None)
+    run = tmp_path_factory.mktemp("evalrun") / "run"
+    train(recipe, shards, run, threads=1, log=lambda _m: None)
+    return run
+
+
+def test_mixc_eval_of_a_checkpoint_equals_its_hf_export_and_a_foreign_tokenizer_is_refused(store, trained, tmp_path):
+    pytest.importorskip("transformers")
+    _, shards, _ = store
+    (tmp_path / "run").symlink_to(trained)
     done = _cli("eval", tmp_path / "run", "--format", "json")
     assert done.returncode == 0, done.stderr[-3000:]
     ours = json.loads(done.stdout)
@@ -181,3 +189,23 @@ def test_a_store_without_heldout_documents_is_a_clear_error(tmp_path):
     (tmp_path / "phases" / "r").mkdir(parents=True)
     with pytest.raises(MixcError, match="no phase of recipe 'x'"):
         load_heldout(tmp_path, "x")
+
+
+def test_the_run_ledger_counts_consumed_tokens_through_the_blend(store, trained):
+    from mixc.report.ledger import ledger
+
+    done = _cli("report", trained, "--format", "json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert data == json.loads(json.dumps(ledger(trained)))
+    assert data["steps_done"] == data["total_steps"] == 4
+    for phase in data["phases"]:
+        assert phase["steps_done"] == 2 and phase["consumed_tokens"] == phase["planned_tokens"] == 2 * 512
+        # every sample of the phase is drawn from one source: the per-source counts add up exactly
+        assert sum(s["consumed_tokens"] for s in phase["sources"]) == phase["consumed_tokens"]
+        assert all(s["epochs"] > 0 for s in phase["sources"] if s["share"] > 0)
+        assert phase["heldout_end"]["step"] == {"one": 2, "two": 4}[phase["name"]]
+    two = data["phases"][1]
+    assert two["heldout_start"]["step"] == 2  # phase one's end is phase two's start
+    table = _cli("report", trained)
+    assert table.returncode == 0 and "phase two: 2/2 steps" in table.stdout and "held-out bpb (mix)" in table.stdout
