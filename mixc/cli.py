@@ -176,11 +176,18 @@ def _count_option(parse, value: str | None, name: str) -> int | None:
 @click.option("--stage", help="Only this phase (stage number or name); earlier phases still count toward cumulative epochs.")
 @click.option("--packing", type=click.Choice(["concat", "bestfit"]),
               help="With --shards: the packing report for this mode in every phase (default: each phase's recipe option).")
-def plan_command(recipe, shards, fmt, epoch_warning, stage, packing) -> None:
+@click.option("--gpus", type=click.IntRange(min=1), help="Also estimate per-GPU memory of each phase on this many GPUs.")
+@click.option("--gpu", type=click.Choice(["h100", "h200", "a100", "a100-40gb"]), default="h100", show_default=True)
+@click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
+              help="For --gpus (default: as the trainer, on only where a phase would not fit without it).")
+@click.option("--fsdp/--no-fsdp", default=True, show_default=True, help="For --gpus: shard the state with FSDP2, or replicate it (DDP).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), help="For --gpus: as `mixc train --micro-batch-size`.")
+def plan_command(recipe, shards, fmt, epoch_warning, stage, packing, gpus, gpu, activation_checkpointing, fsdp, micro_batch_size) -> None:
     """Tokens each phase demands of each source, tokens available, and epochs (per phase and cumulative).
 
     With --shards, a positive weight on a source the store does not hold (or holds 0 tokens of)
-    is refused with exit status 1.
+    is refused with exit status 1. With --gpus, also each phase's per-GPU memory estimate
+    (mixc/memory.py) and whether it fits.
     """
     from .project import load_plan
     from .report.epochs import epochs_data, render, shard_plan
@@ -200,7 +207,18 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage, packing) -> None:
         from .report.packing import packing_data, render_packing
 
         data["packing"] = packing_data(plan, shards, packing, stage)
+    memory = None
+    if gpus:
+        from .memory import ModelShape, phase_memory, render_memory
+        from .train.configs import get_config  # torch-free
+
+        memory = phase_memory(plan, ModelShape.of(get_config(plan.recipe.model)), gpus, gpu, fsdp=fsdp,
+                              activation_checkpointing=activation_checkpointing, micro_batch_size=micro_batch_size)
+        if fmt == "json":
+            data = {**data, "memory": {"gpus": gpus, "gpu": gpu, "fsdp": fsdp, "phases": memory}}
     click.echo(render(data, fmt), nl=False)
+    if memory is not None and fmt != "json":
+        click.echo("\n" + render_memory(memory, gpus, gpu, fsdp), nl=False)
     if fmt == "table" and data.get("packing"):
         click.echo("\n" + render_packing(data["packing"]), nl=False)
     if fmt == "json":  # the table prints its warnings itself
@@ -361,13 +379,15 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--shards", required=True, type=click.Path(file_okay=False), help="The shard store `mixc build` wrote.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints/, metrics.jsonl, summary.json.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
-@click.option("--micro-batch-size", type=click.IntRange(min=1), help="Sequences per forward pass per process (default: ~8192 tokens).")
+@click.option("--micro-batch-size", type=click.IntRange(min=1), help="Sequences per forward pass per process, for phases without their own micro_batch_size (default: ~8192 tokens).")
 @click.option("--max-steps", type=click.IntRange(min=0), help="Stop after this global step (checkpointed).")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True, help="Also checkpoint at every phase end.")
 @click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Checkpoints to keep.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--attention", type=click.Choice(["sdpa", "flex"]), default="sdpa", show_default=True)
 @click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
+@click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
+              help="Recompute each layer in backward (default: on for a phase that would not fit the GPU without it; off on CPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per process.")
 @click.option("--seed", type=int, help="Override the recipe's seed (data order and init).")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True),
@@ -376,7 +396,7 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--log-every", type=click.IntRange(min=0), default=1, show_default=True, help="Progress line every N steps.")
 @click.option("--verify-store", is_flag=True, help="Also check every token file's checksum before step 1 (reads all the shards).")
 def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
-                  threads, seed, peak_tflops, workers, log_every, verify_store) -> None:
+                  threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
     from .train.loop import train
     from .train.metrics import render_summary
@@ -384,7 +404,8 @@ def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, chec
     summary = train(recipe, shards, out, resume=resume, micro_batch_size=micro_batch_size, max_steps=max_steps,
                     checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
                     threads=threads, seed=seed, peak_flops=peak_tflops * 1e12 if peak_tflops else None,
-                    num_workers=workers, log_every=log_every, verify_store=verify_store)
+                    num_workers=workers, log_every=log_every, verify_store=verify_store,
+                    activation_checkpointing=activation_checkpointing)
     if summary:
         click.echo(render_summary(summary))
 

@@ -357,12 +357,39 @@ class CurriculumStream:
     def rank_indices(self, step: int, rank: int = 0, world_size: int = 1) -> tuple[int, range]:
         """The phase and blend indices rank `rank` trains on at global step `step`."""
         p, local = self.locate(step)
-        spp = self.plan.phases[p].samples_per_step
-        if spp % world_size:
-            raise MixcError(f"phase '{self.plan.phases[p].name}': {spp} samples per step do not split over {world_size} ranks")
-        per_rank = spp // world_size
-        first = local * spp + rank * per_rank
-        return p, range(first, first + per_rank)
+        phase = self.plan.phases[p]
+        check_split(phase.name, phase.samples_per_step, world_size)
+        first, stop = rank_share(phase.samples_per_step, rank, world_size)
+        base = local * phase.samples_per_step
+        return p, range(base + first, base + stop)
+
+
+def rank_share(samples_per_step: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank `rank`'s contiguous slice [first, stop) of a step's samples. When the world size
+    does not divide the samples, the first ranks take one sample fewer; the loss is normalised
+    by the global batch's token count (mixc/train/loop.py), so unequal shares still sum to the
+    global batch's exact mean-loss gradient."""
+    return samples_per_step * rank // world_size, samples_per_step * (rank + 1) // world_size
+
+
+def check_split(phase: str, samples_per_step: int, world_size: int) -> None:
+    """A phase with fewer samples per step than ranks cannot give every rank a sample."""
+    if world_size > samples_per_step:
+        raise MixcError(f"phase '{phase}': {samples_per_step} samples per step cannot be shared by {world_size} ranks "
+                        f"(a rank would have none); world sizes 1 to {samples_per_step} work for this phase (context "
+                        "parallelism, which splits one sample over ranks, is not implemented)")
+
+
+def micro_batch_sizes(plan: Plan, requested: int | None = None, tokens: int = 8192) -> list[int]:
+    """Sequences per forward pass for each phase: the recipe phase's `micro_batch_size`, else
+    `requested` (the CLI's --micro-batch-size), else as many sequences as fit in `tokens`
+    (at least one), so a long-context phase does not inherit a short phase's micro-batch."""
+    phases = plan.recipe.phases if plan.recipe is not None else [None] * len(plan.phases)
+    out = []
+    for p, spec in zip(plan.phases, phases):
+        own = getattr(spec, "micro_batch_size", None)
+        out.append(own or requested or max(1, tokens // p.sequence_length))
+    return out
 
 
 class MicroBatches:
@@ -370,21 +397,31 @@ class MicroBatches:
 
     Used by torch's DataLoader so worker processes build batches in order; the loader's
     position (step, micro) is all the state a resumed run needs.
+
+    Per phase, every rank runs the same number of micro-batches per step (FSDP gathers
+    weights in every forward, so all ranks must make the same calls): enough for the largest
+    rank share at the phase's micro-batch size, the share spread evenly over them. A rank whose
+    share is one sample smaller may be left with an empty micro-batch; it runs its first sample
+    again with every label ignored (-100, `padding` set), which adds exactly nothing to the loss
+    and the gradient.
     """
 
-    def __init__(self, stream: CurriculumStream, micro_batch_size: int, rank: int = 0, world_size: int = 1):
-        self.stream, self.mbs, self.rank, self.world = stream, micro_batch_size, rank, world_size
+    def __init__(self, stream: CurriculumStream, micro_batch_size: int | Sequence[int], rank: int = 0,
+                 world_size: int = 1):
+        self.stream, self.rank, self.world = stream, rank, world_size
+        phases = stream.plan.phases
+        sizes = [micro_batch_size] * len(phases) if isinstance(micro_batch_size, int) else list(micro_batch_size)
+        if len(sizes) != len(phases) or min(sizes) < 1:
+            raise MixcError(f"micro-batch sizes {sizes} do not give one positive size per phase ({len(phases)})")
+        self.mbs = sizes
         self.micro_per_step, self.micro_sizes = [], []
-        for p in stream.plan.phases:
-            if p.samples_per_step % world_size:
-                raise MixcError(f"phase '{p.name}': {p.samples_per_step} samples per step do not split over {world_size} ranks")
-            per_rank = p.samples_per_step // world_size
-            # Longer-context phases have fewer, longer samples per step: the micro-batch is the
-            # largest divisor of a rank's share not above the requested size.
-            size = max(d for d in range(1, min(micro_batch_size, per_rank) + 1) if per_rank % d == 0)
-            self.micro_sizes.append(size)
-            self.micro_per_step.append(per_rank // size)
-        self.micro_starts = np.cumsum([0] + [m * p.steps for m, p in zip(self.micro_per_step, stream.plan.phases)]).tolist()
+        for p, size in zip(phases, sizes):
+            check_split(p.name, p.samples_per_step, world_size)
+            largest = -(-p.samples_per_step // world_size)
+            n = -(-largest // size)
+            self.micro_per_step.append(n)
+            self.micro_sizes.append(-(-largest // n))  # the largest micro-batch any rank runs
+        self.micro_starts = np.cumsum([0] + [m * p.steps for m, p in zip(self.micro_per_step, phases)]).tolist()
 
     def __len__(self) -> int:
         return self.micro_starts[-1]
@@ -400,14 +437,29 @@ class MicroBatches:
         p, local = self.stream.locate(step)
         return self.micro_starts[p] + local * self.micro_per_step[p]
 
+    def micro_indices(self, step: int, micro: int) -> tuple[int, range]:
+        """The phase and the blend indices of this rank's micro-batch `micro` of `step` (maybe empty)."""
+        p, indices = self.stream.rank_indices(step, self.rank, self.world)
+        n, share = self.micro_per_step[p], len(indices)
+        # Ceil bounds: the even spread leaves any empty micro-batch at the end of the step.
+        return p, indices[-(-share * micro // n) : -(-share * (micro + 1) // n)]
+
     def __getitem__(self, j: int) -> dict:
         step, p, micro = self.position(j)
-        _, indices = self.stream.rank_indices(step, self.rank, self.world)
+        _, indices = self.micro_indices(step, micro)
         phase = self.stream.phases[p]
-        size = self.micro_sizes[p]
-        batch = phase.batch_at(indices[micro * size : (micro + 1) * size])
-        batch.update(step=step, phase=p, micro=micro, micro_per_step=self.micro_per_step[p])
+        padding = len(indices) == 0
+        if padding:
+            _, share = self.stream.rank_indices(step, self.rank, self.world)
+            indices = share[:1]
+        batch = phase.batch_at(indices)
+        if padding:
+            batch["labels"] = np.full_like(batch["labels"], IGNORE_LABEL)
+        batch.update(step=step, phase=p, micro=micro, micro_per_step=self.micro_per_step[p], padding=padding)
         return batch
+
+
+IGNORE_LABEL = -100  # the label cross-entropy skips (mixc/train/model.py IGNORE_INDEX)
 
 
 class CurriculumLoader:

@@ -358,6 +358,8 @@ class Phase(Strict):
     schedule: Schedule | None = None
     packing: Annotated[Packing, BeforeValidator(_bare_packing, json_schema_input_type=Literal["concat", "bestfit"] | Packing)] = \
         Field(Packing(), description="concat (default) or bestfit: whole documents, padding masked")
+    micro_batch_size: PositiveCount | None = Field(None, description="sequences per forward pass per rank in this "
+                                                   "phase (default: --micro-batch-size, else ~8192 tokens)")
 
     @model_validator(mode="after")
     def _extent(self) -> Phase:

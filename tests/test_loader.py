@@ -223,3 +223,39 @@ def test_a_micro_batch_equals_the_collated_samples(curriculum):
             positions = np.stack([positions_from_starts(phase.seq_len, s.doc_starts)
                                   for s in phase.samples_at(range(first, first + 4))])
             assert np.array_equal(fast["position_ids"], positions)
+
+
+def test_three_ranks_share_steps_unequally_and_together_equal_one_rank(curriculum):
+    """16 and 4 samples per step over 3 ranks (5/5/6, 1/1/2): every rank runs the same number
+    of micro-batches, a short rank pads with a fully ignored copy, and the real rows of the
+    ranks in rank order are exactly the single rank's batch."""
+    plan, streams = curriculum
+    single = all_batches(plan, streams, micro_batch_size=2)
+    ranks = [all_batches(plan, streams, micro_batch_size=2, rank=r, world_size=3) for r in range(3)]
+    assert len({len(rb) for rb in ranks}) == 1
+    for step in range(15):
+        whole = np.concatenate([b["input_ids"] for b in single if b["step"] == step])
+        real = [b for rb in ranks for b in rb if b["step"] == step and not b["padding"]]
+        assert np.array_equal(np.concatenate([b["input_ids"] for b in real]), whole)
+        padding = [b for rb in ranks for b in rb if b["step"] == step and b["padding"]]
+        assert all((b["labels"] == -100).all() and len(b["input_ids"]) == 1 for b in padding)
+    # 4 samples over 3 ranks at 2 per micro-batch: one micro-batch each; 16 over 3: three each.
+    assert [b["micro_per_step"] for b in ranks[0] if b["step"] in (0, 12)] == [3, 3, 3, 1]
+
+
+def test_a_phase_with_fewer_samples_than_ranks_names_the_world_sizes_that_work(curriculum):
+    plan, streams = curriculum
+    with pytest.raises(MixcError, match=r"phase 'long': 4 samples per step cannot be shared by 5 ranks.*1 to 4 work"):
+        CurriculumLoader(CurriculumStream(plan, streams), micro_batch_size=1, world_size=5)
+
+
+def test_micro_batch_size_per_phase_recipe_over_cli_over_token_default(tmp_path):
+    from mixc.loader import micro_batch_sizes
+
+    recipe = RECIPE.replace("    sequence_length: 128", "    sequence_length: 128\n    micro_batch_size: 3")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    (tmp_path / "one.yaml").write_text(MIX_ONE)
+    (tmp_path / "two.yaml").write_text(MIX_TWO)
+    plan = plan_recipe(load_recipe(tmp_path / "recipe.yaml"))
+    assert micro_batch_sizes(plan, None, tokens=256) == [8, 8, 3]
+    assert micro_batch_sizes(plan, 2) == [2, 2, 3]

@@ -296,3 +296,69 @@ def test_swiglu_gradient_matches_autograd():
     assert torch.autograd.gradcheck(SwiGLU.apply, (gate_up,))
     gate, up = gate_up.detach().chunk(2, dim=-1)
     torch.testing.assert_close(SwiGLU.apply(gate_up).detach(), F.silu(gate) * up)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_activation_checkpointing_gives_the_plain_loss_and_gradients(packed):
+    plain = tiny_model(seed=3).train()
+    ckpt = tiny_model(seed=3).train()
+    ckpt.activation_checkpointing = True
+    torch.manual_seed(4)
+    if packed:
+        ids, pos = packed_row([torch.randint(1, 512, (n,)) for n in (17, 40, 7)])
+        ids, pos = torch.cat([ids, ids.flip(1)]), torch.cat([pos, pos.flip(1)])
+        pos = torch.stack([pos[0], torch.cat([torch.arange(30), torch.arange(34)])])
+    else:
+        ids, pos = torch.randint(0, 512, (2, 64)), None
+    labels = torch.randint(0, 512, ids.shape)
+    saved, losses = [], []
+    for model in (plain, ckpt):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            _, loss = model(ids, position_ids=pos, labels=labels, return_logits=False)
+        loss.backward()
+        saved.append(None)
+        losses.append(loss.item())
+    cut = saved.index(None)
+    # Checkpointing really keeps less for backward, and changes no number.
+    assert sum(saved[cut + 1:-1]) < sum(saved[:cut]) / 2
+    assert losses[0] == losses[1]
+    a, b = dict(plain.named_parameters()), dict(ckpt.named_parameters())
+    for name in a:
+        torch.testing.assert_close(b[name].grad, a[name].grad, rtol=0, atol=0, msg=name)
+
+
+def test_meta_device_build_gives_the_plain_construction_bit_for_bit():
+    config = get_config("smollm3-test")
+    torch.manual_seed(11)
+    plain = SmolLM3(config)
+    built = SmolLM3.build(get_config("smollm3-test"), "cpu", seed=11)
+    assert not any(p.is_meta for p in built.parameters())
+    a, b = plain.state_dict(), built.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(plain.rotary.inv_freq, built.rotary.inv_freq)
+    assert built.embed_tokens.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert (built.norm.weight == 1).all()
+    other = SmolLM3.build(config, "cpu", seed=12)
+    assert not torch.equal(other.embed_tokens.weight, built.embed_tokens.weight)
+
+
+def test_bf16_chunked_loss_tracks_fp32_and_gpu_chunks_are_larger():
+    """Under autocast bf16 (the GPU policy; CPU autocast here) the chunked loss and its
+    bf16-GEMM weight gradient stay within bf16 error of the fp32 computation."""
+    model = tiny_model(seed=2).train()
+    ids = torch.randint(1, 512, (2, 48), generator=torch.Generator().manual_seed(1))
+    labels = ids.roll(-1, dims=1)
+    grads, losses = [], []
+    for dtype in (torch.float32, torch.bfloat16):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            _, loss = model(ids, labels=labels, return_logits=False)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.embed_tokens.weight.grad.clone())
+    assert grads[1].dtype == torch.float32
+    assert abs(losses[1] - losses[0]) / losses[0] < 1e-2
+    assert F.cosine_similarity(grads[1].flatten(), grads[0].flatten(), dim=0) > 0.999
+    assert model_module.chunk_rows(128256, "cuda") == 2092 and model_module.chunk_rows(128256, "cpu") == 256

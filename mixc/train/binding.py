@@ -67,6 +67,7 @@ RESUME_RULES: dict[str, tuple[str, str]] = {
     "phases[].run": (PHASE, "the run's step counter and schedule"),
     "phases[].packing.mode": (PHASE, "the samples a step reads (concat or whole documents)"),
     "phases[].packing.window": (PHASE, "as phases[].packing.mode"),
+    "phases[].micro_batch_size": (APPLIED, "only splits a step into forward passes; the step's batch and gradient are the same"),
     "phases[].schedule.type": (WARNED, "as schedule.type, for this phase's run"),
     "phases[].schedule.peak_lr": (WARNED, "as phases[].schedule.type"),
     "phases[].schedule.warmup_steps": (WARNED, "as phases[].schedule.type"),

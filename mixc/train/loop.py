@@ -31,7 +31,6 @@ phase) is refused, and the settings it may change are applied with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -44,7 +43,7 @@ import torch
 
 from .. import __version__
 from ..errors import MixcError
-from ..loader import CurriculumLoader, CurriculumStream, PackedPhaseStream
+from ..loader import CurriculumLoader, CurriculumStream, PackedPhaseStream, micro_batch_sizes
 from ..plan import lr_at, plan_recipe, run_schedule
 from ..shards.store import phase_manifest, source_streams, source_token_counts
 from ..shards.verify import check_store_for_training
@@ -53,7 +52,16 @@ from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
 from .heldout_eval import HeldoutEval, heldout_summary
-from .metrics import SUMMARY_FILE, MetricsLog, default_peak_flops, mfu, progress_line, summarize
+from .metrics import (
+    SUMMARY_FILE,
+    MetricsLog,
+    attention_context,
+    attention_flops_per_token,
+    default_peak_flops,
+    mfu,
+    progress_line,
+    summarize,
+)
 from .model import IGNORE_INDEX, SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
@@ -66,7 +74,7 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
           micro_batch_size: int | None = None, max_steps: int | None = None, checkpoint_every: int = 100,
           keep: int = 3, device: str = "cpu", attention: str = "sdpa", seed: int | None = None, fsdp: bool = False,
           threads: int | None = None, peak_flops: float | None = None, num_workers: int = 0, log_every: int = 1,
-          verify_store: bool = False, log: Callable[[str], Any] = _print,
+          verify_store: bool = False, activation_checkpointing: bool | None = None, log: Callable[[str], Any] = _print,
           on_step: Callable[[dict], Any] | None = None) -> dict[str, Any]:
     """Train a recipe on a shard store; returns the run summary (also written to out/summary.json).
 
@@ -78,12 +86,13 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
     """
     if threads:
         torch.set_num_threads(threads)
-    world = distributed.setup(device)
+    world = distributed.setup(device, fsdp)
     try:
         trainer = Trainer(Path(recipe_path), Path(shards), Path(out), world, resume=resume, micro_batch_size=micro_batch_size,
                           max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
                           fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
-                          verify_store=verify_store, log=log if world.main else (lambda _msg: None), on_step=on_step)
+                          verify_store=verify_store, activation_checkpointing=activation_checkpointing,
+                          log=log if world.main else (lambda _msg: None), on_step=on_step)
         return trainer.run()
     finally:
         distributed.teardown(world)
@@ -100,12 +109,14 @@ class Trainer:
     def __init__(self, recipe_path: Path, store: Path, out: Path, world: distributed.World, *, resume: bool,
                  micro_batch_size: int | None, max_steps: int | None, checkpoint_every: int, keep: int, attention: str,
                  seed: int | None, fsdp: bool, peak_flops: float | None, num_workers: int, log_every: int,
-                 verify_store: bool, log: Callable[[str], Any], on_step: Callable[[dict], Any] | None):
+                 verify_store: bool, log: Callable[[str], Any], on_step: Callable[[dict], Any] | None,
+                 activation_checkpointing: bool | None = None):
         self.recipe_path, self.store, self.out, self.world = recipe_path, store, out, world
         self.resume, self.micro_batch_size, self.max_steps = resume, micro_batch_size, max_steps
         self.checkpoint_every, self.keep, self.attention, self.seed, self.fsdp = checkpoint_every, keep, attention, seed, fsdp
         self.peak_flops, self.num_workers, self.log_every = peak_flops, num_workers, log_every
         self.verify_store, self.log, self.on_step = verify_store, log, on_step
+        self.activation_checkpointing = activation_checkpointing  # None: where a phase would not fit without it
         self.ckpt_root = out / "checkpoints"
         self.after_step: list[Callable[[Trainer, dict], Any]] = []
 
@@ -178,15 +189,13 @@ class Trainer:
         self.stream = stream = CurriculumStream(plan, self.streams, seed=self.seed)
         self.total = stream.total_steps
         self.end = self.total if self.max_steps is None else max(0, min(self.max_steps, self.total))
-        micro_batch_size = self.micro_batch_size
-        if micro_batch_size is None:
-            micro_batch_size = max(1, DEFAULT_MICRO_BATCH_TOKENS // plan.phases[0].sequence_length)
+        micro_batch_size = micro_batch_sizes(plan, self.micro_batch_size, DEFAULT_MICRO_BATCH_TOKENS)  # one per phase
         self.micro_batch_size = micro_batch_size
         self.loader = CurriculumLoader(stream, micro_batch_size, world.rank, world.world_size, num_workers=self.num_workers)
 
         # The model: same init on every rank (same seed), then the checkpoint's state if any.
         checkpoint.seed_everything(self.seed)
-        self.model = SmolLM3(config, attention=self.attention).to(world.device)
+        self.model = SmolLM3.build(config, world.device, self.seed, attention=self.attention)  # meta device, then init in place
         self.engine = distributed.wrap(self.model, world, self.fsdp)
         opt = recipe.optimizer
         self.optimizer = self.model.configure_optimizer(lr=0.0, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2),
@@ -199,8 +208,7 @@ class Trainer:
             self._restore(state)
         self.params = self.model.num_parameters()
         self.peak = self.peak_flops or default_peak_flops(world.device)  # None: no MFU (a CPU, an unlisted GPU)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" and not self.fsdp
-                         else contextlib.nullcontext())
+        self.autocast = distributed.precision_policy(world.device.type, self.fsdp, world.world_size).autocast(world.device.type)
         self.metrics = MetricsLog(self.out, resume_step=self.start_step) if world.main else None
         if world.main:
             self._announce()
@@ -236,7 +244,7 @@ class Trainer:
             group["lr"] = lr
         t0 = time.perf_counter()
         global_tokens = phase.samples_per_step * phase.sequence_length
-        loss_sum, self.last_batch = self._forward_backward(step, p, global_tokens)
+        loss_sum, self.last_batch, context = self._forward_backward(step, p, global_tokens)
         opt = self.recipe.optimizer
         max_norm = opt.grad_clip if opt.grad_clip > 0 else math.inf
         # The norm is measured before any update: a non-finite one (or loss) is never applied.
@@ -258,7 +266,9 @@ class Trainer:
         record = {"step": done, "phase": phase.name, "phase_index": p, "run": phase.run, "run_step": run_step,
                   "loss": _finite_or_none(loss), "lr": lr, "grad_norm": _finite_or_none(grad_norm),
                   "tokens": self.tokens_done, "tokens_per_s": tps,
-                  "mfu": mfu(self.params, tps, self.peak * self.world.world_size if self.peak else None),
+                  "mfu": mfu(self.params, tps, self.peak * self.world.world_size if self.peak else None,
+                             attention_flops_per_token(self.model.config.num_hidden_layers, self.model.config.hidden_size,
+                                                       context)),
                   "step_time": step_time, "elapsed": time.perf_counter() - self.started,
                   "sequence_length": phase.sequence_length, "rope_theta": self.model.config.rope_theta}
         if skipped:
@@ -271,11 +281,16 @@ class Trainer:
         phase = self.plan.phases[p]
         self.model.set_rope_theta(phase.rope_theta)
         self.phase_index = p
+        flag = self.activation_checkpointing
+        self.model.activation_checkpointing = flag if flag is not None else distributed.activation_checkpointing_for(
+            self.model.config, phase.sequence_length, self.micro_batch_size[p], self.world, self.fsdp)
         self.log(f"phase {phase.name} (run {phase.run}) from step {step + 1}: sequence length {phase.sequence_length}, "
-                 f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step")
+                 f"RoPE base {phase.rope_theta:g}, {phase.samples_per_step} samples per step"
+                 + (", activation checkpointing" if self.model.activation_checkpointing else ""))
 
-    def _forward_backward(self, step: int, p: int, global_tokens: int) -> tuple[torch.Tensor, dict]:
-        """Every micro-batch of step `step` on this rank; (its summed loss share, the last batch)."""
+    def _forward_backward(self, step: int, p: int, global_tokens: int) -> tuple[torch.Tensor, dict, float]:
+        """Every micro-batch of step `step` on this rank; (its summed loss share, the last batch, the
+        mean number of keys a token attends, for MFU)."""
         world, model = self.world, self.model
         n_micro = self.loader.batches.micro_per_step[p]
         loss_sum = torch.zeros((), dtype=torch.float64, device=world.device)
@@ -293,12 +308,15 @@ class Trainer:
             local = torch.tensor(float(sum(counted_in(b["labels"], mk) for b, mk in zip(step_batches, masks))),
                                  dtype=torch.float64, device=world.device)
             counted_labels = max(1, int(distributed.sum_across(local, world)))
+        context = context_tokens = 0  # attention's mean context, from this rank's documents
         for m, batch in enumerate(step_batches):
+            if not batch.get("padding"):
+                context, context_tokens = context + attention_context(batch["cu_seqlens"]), context_tokens + batch["input_ids"].numel()
             if (batch["step"], batch["micro"]) != (step, m):
                 raise RuntimeError(f"loader out of order: got step {batch['step']} micro {batch['micro']}, expected {step} {m}")
             loss_sum += micro_step(self.engine, batch, counted_labels, world, self.autocast, self.recipe.optimizer.z_loss,
                                    sync=m == n_micro - 1, loss_mask=masks[m])
-        return loss_sum, batch
+        return loss_sum, batch, context / max(context_tokens, 1)
 
     def _after_step(self, record: dict[str, Any]) -> None:
         """The `after_step` hooks (they may add to the record), metrics and progress (rank 0), then

@@ -6,7 +6,19 @@ One record per optimizer step (global step, 1-based), written by rank 0:
 `tokens` is the cumulative number of input tokens trained on, over all ranks. On resume the
 file is cut back to the checkpoint's step, so it always describes one uninterrupted history.
 `mfu` is null when no peak FLOP/s is known for the device (any CPU, an unlisted GPU) and none
-was given. A step whose update was not applied (mixc/train/guard.py) also has "skipped": the
+was given.
+
+MFU counts the FLOPs a step needs, forward and backward (PaLM, appendix B), per token:
+
+    6 N  +  12 L d c
+
+N parameters (the tied embedding once: its lookup is free, its output projection is 2 V h per
+token forward, so 6N is the matmul work), L layers, d = heads x head dim, and c the mean number
+of keys a token attends. The score and value products cost 2 d c each forward (4 d c), backward
+twice that. Attention is causal within a document, so a document of n tokens attends
+n (n + 1) / 2 keys in all; c is that sum over the batch's documents (from cu_seqlens) over its
+tokens; (T + 1) / 2 for unpacked rows of length T. PaLM's 12 L H Q T counts the full T x T square,
+twice the causal work. A step whose update was not applied (mixc/train/guard.py) also has "skipped": the
 reason; its "loss" and "grad_norm" are null when they were not finite.
 """
 
@@ -26,8 +38,9 @@ SUMMARY_FILE = "summary.json"
 # sparsity), matched against torch.cuda.get_device_name, most specific first. Nothing for
 # CPUs: their peak depends on the model, clock and vector units, and a guess once showed
 # MFU above 100%; give --peak-tflops to see MFU there.
-GPU_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
-                  ("L40S", 362e12), ("L4", 121e12))
+GPU_PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12),
+                  ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12), ("L40", 181e12),
+                  ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12))
 
 
 def default_peak_flops(device) -> float | None:
@@ -36,14 +49,31 @@ def default_peak_flops(device) -> float | None:
         return None
     import torch
 
-    name = torch.cuda.get_device_name(device)
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(name: str) -> float | None:
+    """The table's peak for a device name as torch.cuda.get_device_name gives it."""
     return next((peak for key, peak in GPU_PEAK_FLOPS if key in name), None)
 
 
-def mfu(params: int, tokens_per_s: float, peak_flops: float | None) -> float | None:
-    """Model FLOPs utilization: 6 x params x tokens/s (forward + backward) over the peak; None
-    without a peak."""
-    return 6.0 * params * tokens_per_s / peak_flops if peak_flops else None
+def attention_context(cu_seqlens) -> int:
+    """Keys attended in all, summed over the documents of a batch: n (n + 1) / 2 each."""
+    import numpy as np
+
+    n = np.diff(np.asarray(cu_seqlens, dtype=np.int64))
+    return int((n * (n + 1) // 2).sum())
+
+
+def attention_flops_per_token(layers: int, attention_width: int, mean_context: float) -> float:
+    """12 L d c: the attention score and value products, forward and backward, per token."""
+    return 12.0 * layers * attention_width * mean_context
+
+
+def mfu(params: int, tokens_per_s: float, peak_flops: float | None, attention_flops: float = 0.0) -> float | None:
+    """Model FLOPs utilization: (6 x params + attention FLOPs per token) x tokens/s over the
+    peak; None without a peak."""
+    return (6.0 * params + attention_flops) * tokens_per_s / peak_flops if peak_flops else None
 
 
 def progress_line(r: dict[str, Any], total_steps: int) -> str:

@@ -40,9 +40,11 @@ softmax normaliser near 1 (PaLM); SmolLM3 trained without it.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import MixcError
@@ -232,7 +234,10 @@ class AttentionMask:
             def same_document_causal(b, h, q, kv):
                 return (q >= kv) & (doc[b, q] == doc[b, kv])
 
-            self.block_mask = create_block_mask(same_document_causal, B, None, T, T, device=position_ids.device)
+            # Compiled on a GPU: uncompiled, building the mask materialises a B x T x T boolean
+            # (~13 GB at 64k); compiled, it works block by block.
+            self.block_mask = create_block_mask(same_document_causal, B, None, T, T, device=position_ids.device,
+                                                _compile=position_ids.is_cuda)
         else:
             causal = torch.ones(T, T, dtype=torch.bool, device=position_ids.device).tril()
             self.mask = (doc[:, :, None] == doc[:, None, :]) & causal  # [B, T, T]
@@ -264,9 +269,17 @@ def _apply_loss_mask(labels: torch.Tensor, loss_mask: torch.Tensor | None) -> to
     return labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
 
 
-# fp32 logits per chunk. Under glibc's largest mmap threshold (32 MiB), so the chunk buffers
-# are reused from the heap instead of being mapped fresh (and page-faulted) every time.
+# fp32 logits per chunk. On CPU under glibc's largest mmap threshold (32 MiB), so the chunk
+# buffers are reused from the heap instead of being mapped fresh (and page-faulted) every time.
+# On a GPU the caching allocator reuses any size; larger chunks mean fewer, fuller GEMMs
+# (2092 rows for a 128k vocabulary), for 1 GiB of logits (mixc/memory.py counts it).
 CHUNK_BYTES = 1 << 24
+GPU_CHUNK_BYTES = 1 << 30
+
+
+def chunk_rows(vocab: int, device_type: str) -> int:
+    """Tokens per logits chunk of ChunkedLinearCrossEntropy on a device."""
+    return max(256, (GPU_CHUNK_BYTES if device_type == "cuda" else CHUNK_BYTES) // 4 // vocab)
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -284,7 +297,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         counted = (labels != IGNORE_INDEX).sum()
         scale = 1.0 / max(int(counted), 1)
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        chunk = max(256, CHUNK_BYTES // 4 // vocab)
+        chunk = chunk_rows(vocab, hidden.device.type)
         # Matmuls in the autocast dtype when autocast is on (bf16 on GPUs), softmax in fp32.
         device_type = hidden.device.type
         autocast = torch.is_autocast_enabled(device_type)
@@ -323,7 +336,12 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 probs.scatter_add_(1, target, -weight_of[:, None])
                 g = probs.to(compute_dtype)
                 grad_hidden[start:start + chunk] = g @ w
-                grad_weight.addmm_(g.T.float(), h.float())  # no-ops in fp32; bf16 sums in fp32
+                if compute_dtype == torch.float32:
+                    grad_weight.addmm_(g.T, h)
+                else:
+                    # The weight gradient as a bf16 GEMM (an fp32 one is several times slower on
+                    # tensor cores), summed over chunks in fp32, as autocast's weight gradients are.
+                    grad_weight.add_(g.T @ h)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total * scale
@@ -354,8 +372,22 @@ def _flex_attention(on_gpu: bool):
 
 
 class SmolLM3(nn.Module):
-    def __init__(self, config: SmolLM3Config, attention: str = "sdpa"):
+    """The decoder. Initialization is a pure function of the global CPU RNG state when the
+    constructor starts (see `init_weights`), so `SmolLM3(config)` after `torch.manual_seed(s)`
+    and `SmolLM3.build(config, device, s)` (meta device, then initialized in place on the
+    target device) hold the same bits.
+
+    `activation_checkpointing`: keep only each decoder layer's input during the forward and
+    recompute the layer in backward (torch.utils.checkpoint, non-reentrant): the activations
+    of one layer instead of all of them, for about a third more compute. Same loss and
+    gradients; the trainer turns it on per phase (mixc/train/dist.py)."""
+
+    def __init__(self, config: SmolLM3Config, attention: str = "sdpa", activation_checkpointing: bool = False):
         super().__init__()
+        # The RNG state init_weights draws from: the state before any submodule's own init.
+        generator = torch.Generator()
+        generator.set_state(torch.get_rng_state())
+        self.activation_checkpointing = activation_checkpointing
         if attention not in ("sdpa", "flex"):
             raise MixcError(f"unknown attention backend '{attention}' (expected 'sdpa' or 'flex')")
         self.config = config
@@ -368,11 +400,32 @@ class SmolLM3(nn.Module):
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         # SDPA's grouped-query mode reads shared k/v heads without materialising copies.
         self.gqa_in_sdpa = True
-        self.apply(self._init_weights)
+        if not self.embed_tokens.weight.is_meta:
+            self.init_weights(generator)
 
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+    @classmethod
+    def build(cls, config: SmolLM3Config, device: torch.device | str, seed: int, **kwargs: Any) -> SmolLM3:
+        """The model with every tensor allocated once, on `device`: built on the meta device,
+        then initialized in place from `seed` (no full fp32 copy in host memory first)."""
+        with torch.device("meta"):
+            model = cls(config, **kwargs)
+        model.to_empty(device=device)
+        model.init_weights(torch.Generator().manual_seed(seed))
+        return model
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator) -> None:
+        """Matmul and embedding weights ~ N(0, initializer_range), norm weights 1, rotary table
+        recomputed; parameters in registration order, each drawn on the CPU from `generator`
+        and copied to its device, so the values do not depend on the device (one parameter at
+        a time in host memory)."""
+        std = self.config.initializer_range
+        for param in self.parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.empty(param.shape, dtype=torch.float32).normal_(0.0, std, generator=generator))
+            else:
+                param.fill_(1.0)
+        self.rotary.set_theta(self.config.rope_theta)
 
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
@@ -400,8 +453,12 @@ class SmolLM3(nn.Module):
         x = self.embed_tokens(input_ids)
         rope = self.rotary(position_ids, x.dtype)
         mask = AttentionMask(position_ids, self.attention, self.gqa_in_sdpa)
+        checkpointed = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, rope, mask)
+            if checkpointed:
+                x = torch.utils.checkpoint.checkpoint(layer, x, rope, mask, use_reentrant=False)
+            else:
+                x = layer(x, rope, mask)
         x = self.norm(x)
         if labels is not None and not return_logits:
             labels = _apply_loss_mask(labels, loss_mask)
