@@ -14,9 +14,11 @@ costs AUTO_OVERHEAD; and at least AUTO_MIN_EVALS evaluations fit in a run (phase
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ..eval import HeldoutSet, evaluate_model, has_heldout, load_heldout
+from ..shards.store import phase_manifest
 
 AUTO_OVERHEAD = 0.03
 AUTO_MIN_EVALS = 10
@@ -45,10 +47,18 @@ class HeldoutEval:
         self.every = recipe.eval_every or auto_interval(tokens, recipe.global_batch_tokens, trainer.total)
 
     def heldout(self, phase_index: int) -> HeldoutSet:
+        """The held-out set at a phase's sequence length and weights (the documents read once)."""
         if phase_index not in self.sets:
             t = self.trainer
             phase = t.plan.phases[phase_index]
-            self.sets[phase_index] = load_heldout(t.store, t.recipe.name, phase.name, sequence_length=phase.sequence_length)
+            if not self.sets:
+                self.sets[phase_index] = load_heldout(t.store, t.recipe.name, phase.name,
+                                                      sequence_length=phase.sequence_length)
+            else:
+                manifest = phase_manifest(t.store, t.recipe.name, phase.name) or {"sources": []}
+                self.sets[phase_index] = replace(next(iter(self.sets.values())), phase=phase.name,
+                                                 sequence_length=phase.sequence_length,
+                                                 weights={s["name"]: float(s["weight"]) for s in manifest["sources"]})
         return self.sets[phase_index]
 
     def __call__(self, trainer, record: dict[str, Any]) -> None:
