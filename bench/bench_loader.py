@@ -34,8 +34,9 @@ import torch
 
 from mixc.loader import CurriculumStream, MicroBatches, to_torch
 from mixc.plan import plan_recipe
-from mixc.shards.store import PHASE_FORMAT, SHARDS_FORMAT, source_streams, write_json_atomic
 from mixc.spec import load_recipe
+from mixc.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
+from mixc.streams import source_streams
 
 SEQ = 4096
 VOCAB = 128_256
@@ -98,7 +99,7 @@ def make_store(root: Path, tokens: int, n_sources: int) -> tuple[Path, Path, lis
     write_json_atomic(store / "phases" / "bench-loader" / "p.json", {
         "format": PHASE_FORMAT, "recipe": "bench-loader", "phase": "p", "stage": None,
         "tokenizer": manifests[0]["tokenizer"], "token_size": 4, "sequence_length": SEQ, "budget_tokens": steps * SEQ * 64,
-        "sources": [{"name": n, "weight": w, "folder": f"sources/{n}/bench0000000", "tokens": m["tokens"],
+        "sources": [{"name": n, "share": w, "folder": f"sources/{n}/bench0000000", "tokens": m["tokens"],
                      "documents": m["documents"]} for n, w, m in zip(names, weights, manifests)],
     })
     return store, root / "recipe.yaml", weights, names

@@ -23,6 +23,8 @@ import numpy as np
 
 from mixc.loader import SourceStream
 from mixc.packing import DEFAULT_WINDOW, PackedSource, concat_stats
+from mixc.store import complete_source_folders
+from mixc.streams import folder_stream
 
 FILE_TOKENS = 10_000_000
 
@@ -81,12 +83,7 @@ def main() -> None:
             print(f"{'':>17} set-up median {statistics.median(times):.2f} s, range {min(times):.2f}-{max(times):.2f} s "
                   f"over {args.rounds} rounds; {len(docs):,} documents")
     if args.store:
-        from mixc.shards.store import complete_source_folders, read_manifest
-
-        streams = []
-        for folder in complete_source_folders(args.store):
-            m = read_manifest(folder)
-            streams.append(SourceStream(m["source"], [folder / f["path"] for f in m["files"]], int(m["token_size"])))
+        streams = [folder_stream(folder) for folder in complete_source_folders(args.store)]
         for seq in [s for s in args.seq if s <= 4096]:
             pad = total = bound = 0
             for s in streams:

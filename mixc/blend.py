@@ -4,7 +4,7 @@ A phase draws from its sources in fixed proportions. The blend is the map
 
     i  ->  (source s, sample j of s, epoch e)
 
-a pure function of (normalized weights, source sizes in samples, seed, per-source start
+a pure function of (the plan's shares, source sizes in samples, seed, per-source start
 offsets, batch size). Nothing here holds an entry per sample: set-up costs O(sources), and the
 map is evaluated lazily for any numpy array of indices.
 
@@ -49,7 +49,7 @@ sample is visited exactly once per epoch, and the same source in two phases foll
 permutation: pass the same seed and names in every phase.
 
 API
-    Blend(weights, source_samples, seed=0, offsets=None, names=None, batch_size=1)
+    Blend(shares, source_samples, seed=0, offsets=None, names=None, batch_size=1)
     Blend.lookup(idx)    -> (source int32, sample int64, epoch int64)
     Blend.sources(idx)   -> source int32                (the interleave alone)
     Blend.draws_at(idx)  -> (source int32, draw int64)  draw = rank among the source's
@@ -78,7 +78,7 @@ SHORT = 1024  # segments of at most this many samples, inside one batch, are ord
 
 
 class BlendError(MixcError, ValueError):
-    """Bad blend input: weights, sizes or offsets that cannot describe a mixture."""
+    """Bad blend input: shares, sizes or offsets that cannot describe a mixture."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +442,7 @@ class SourceEpochs:
     """One source's draws in a phase of n samples, and what they amount to in epochs."""
 
     name: str
-    weight: float
+    share: float
     samples: int  # N_s, the source's size in samples
     offset: int  # draws consumed by earlier phases
     draws: int  # draws in this phase
@@ -454,14 +454,17 @@ class SourceEpochs:
 class Blend:
     """The lazy sample map of one phase. See the module docstring."""
 
-    def __init__(self, weights: Sequence[float], source_samples: Sequence[int], seed: int = 0,
+    def __init__(self, shares: Sequence[float], source_samples: Sequence[int], seed: int = 0,
                  offsets: Sequence[int] | None = None, names: Sequence[str] | None = None, batch_size: int = 1):
-        w = np.asarray(weights, dtype=np.float64).ravel()
+        """`shares`: each source's normalized share (the plan normalizes a mix's weights once;
+        any non-negative numbers are accepted and divided by their sum, which keeps the plan's
+        shares exact to the last bit where their float sum is not exactly 1)."""
+        w = np.asarray(shares, dtype=np.float64).ravel()
         sizes = np.asarray(source_samples).ravel()
         names = [str(x) for x in names] if names is not None else [f"source {i}" for i in range(len(w))]
         offs = np.zeros(len(w), np.int64) if offsets is None else np.asarray(offsets).ravel()
         if not (len(w) == len(sizes) == len(names) == len(offs)):
-            raise BlendError(f"blend: {len(w)} weights, {len(sizes)} sizes, {len(offs)} offsets and {len(names)} names differ in length")
+            raise BlendError(f"blend: {len(w)} shares, {len(sizes)} sizes, {len(offs)} offsets and {len(names)} names differ in length")
         if len(w) == 0:
             raise BlendError("blend: no sources")
         for label, arr in (("size", sizes), ("offset", offs)):
@@ -471,21 +474,21 @@ class Blend:
         sizes, offs = sizes.astype(np.int64), offs.astype(np.int64)
         for i, name in enumerate(names):
             if not np.isfinite(w[i]) or w[i] < 0:
-                raise BlendError(f"blend: source '{name}' has weight {w[i]}; weights must be finite and >= 0")
+                raise BlendError(f"blend: source '{name}' has share {w[i]}; shares must be finite and >= 0")
             if sizes[i] < 0 or offs[i] < 0:
                 raise BlendError(f"blend: source '{name}' has a negative size or offset")
             if w[i] > 0 and sizes[i] == 0:
-                raise BlendError(f"blend: source '{name}' has weight {w[i]:g} but no samples")
+                raise BlendError(f"blend: source '{name}' has share {w[i]:g} but no samples")
         if w.sum() <= 0:
-            raise BlendError("blend: all weights are zero")
+            raise BlendError("blend: all shares are zero")
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise BlendError(f"blend: batch size must be a positive integer, got {batch_size!r}")
-        self.weights = w / w.sum()
+        self.shares = w / w.sum()
         self.sizes, self.offsets, self.names = sizes, offs, names
         self.seed, self.batch_size = int(seed), int(batch_size)
         self.keys = np.array([source_key(n) for n in names], dtype=np.uint64)
-        self.active = np.flatnonzero(self.weights > 0)  # bisection column -> source index
-        self._bisection = _Bisection(self.weights[self.active], self.batch_size)
+        self.active = np.flatnonzero(self.shares > 0)  # bisection column -> source index
+        self._bisection = _Bisection(self.shares[self.active], self.batch_size)
         self._half, self._mask = _halves(np.maximum(self.sizes, 1))
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
@@ -587,7 +590,7 @@ class Blend:
         n = int(n)
         if not 0 <= n <= self.capacity:
             raise BlendError(f"blend: count position {n} outside [0, {self.capacity}]")
-        out = np.zeros(len(self.weights), np.int64)
+        out = np.zeros(len(self.shares), np.int64)
         out[self.active] = self._bisection.counts_at(n)
         return out
 
@@ -598,8 +601,8 @@ class Blend:
         for i, name in enumerate(self.names):
             size, off, d = int(self.sizes[i]), int(self.offsets[i]), int(draws[i])
             if size == 0:
-                out.append(SourceEpochs(name, float(self.weights[i]), 0, off, 0, 0.0, 0.0, 0))
+                out.append(SourceEpochs(name, float(self.shares[i]), 0, off, 0, 0.0, 0.0, 0))
                 continue
             wraps = (off + d - 1) // size - off // size if d else 0
-            out.append(SourceEpochs(name, float(self.weights[i]), size, off, d, d / size, (off + d) / size, wraps))
+            out.append(SourceEpochs(name, float(self.shares[i]), size, off, d, d / size, (off + d) / size, wraps))
         return out

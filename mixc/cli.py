@@ -9,12 +9,25 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 
 from . import __version__
+from .diff import diff_phases, render_diff
 from .errors import MixcError
+from .interop.nanotron_import import import_nanotron
+from .interop.nanotron_write import export_nanotron, write_export
 from .locyaml import SpecError, SpecErrors
+from .project import default_recipe, load_plan
+from .report import render as render_report
+from .report.epochs import epochs_data, shard_plan
+from .report.epochs import render as render_epochs
+from .report.packing import packing_data, render_packing
+from .shards.tokenizer import sample_corpus, source_texts, train_tokenizer
+from .shards.verify import decode_document, inspect_path, verify_path
+from .spec import json_schemas, load_catalog, load_recipe, parse_count
+from .validate import validate_paths
 
 
 class MixcGroup(click.Group):
@@ -63,8 +76,6 @@ def validate(paths: tuple[str, ...], strict: bool, quiet: bool) -> None:
 
     Exit 0 when every file is valid, 1 when any is not, 2 on a usage error.
     """
-    from .validate import validate_paths
-
     result = validate_paths(list(paths), strict=strict)
     if not quiet:
         for line in result.lines:
@@ -82,8 +93,6 @@ def validate(paths: tuple[str, ...], strict: bool, quiet: bool) -> None:
 @click.option("--kind", type=click.Choice(["recipe", "mix", "catalog", "all"]), default="all", show_default=True)
 def schema(kind: str) -> None:
     """Print the JSON Schema of the spec files."""
-    from .spec import json_schemas
-
     schemas = json_schemas()
     click.echo(json.dumps(schemas if kind == "all" else schemas[kind], indent=2))
 
@@ -132,23 +141,15 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
         data = ledger(paths[0])
         _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
         return
-    from .project import load_plan
-    from .report import render
-    from .spec import parse_count
-
     budget = _count_option(parse_count, tokens, "--tokens")
     if shards:  # the same sizes and refusals as `mixc plan --shards`
-        from .report.epochs import shard_plan
-
         plan = shard_plan(list(paths), shards, tokens=budget, epoch_warning=epoch_warning)
     else:
         plan = load_plan(list(paths), tokens=budget, epoch_warning=epoch_warning)
     if fmt in ("html", "png") and not output:
         raise click.UsageError(f"--format {fmt} needs -o FILE")
-    result = render(plan, fmt, output)
+    result = render_report(plan, fmt, output)
     if shards and plan.recipe is not None and fmt in ("table", "json"):
-        from .report.packing import packing_data, render_packing
-
         packed = packing_data(plan, shards)
         result = (result + "\n" + render_packing(packed) if fmt == "table"
                   else json.dumps({**json.loads(result), "packing": packed}, indent=2) + "\n")
@@ -189,9 +190,6 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage, packing, gpus, gpu, 
     is refused with exit status 1. With --gpus, also each phase's per-GPU memory estimate
     (mixc/memory.py) and whether it fits.
     """
-    from .project import load_plan
-    from .report.epochs import epochs_data, render, shard_plan
-
     paths = [recipe] if recipe else None
     if shards:
         plan = shard_plan(paths, shards, epoch_warning=epoch_warning, phase=stage)
@@ -204,8 +202,6 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage, packing, gpus, gpu, 
     if packing and not shards:
         raise click.UsageError("--packing needs --shards (the report reads the documents' lengths)")
     if shards and plan.recipe is not None:
-        from .report.packing import packing_data, render_packing
-
         data["packing"] = packing_data(plan, shards, packing, stage)
     memory = None
     if gpus:
@@ -216,7 +212,7 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage, packing, gpus, gpu, 
                               activation_checkpointing=activation_checkpointing, micro_batch_size=micro_batch_size)
         if fmt == "json":
             data = {**data, "memory": {"gpus": gpus, "gpu": gpu, "fsdp": fsdp, "phases": memory}}
-    click.echo(render(data, fmt), nl=False)
+    click.echo(render_epochs(data, fmt), nl=False)
     if memory is not None and fmt != "json":
         click.echo("\n" + render_memory(memory, gpus, gpu, fsdp), nl=False)
     if fmt == "table" and data.get("packing"):
@@ -233,8 +229,6 @@ def verify(path: str) -> None:
 
     Exit 0 when everything matches; 1 listing each problem (file and what).
     """
-    from .shards.verify import verify_path
-
     result = verify_path(path)
     for problem in result.problems:
         click.echo(str(problem), err=True)
@@ -250,8 +244,6 @@ def verify(path: str) -> None:
 @click.option("--source", help="With a store or phase manifest: the source to look at.")
 def inspect(path: str, doc: int | None, source: str | None) -> None:
     """Counts and a document-length histogram of shards; --doc N decodes one document."""
-    from .shards.verify import decode_document, inspect_path
-
     if doc is None:
         click.echo(inspect_path(path, source), nl=False)
     else:
@@ -269,11 +261,6 @@ def diff(a: str, b: str, recipe: str | None, fmt: str) -> None:
     Examples: `mixc diff mixes/smollm3/stage1.yaml mixes/smollm3/stage2.yaml`,
     `mixc diff 1 2` (stages of the default recipe), `mixc diff --recipe R stable-2 decay`.
     """
-    from pathlib import Path
-
-    from .diff import diff_phases, render_diff
-    from .project import default_recipe, load_plan
-
     if recipe is None and Path(a).is_file() and Path(b).is_file():
         plan = load_plan([a, b])
         pa, pb = plan.phases
@@ -317,10 +304,8 @@ def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers
     Sources already tokenized with the same input, tokenizer and options are reused, so
     `mixc build --stage 3` after `--stage 2` only tokenizes what stage 3 adds.
     """
-    from .shards.run import SlurmOptions
+    from .shards.run import SlurmOptions  # datatrove: heavy, imported only to build
     from .shards.run import build as run_build
-    from .spec import parse_count
-
     shard_tokens = _count_option(parse_count, shard_tokens, "--shard-tokens")
     if shard_tokens is not None and shard_tokens < 1:
         raise click.BadParameter(f"{shard_tokens}: a shard holds at least 1 token", param_hint="--shard-tokens")
@@ -350,11 +335,6 @@ def tokenizer_group() -> None:
 @click.option("--documents", type=click.IntRange(min=1), default=10000, show_default=True, help="Most documents read from --from-source.")
 def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, documents) -> None:
     """Train a byte-level BPE tokenizer (deterministic) and write its tokenizer.json."""
-    from pathlib import Path
-
-    from .shards.tokenizer import sample_corpus, source_texts, train_tokenizer
-    from .spec import load_catalog
-
     if sample == bool(source_name):
         raise click.UsageError("give either --sample or --from-source NAME --catalog FILE")
     if sample:
@@ -398,7 +378,7 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
                   threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
-    from .train.loop import train
+    from .train.loop import train  # torch: heavy, imported only by the commands that need it
     from .train.metrics import render_summary
 
     summary = train(recipe, shards, out, resume=resume, micro_batch_size=micro_batch_size, max_steps=max_steps,
@@ -433,8 +413,6 @@ def import_nanotron_command(configs, out_dir, catalog, name, naming, model) -> N
     one's resumes that run (it replaces it, as SmolLM3's stage 2 and 3 configs do); any other
     config starts a new run (a long-context extension).
     """
-    from .interop.nanotron_import import import_nanotron
-
     result = import_nanotron(list(configs), out_dir, catalog=catalog, name=name, naming=naming, model=model)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -464,13 +442,14 @@ def export() -> None:
 @export.command("checkpoint")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["hf"]), default="hf", show_default=True, help="Output format.")
+@click.option("--format", type=click.Choice(["hf"]), default="hf", show_default=True, expose_value=False,
+              help="Output format (Hugging Face, the only one).")
 @click.option("--yarn", "yarn_factor", type=float, help="Record YaRN RoPE scaling by this factor for inference beyond the trained length (max_position_embeddings).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
-def export_checkpoint_command(checkpoint, out, fmt, yarn_factor, dtype) -> None:
+def export_checkpoint_command(checkpoint, out, yarn_factor, dtype) -> None:
     """CHECKPOINT (a checkpoint folder, or a run folder: its latest) as config.json and
     model.safetensors that transformers' AutoModelForCausalLM loads."""
-    import torch
+    import torch  # heavy: only for the commands that need it
 
     from .train.export import export_checkpoint
 
@@ -493,9 +472,6 @@ def export_nanotron_command(recipe, output, shards, run, dp, micro_batch_size, v
     Gradient accumulation is derived so that sequence x micro batch x accumulation x dp is
     the recipe's global batch.
     """
-    from .interop.nanotron_write import export_nanotron, write_export
-    from .spec import load_recipe
-
     resolved = load_recipe(recipe)
     configs = export_nanotron(resolved, shards=shards, dp=dp, micro_batch_size=micro_batch_size, vocab_size=vocab_size, run=run)
     written = write_export(resolved, configs, output)
@@ -517,7 +493,7 @@ def export_nanotron_command(recipe, output, shards, run, dp, micro_batch_size, v
 @click.option("--sample", is_flag=True, help="Top-k sampling instead of greedy decoding.")
 def generate_command(hf_dir, prompts, tokenizer, max_new_tokens, sample) -> None:
     """Continue prompts with transformers from HF_DIR (`mixc export ... --format hf`): the round trip's last step."""
-    from .train.generate import generate_texts
+    from .train.generate import generate_texts  # transformers and torch: heavy
 
     for prompt, text in generate_texts(hf_dir, prompts, tokenizer=tokenizer, max_new_tokens=max_new_tokens, sample=sample):
         click.echo(f"{prompt!r} -> {text!r}")

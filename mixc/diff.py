@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .plan import PhasePlan
-from .report.text import CATEGORY_ORDER, _table, pct
+from .text import CATEGORY_ORDER, pct, table
 
 
 def _factor(before: float, after: float) -> float | None:
@@ -55,7 +55,7 @@ def _points(d: float) -> str:
 def render_diff(d: dict[str, Any]) -> str:
     out = [f"{d['from']} -> {d['to']}", "", "categories (share of tokens):"]
     rows = [[r["name"], pct(r["before"]), pct(r["after"]), _points(r["delta"]), _factor_text(r["factor"], r["after"])] for r in d["categories"]]
-    out += ["  " + line for line in _table(["category", "before", "after", "change", "factor"], rows, "lrrrr")]
+    out += ["  " + line for line in table(["category", "before", "after", "change", "factor"], rows, "lrrrr")]
     if d["added"]:
         out += ["", f"added ({len(d['added'])}):"] + [f"  + {r['source']}  {100 * r['share']:.3f}%" for r in d["added"]]
     if d["removed"]:
@@ -64,10 +64,10 @@ def render_diff(d: dict[str, Any]) -> str:
         out += ["", f"reweighted ({len(d['changed'])}):"]
         rows = [[r["source"], f"{100 * r['before']:.3f}%", f"{100 * r['after']:.3f}%", _points(r["delta"]), _factor_text(r["factor"], r["after"])]
                 for r in d["changed"]]
-        out += ["  " + line for line in _table(["source", "before", "after", "change", "factor"], rows, "lrrrr")]
+        out += ["  " + line for line in table(["source", "before", "after", "change", "factor"], rows, "lrrrr")]
     moved = [r for r in d["languages"] if abs(r["delta"]) >= 5e-5]
     if moved:
         out += ["", "languages:"]
         rows = [[r["name"], pct(r["before"]), pct(r["after"]), _points(r["delta"]), _factor_text(r["factor"], r["after"])] for r in moved]
-        out += ["  " + line for line in _table(["language", "before", "after", "change", "factor"], rows, "lrrrr")]
+        out += ["  " + line for line in table(["language", "before", "after", "change", "factor"], rows, "lrrrr")]
     return "\n".join(out) + "\n"

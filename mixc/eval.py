@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import MixcError
 from .shards.heldout import read_heldout
-from .shards.store import phase_manifest, read_manifest, read_phase_manifest, recipe_phase_manifests
+from .store import phase_manifest, read_manifest, read_phase_manifest, recipe_phase_manifests
 
 CATEGORIES = ("web", "multilingual", "code", "math", "reasoning")
 DEFAULT_BATCH_TOKENS = 8192

@@ -31,20 +31,22 @@ import numpy as np
 
 from .blend import Blend
 from .errors import MixcError
+from .packing import PackedSource, phase_packing
 from .plan import Plan
+from .store import INDEX_DTYPE, TOKEN_SIZES, token_dtype
 
 
 class SourceStream:
     """The memory-mapped token stream of one source: its .ds shards end to end."""
 
     def __init__(self, name: str, files: Sequence[str | Path], token_size: int, vocab_size: int | None = None):
-        if token_size not in (2, 4):
+        if token_size not in TOKEN_SIZES:
             raise MixcError(f"source '{name}': token size {token_size} is neither 2 nor 4 bytes")
         self.name = name
         self.files = [Path(f) for f in files]
         self.token_size = token_size
         self.vocab_size = vocab_size
-        self.dtype = np.uint16 if token_size == 2 else np.uint32
+        self.dtype = token_dtype(token_size)
         sizes = []
         for f in self.files:
             try:
@@ -78,7 +80,7 @@ class SourceStream:
             tokens.append(np.memmap(f, dtype=self.dtype, mode="r").view(np.ndarray) if f.stat().st_size else np.zeros(0, self.dtype))
             index = Path(str(f) + ".index")
             # The index (8 bytes a document) is read whole: a plain array, no memmap slicing cost.
-            ends.append(np.fromfile(index, dtype="<u8").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
+            ends.append(np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64))
         self._tokens, self._ends = tokens, ends
         self._starts = self.file_starts.tolist()
 
@@ -247,8 +249,6 @@ class PackedPhaseStream(PhaseStream):
     def __init__(self, name: str, seq_len: int, samples: int, names: list[str], weights: list[float],
                  streams: list[SourceStream], seed: int, window: int, offset_tokens: Sequence[int] | None = None,
                  batch_size: int = 1):
-        from .packing import PackedSource
-
         self.name, self.seq_len, self.samples = name, seq_len, samples
         self.names, self.streams = names, streams
         # Sources without weight are never read: not packed either.
@@ -306,8 +306,6 @@ class CurriculumStream:
     def __init__(self, plan: Plan, source_streams: dict[str, SourceStream], seed: int | None = None,
                  packing: dict[str, tuple[str, int]] | None = None):
         """`packing` overrides the recipe's per phase: phase name -> (mode, window)."""
-        from .packing import phase_packing
-
         packing = packing or {}
         self.plan = plan
         self.seed = plan.recipe.seed if seed is None and plan.recipe else (seed or 0)

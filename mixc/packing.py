@@ -37,6 +37,7 @@ import numpy as np
 
 from .blend import source_key
 from .errors import MixcError
+from .store import INDEX_DTYPE, path_part, write_atomic
 
 FORMAT = "mixc.packing/1"
 MODES = ("concat", "bestfit")
@@ -50,7 +51,7 @@ def document_layout(stream) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     files, los, lens = [], [], []
     for f, path in enumerate(stream.files):
         index = Path(str(path) + ".index")
-        ends = np.fromfile(index, dtype="<u8").astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64)
+        ends = np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64) if index.stat().st_size else np.zeros(0, np.int64)
         size = int(stream.file_starts[f + 1] - stream.file_starts[f])
         if ends.size == 0 or ends[-1] != size:  # tokens after the last indexed end form one more document
             ends = np.append(ends, size) if size else ends
@@ -193,7 +194,6 @@ class PackedSource:
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _cache_path(self, cache) -> Path | None:
-        from .shards.store import path_part
 
         if cache is False or cache is None or not self.stream.files:
             return None
@@ -228,7 +228,6 @@ class PackedSource:
         return order, counts
 
     def _save(self, order: np.ndarray, counts: np.ndarray) -> None:
-        from .shards.store import write_atomic
 
         dtype = np.uint32 if max(len(order), 1) < 1 << 32 else np.uint64
         buf = io.BytesIO()

@@ -288,7 +288,7 @@ def lr_at(schedule: Schedule, step: int | np.ndarray) -> float | np.ndarray:
     (decay_start_step + decay_steps - 1) trains at `final_lr`. Cosine decays from the end of
     warmup to `final_lr` at step warmup_steps + decay_steps; a recipe's cosine may leave
     decay_steps out (meaning: the rest of the run), which `plan_recipe` fills in, so pass the
-    plan's `phase.schedule` (or `run_schedule`) rather than the raw recipe schedule.
+    plan's `phase.schedule` (completed once, by `_complete`) rather than the raw recipe schedule.
     """
     if schedule.type == "cosine" and schedule.decay_steps is None:
         raise ValueError("a cosine schedule without decay_steps has no length; use the plan's phase.schedule")
@@ -310,20 +310,11 @@ def lr_at(schedule: Schedule, step: int | np.ndarray) -> float | np.ndarray:
     return float(lr) if np.ndim(lr) == 0 else lr
 
 
-def run_schedule(plan: Plan, phase: PhasePlan) -> Schedule:
-    """The schedule of a phase's run with a cosine's length filled in from the run's steps."""
-    sched = phase.schedule
-    if sched.type == "cosine" and sched.decay_steps is None:
-        last = max(p.last_step for p in plan.phases if p.run == phase.run)
-        sched = sched.model_copy(update={"decay_steps": last - sched.warmup_steps})
-    return sched
-
-
 def lr_at_token(plan: Plan, token: float) -> float:
     """The learning rate in force at cumulative token position `token`."""
     phase = plan.at_token(token)
     step = phase.first_step + int((token - phase.start_token) // phase.global_batch_tokens)
-    return float(lr_at(run_schedule(plan, phase), min(step, phase.last_step)))
+    return float(lr_at(phase.schedule, min(step, phase.last_step)))
 
 
 def epochs_at_token(plan: Plan, token: float) -> dict[str, float]:

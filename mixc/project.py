@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import MixcError
-from .plan import DEFAULT_EPOCH_WARNING, Plan, plan_mixes, plan_recipe
+from .plan import DEFAULT_EPOCH_WARNING, Plan, epoch_warnings, plan_mixes, plan_recipe
 from .spec import detect_kind, load_mix, load_recipe
 
 DEFAULT_RECIPE = "recipes/smollm3-3b.yaml"
@@ -42,10 +43,6 @@ def load_plan(
 
 
 def _with_warning(plan: Plan, threshold: float) -> Plan:
-    from dataclasses import replace
-
-    from .plan import epoch_warnings
-
     plan = replace(plan, epoch_warning=threshold, warnings=[])
     plan.warnings.extend(epoch_warnings(plan))
     return plan

@@ -17,7 +17,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .locyaml import Located, Location, SpecError, SpecErrors, key_path, load_file
 
@@ -100,7 +109,7 @@ Finite = Annotated[float, BeforeValidator(_check_finite)]
 
 @lru_cache(maxsize=1)
 def _iso_tables() -> tuple[frozenset[str], frozenset[str]]:
-    import pycountry
+    import pycountry  # loads its ISO tables: only when a language is checked
 
     languages = frozenset(lang.alpha_3 for lang in pycountry.languages)
     scripts = frozenset(s.alpha_4 for s in pycountry.scripts)
@@ -244,25 +253,12 @@ class Catalog(Strict):
         return v
 
 
-class InlineEntry(Strict):
-    weight: Number
-    # An inline entry either only reweights a catalog source, or defines it fully.
-    category: Literal["web", "code", "math", "reasoning"] | None = None
-    language: str | None = None
-    format: Literal["parquet", "jsonl", "hf"] | None = None
-    path: str | None = None
-    dataset: str | None = None
-    config: str | None = None
-    data_dir: str | None = None
-    split: str | None = None
-    text_column: str | None = None
-    glob: str | None = None
-    verified: bool | None = None
-    tokens: Count | None = None
-    programming_language: str | None = None
-    filter: Filter | None = None
-    heldout: Heldout | None = None
-    note: str | None = None
+# A mix entry either only reweights a catalog source, or defines it fully: every source field,
+# optional, plus the weight. Checked as a whole Source once merged with the catalog (load_mix).
+InlineEntry = create_model(
+    "InlineEntry", __base__=Strict, weight=(Number, ...),
+    **{name: (field.rebuild_annotation() | None, None) for name, field in SourceFields.model_fields.items()},
+)
 
 
 def _entry(value: Any) -> Any:

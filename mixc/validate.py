@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .locyaml import Location, SpecError, SpecErrors
 from .plan import plan_mixes, plan_recipe
-from .report.text import human_tokens, rollup_line
 from .spec import ResolvedMix, detect_kind, load_catalog, load_mix, load_recipe
+from .text import human_tokens, rollup_line
 
 STRICT_TOLERANCE = 1e-6
 

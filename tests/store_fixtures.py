@@ -1,4 +1,5 @@
-"""A shard store written directly in mixc's layout, for tests that need shards but not a build."""
+"""A shard store written through mixc's own writer and store functions, for tests that need shards
+but not a build (no tokenizer, no datatrove pipeline)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
-from mixc.shards.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from mixc.shards.writer import ShardWriter
+from mixc.store import finalize_source, token_size_for, write_phase_manifest
 
 
 def write_source(store: Path, name: str, docs: list[np.ndarray], *, vocab_size: int, eos_id: int = 0,
                  docs_per_file: int = 50, tokenizer: dict | None = None) -> dict:
-    """One source folder: documents (without EOS) end to end, EOS appended, split across files."""
-    token_size = 2 if vocab_size <= 65536 else 4
-    dtype = np.uint16 if token_size == 2 else np.uint32
+    """One source folder: documents (without EOS) end to end, EOS appended, `docs_per_file` per shard."""
+    token_size = token_size_for(vocab_size)
     key = hashlib.sha256(f"{name}:{len(docs)}:{vocab_size}".encode()).hexdigest()[:12]
-    folder = store / "sources" / name / key
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = store / "sources" / name / key  # not source_folder(): tests also use names a build refuses
     tokenizer = tokenizer or {"name": "test", "fingerprint": "f" * 64, "vocab_size": vocab_size, "eos_token": "<eos>", "eos_id": eos_id}
-    files = []
-    for k in range(0, max(len(docs), 1), docs_per_file):
-        chunk = [np.append(np.asarray(d), eos_id).astype(dtype) for d in docs[k:k + docs_per_file]]
-        path = folder / f"{k // docs_per_file:05d}.ds"
-        (np.concatenate(chunk) if chunk else np.zeros(0, dtype)).tofile(path)
-        np.cumsum([len(d) for d in chunk], dtype=np.uint64).tofile(str(path) + ".index")
-        path.with_name(path.name + ".metadata").write_text(f"test|{token_size}\n{sum(map(len, chunk))}\n")
-        files.append({"path": path.name, "tokens": int(sum(map(len, chunk))), "documents": len(chunk),
-                      "sha256": _sha(path), "index_sha256": _sha(Path(str(path) + ".index"))})
-    manifest = {"format": SHARDS_FORMAT, "source": name, "key": key, "tokenizer": tokenizer, "token_size": token_size,
-                "documents": len(docs), "tokens": sum(f["tokens"] for f in files), "files": files,
-                "input": {"location": f"test://{name}", "fingerprint": key}, "options": {}, "seed": 0,
-                "mixc_version": "test"}
-    write_json_atomic(folder / "manifest.json", manifest)
-    return manifest
+    summaries = []
+    for k in range(0, len(docs), docs_per_file):
+        # one writer per shard: the fixture cuts shards by document count, the build by tokens
+        writer = ShardWriter(folder / ".work" / "shards", token_size=token_size, tokenizer_name="test",
+                             shard_tokens=1 << 62, prefix=f"{k // docs_per_file:05d}_")
+        chunk = [np.append(np.asarray(d), eos_id) for d in docs[k:k + docs_per_file]]
+        writer.write(np.concatenate(chunk), np.cumsum([len(d) for d in chunk]))
+        summaries.append({"files": [f.to_dict() for f in writer.close()]})
+    return finalize_source(folder, summaries, {
+        "source": name, "key": key, "tokenizer": tokenizer, "token_size": token_size,
+        "input": {"location": f"test://{name}", "fingerprint": key}, "options": {}, "seed": 0, "mixc_version": "test"})
 
 
 def make_store(tmp_path: Path, recipe_name: str, phases: dict[str, dict[str, float]], docs: dict[str, list[np.ndarray]],
@@ -48,11 +40,10 @@ def make_store(tmp_path: Path, recipe_name: str, phases: dict[str, dict[str, flo
     for phase, weights in phases.items():
         total = sum(weights.values())
         any_m = next(iter(manifests.values()))
-        write_json_atomic(store / "phases" / recipe_name / f"{phase}.json", {
-            "format": PHASE_FORMAT, "recipe": recipe_name, "phase": phase, "stage": None,
-            "tokenizer": any_m["tokenizer"], "token_size": any_m["token_size"], "sequence_length": sequence_length,
-            "budget_tokens": budget_tokens,
-            "sources": [{"name": n, "weight": w / total, "folder": f"sources/{n}/{manifests[n]['key']}",
+        write_phase_manifest(store, recipe_name, phase, {
+            "stage": None, "tokenizer": any_m["tokenizer"], "token_size": any_m["token_size"],
+            "sequence_length": sequence_length, "budget_tokens": budget_tokens,
+            "sources": [{"name": n, "share": w / total, "folder": f"sources/{n}/{manifests[n]['key']}",
                          "tokens": manifests[n]["tokens"], "documents": manifests[n]["documents"]} for n, w in weights.items()],
         })
     return store

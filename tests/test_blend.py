@@ -34,7 +34,7 @@ def _normalized(weights) -> np.ndarray:
 def _stream_counts(blend: Blend, n: int) -> np.ndarray:
     """[n+1, sources] counts of every prefix, from the per-sample lookup itself."""
     src = blend.sources(np.arange(n))
-    onehot = np.zeros((n + 1, len(blend.weights)), np.int64)
+    onehot = np.zeros((n + 1, len(blend.shares)), np.int64)
     onehot[np.arange(1, n + 1), src] = 1
     return np.cumsum(onehot, axis=0)
 
@@ -194,11 +194,11 @@ def test_vectorized_lookup_equals_one_index_at_a_time(weights, batch, seed):
 
 
 def test_bad_inputs_are_clear_errors():
-    with pytest.raises(BlendError, match="'b' has weight 0.5 but no samples"):
+    with pytest.raises(BlendError, match="'b' has share 0.5 but no samples"):
         Blend([0.5, 0.5], [10, 0], names=["a", "b"])
-    with pytest.raises(BlendError, match="weights must be finite"):
+    with pytest.raises(BlendError, match="shares must be finite"):
         Blend([1.0, -1.0], [10, 10])
-    with pytest.raises(BlendError, match="all weights are zero"):
+    with pytest.raises(BlendError, match="all shares are zero"):
         Blend([0.0, 0.0], [10, 10])
     with pytest.raises(BlendError, match="index outside"):
         Blend([1.0], [10]).lookup(np.array([-1]))

@@ -21,8 +21,9 @@ from mixc.errors import MixcError
 from mixc.plan import plan_recipe
 from mixc.shards.heldout import read_heldout
 from mixc.shards.run import build
-from mixc.shards.store import StoreLock, read_manifest, source_streams
 from mixc.spec import load_recipe
+from mixc.store import StoreLock, read_manifest
+from mixc.streams import source_streams
 
 MIXC = str(Path(sys.executable).with_name("mixc"))
 
@@ -94,7 +95,7 @@ def test_a_built_phase_is_read_by_datatrove_and_the_loader(tmp_path, tokenizer_p
     assert got.tolist() == np.concatenate(expected).tolist()
     # the phase manifest names the folders with normalized weights; the loader opens them
     phase = json.loads((store / "phases" / "build-test" / "two.json").read_text())
-    assert phase["stage"] == 2 and abs(sum(s["weight"] for s in phase["sources"]) - 1) < 1e-12
+    assert phase["stage"] == 2 and abs(sum(s["share"] for s in phase["sources"]) - 1) < 1e-12
     plan = plan_recipe(load_recipe(recipe))
     plan = type(plan)(plan.name, plan.path, plan.recipe, [plan.phase("2")])
     streams = source_streams(store, plan)
@@ -157,7 +158,7 @@ def test_keys_do_not_depend_on_the_working_directory(tmp_path, tokenizer_path, m
 
 def test_rebuild_tokenizes_again_and_swaps_the_whole_folder(tmp_path, tokenizer_path, monkeypatch):
     import mixc.shards.run as run_mod
-    from mixc.shards.store import complete_source_folders
+    from mixc.store import complete_source_folders
 
     recipe = _project(tmp_path, tokenizer_path)
     store = tmp_path / "store"
@@ -310,7 +311,7 @@ def test_sigkill_at_any_point_then_rerun_gives_identical_bytes(tmp_path, tokeniz
 
 
 def test_an_interrupted_finalize_resumes(tmp_path, tokenizer_path, monkeypatch):
-    import mixc.shards.store as store_mod
+    import mixc.store as store_mod
 
     recipe = _project(tmp_path, tokenizer_path)
     reference = _shard_bytes(_build(recipe, tmp_path / "ref", stage="1").store)
@@ -422,7 +423,7 @@ def test_the_users_build_stage_2_runs_offline_and_verifies(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "46 source(s) tokenized" in done.stdout and "sample:bpe-8192" in done.stdout + done.stderr
     manifest = json.loads((store / "phases" / "smollm3-3b" / "stable-2.json").read_text())
-    assert len(manifest["sources"]) == 46 and abs(sum(s["weight"] for s in manifest["sources"]) - 1) < 1e-9
+    assert len(manifest["sources"]) == 46 and abs(sum(s["share"] for s in manifest["sources"]) - 1) < 1e-9
     checked = subprocess.run([MIXC, "verify", str(store)], capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0 and checked.stdout.startswith("ok: 46 source folder(s), 1 phase manifest(s)"), checked.stdout
 

@@ -25,7 +25,7 @@ import mixc.shards.tokenize as tokenize_mod
 from mixc.cli import main
 from mixc.errors import MixcError
 from mixc.shards.run import build
-from mixc.shards.store import StoreLock, read_manifest
+from mixc.store import StoreLock, read_manifest
 
 MIXC = str(Path(sys.executable).with_name("mixc"))
 
@@ -129,7 +129,7 @@ def test_killing_only_the_main_process_leaves_no_lock_and_no_process(tmp_path, t
 
 def test_a_held_lock_names_the_live_holder_and_how_to_check_it(tmp_path, tokenizer_path):
     recipe = _project(tmp_path, tokenizer_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mixc.shards.store import StoreLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mixc.store import StoreLock\n"
                                f"with StoreLock({str(tmp_path / 'store')!r}):\n print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE)
     try:

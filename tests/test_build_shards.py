@@ -7,7 +7,8 @@ import pytest
 from build_fixtures import texts, train_tokenizer, write_jsonl
 
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep, encode_documents, load_encoder, task_marker
-from mixc.shards.writer import ShardWriter, metadata_text, token_size_for
+from mixc.shards.writer import ShardWriter
+from mixc.store import metadata_text, token_dtype, token_size_for
 
 
 def _docs_arrays(lengths, eos=0, dtype=np.uint16, seed=0):
@@ -17,7 +18,7 @@ def _docs_arrays(lengths, eos=0, dtype=np.uint16, seed=0):
 
 
 def _read_folder(folder, token_size=2):
-    dtype = np.uint16 if token_size == 2 else np.uint32
+    dtype = token_dtype(token_size)
     files = sorted(folder.glob("*.ds"))
     return [(np.fromfile(f, dtype), np.fromfile(f"{f}.index", np.uint64)) for f in files]
 
@@ -78,6 +79,32 @@ def _ref(tmp_path, vocab=400, extra=0):
     tok = Tokenizer.from_file(str(path))
     size = tok.get_vocab_size()
     return TokenizerRef(str(path), str(path), "fp", size, tok.token_to_id("<|endoftext|>"), token_size_for(size), "<|endoftext|>")
+
+
+@pytest.mark.parametrize("before", [None, "1"], ids=["unset", "set"])
+def test_a_task_sets_its_thread_count_while_it_runs_and_puts_it_back(tmp_path, monkeypatch, before):
+    """A task with `threads` sets RAYON_NUM_THREADS (read when the tokenizers thread pool
+    starts) for its own run only: a build run in this process leaves the variable as it was."""
+    import os
+
+    from mixc.shards.readers import StrictJsonlReader
+
+    if before is None:
+        monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("RAYON_NUM_THREADS", before)
+    write_jsonl(tmp_path / "in" / "part.jsonl", texts(5, 20))
+    seen = []
+
+    def documents():
+        seen.append(os.environ.get("RAYON_NUM_THREADS"))
+        yield from StrictJsonlReader(str(tmp_path / "in"), source_name="s")(None, 0, 1)
+
+    step = TokenizeStep("s", _ref(tmp_path), tmp_path / "work", shard_tokens=10**9, threads=3, fast=False)
+    for _ in step(documents(), 0, 1):
+        pass
+    assert seen == ["3"] and os.environ.get("RAYON_NUM_THREADS") == before
+    assert task_marker(tmp_path / "work", 0).exists()
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["hf-tokenizers", "tiktoken"])

@@ -21,9 +21,9 @@ from mixc.errors import MixcError
 from mixc.shards import fast_encoder as fe
 from mixc.shards.fast_encoder import checked_documents, encoder_choice
 from mixc.shards.run import build
-from mixc.shards.store import read_manifest
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep
 from mixc.shards.tokenizer import TokenizerSpec, resolve_tokenizer
+from mixc.store import read_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRICKY = [" việc", " hợp", " nhiều", " İslam", " назва"]

@@ -11,10 +11,11 @@ from build_fixtures import texts, train_tokenizer, write_jsonl, write_project
 from mixc.plan import plan_recipe
 from mixc.shards import heldout
 from mixc.shards.run import build
-from mixc.shards.store import read_manifest, source_streams
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep
 from mixc.shards.writer import token_size_for
 from mixc.spec import load_recipe
+from mixc.store import read_manifest
+from mixc.streams import source_streams
 
 
 @pytest.fixture(scope="module")

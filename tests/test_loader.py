@@ -1,7 +1,7 @@
 """The loader: samples with document boundaries, phase switches, rank split, exact resume.
 
-Shards are written here directly in datatrove's layout (.ds tokens, .ds.index uint64 document
-ends) so these tests depend on nothing but the format.
+Shards are written by mixc's shard writer alone (no manifests, no store), so these tests
+depend on nothing but the format.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from loader_fixtures import MIX_ONE, MIX_TWO, RECIPE
 from mixc.errors import MixcError
 from mixc.loader import CurriculumLoader, CurriculumStream, SourceStream, collate, positions_from_starts
 from mixc.plan import plan_recipe
+from mixc.shards.writer import ShardWriter
 from mixc.spec import load_recipe
 
 EOS = 0
@@ -20,15 +21,12 @@ EOS = 0
 
 def write_shards(folder, docs_per_file: list[list[np.ndarray]], token_size: int = 2) -> list:
     """Each file: documents end to end, each ending with EOS; index = cumulative ends."""
-    folder.mkdir(parents=True, exist_ok=True)
     files = []
-    dtype = np.uint16 if token_size == 2 else np.uint32
     for k, docs in enumerate(docs_per_file):
-        docs = [np.append(d, EOS).astype(dtype) for d in docs]
-        path = folder / f"{k:05d}_shard.ds"
-        np.concatenate(docs).tofile(path)
-        np.cumsum([len(d) for d in docs]).astype(np.uint64).tofile(str(path) + ".index")
-        files.append(path)
+        docs = [np.append(d, EOS) for d in docs]
+        writer = ShardWriter(folder, token_size=token_size, tokenizer_name="test", shard_tokens=1 << 62, prefix=f"{k:05d}_")
+        writer.write(np.concatenate(docs), np.cumsum([len(d) for d in docs]))
+        files += [folder / f.path for f in writer.close()]
     return files
 
 

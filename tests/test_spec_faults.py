@@ -262,13 +262,13 @@ def test_nanotron_import_checks_its_input_and_writes_nothing(old, new, line, col
 def test_nanotron_import_that_cannot_validate_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     """Should the importer ever write a recipe that does not validate (a bug: read_config checks
     what it writes), it puts back what the folder held and adds nothing."""
-    import mixc.spec
+    import mixc.interop.nanotron_import
     from mixc.locyaml import Location, SpecError
 
     def rejects(path):
         raise SpecError("simulated importer bug", Location(str(path), 1, 1))
 
-    monkeypatch.setattr(mixc.spec, "load_recipe", rejects)
+    monkeypatch.setattr(mixc.interop.nanotron_import, "load_recipe", rejects)
     (tmp_path / "toy.yaml").write_text(_nanotron_config())
     out = tmp_path / "out"
     out.mkdir()

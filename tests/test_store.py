@@ -9,8 +9,9 @@ from store_fixtures import make_store
 
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
-from mixc.shards.store import read_manifest, source_streams, source_token_counts
 from mixc.spec import load_recipe
+from mixc.store import read_manifest, source_token_counts
+from mixc.streams import source_streams
 
 
 def _docs(seed, n):
@@ -67,7 +68,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from mixc.shards.store import write_atomic
+    from mixc.store import write_atomic
 
     old = os.umask(0o022)
     try:
@@ -75,3 +76,23 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o644
+
+
+def test_a_phase_manifest_from_before_share_was_named_still_loads(tmp_path, plan):
+    """Stores built before the field was called `share` hold the normalized share as `weight`:
+    read, verified and inspected the same."""
+    from mixc.shards.verify import inspect_path, verify_path
+    from mixc.store import phase_manifest_path, read_phase_manifest, write_json_atomic
+
+    docs = {"a": _docs(1, 60), "b": _docs(2, 30), "c": _docs(3, 30)}
+    store = make_store(tmp_path, "loader-test", {p: {"a": 3, "b": 1, "c": 0} for p in ("one", "two", "long")}, docs)
+    path = phase_manifest_path(store, "loader-test", "one")
+    new = read_phase_manifest(path)
+    old = dict(new, sources=[{("weight" if k == "share" else k): v for k, v in s.items()} for s in new["sources"]])
+    write_json_atomic(path, old)
+    assert "share" not in path.read_text()
+    assert read_phase_manifest(path) == new
+    assert [s["share"] for s in new["sources"]] == [0.75, 0.25, 0.0]
+    assert verify_path(store).ok
+    assert "share 0.750000" in inspect_path(path)
+    assert set(source_streams(store, plan)) == {"a", "b", "c"}

@@ -22,7 +22,7 @@ from loader_fixtures import MIX_ONE, MIX_TWO  # the same two mixes the loader te
 from store_fixtures import make_store
 
 from mixc.errors import MixcError
-from mixc.plan import lr_at, plan_recipe, run_schedule
+from mixc.plan import lr_at, plan_recipe
 from mixc.spec import load_recipe
 from mixc.train import checkpoint
 from mixc.train.loop import train
@@ -135,7 +135,7 @@ def test_phases_switch_at_their_first_step_with_sequence_length_rope_base_and_lr
         # The LR is the run's schedule at the 1-based step within the run: 'long' restarts at 1.
         run_step = s["record"]["run_step"]
         assert run_step == phase.first_step + s["record"]["step"] - 1 - sum(p.steps for p in plan.phases[:phase.index])
-        assert s["record"]["lr"] == pytest.approx(lr_at(run_schedule(plan, phase), run_step), abs=0)
+        assert s["record"]["lr"] == pytest.approx(lr_at(phase.schedule, run_step), abs=0)
     assert [s["record"]["run_step"] for s in seen] == [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3]
     assert seen[0]["record"]["lr"] == pytest.approx(1.5e-3)  # warmup 1/2 of peak
     assert seen[8]["record"]["lr"] == pytest.approx(1.0e-3)  # the long run's own warmup peak
@@ -189,7 +189,7 @@ def test_accumulated_gradient_equals_one_big_batch(recipe_store):
     from contextlib import nullcontext
 
     from mixc.loader import CurriculumLoader, CurriculumStream
-    from mixc.shards.store import source_streams
+    from mixc.streams import source_streams
     from mixc.train.dist import World
     from mixc.train.loop import micro_step
     from mixc.train.model import SmolLM3, get_config
@@ -358,7 +358,7 @@ def test_mask_document_starts_drops_exactly_the_labels_after_eos(recipe_store, t
     import torch.nn.functional as F
 
     from mixc.loader import CurriculumLoader, CurriculumStream
-    from mixc.shards.store import source_streams
+    from mixc.streams import source_streams
     from mixc.train.dist import World
     from mixc.train.loop import micro_step
     from mixc.train.model import SmolLM3, document_start_loss_mask, get_config

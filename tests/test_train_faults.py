@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from loader_fixtures import MIX_ONE, MIX_TWO
 from store_fixtures import make_store
-from test_loader import MIX_ONE, MIX_TWO
 from test_train import RECIPE, metrics, pattern_docs, weights
 
 from mixc.errors import MixcError

@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from loader_fixtures import MIX_ONE, MIX_TWO
 from store_fixtures import make_store
-from test_loader import MIX_ONE, MIX_TWO
 from test_train import RECIPE, pattern_docs
 
 from mixc.cli import main
 from mixc.loader import CurriculumStream
 from mixc.plan import plan_recipe
-from mixc.shards.store import source_streams, source_token_counts, write_json_atomic
 from mixc.shards.tokenizer import tokenizer_fingerprint
 from mixc.spec import Recipe, load_recipe
+from mixc.store import source_token_counts, write_json_atomic
+from mixc.streams import source_streams
 from mixc.train import checkpoint
 from mixc.train.binding import RESUME_RULES
 

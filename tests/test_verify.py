@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from store_fixtures import make_store
 
 from mixc.cli import main
-from mixc.shards.store import write_json_atomic
+from mixc.store import write_json_atomic
 
 VOCAB = 1000
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import MixcError
 from ..locyaml import SpecError, SpecErrors
-from ..spec import Schedule, load_catalog
+from ..plan import plan_recipe
+from ..spec import Schedule, load_catalog, load_recipe
 from .nanotron_format import NAMINGS, dump, last_component, plain_number, slug, source_name
 from .nanotron_guess import classify
 from .nanotron_read import RunConfig, Stage, merge_runs, read_config
@@ -198,8 +199,6 @@ def _mix_text(run: RunConfig, stage: Stage, index: int, phase_name: str, catalog
 def _write_checked(pending: dict[Path, str], recipe_path: Path) -> None:
     """Write the recipe and its mixes, validate them as `mixc validate` would, and on failure put
     back what was there before: an import that fails leaves nothing behind."""
-    from ..plan import plan_recipe
-    from ..spec import load_recipe
 
     before = {path: path.read_bytes() if path.is_file() else None for path in pending}
     made = {d for path in pending for d in (path.parent, *path.parent.parents) if not d.exists()}

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
+from ..plan import plan_recipe
 from ..spec import ResolvedRecipe, Schedule
+from ..store import read_phase_manifest, recipe_phase_manifests, token_size_for
 from .nanotron_format import KNOWN_MODELS, dump, plain_number, slug
 
 
@@ -40,8 +42,6 @@ def shard_folder(shards: str, source: str, built: dict[str, str] | None = None) 
 def _built(shards: str, recipe_name: str) -> tuple[dict[str, str], int | None]:
     """From the phase manifests of a built store, if any: source -> folder (relative to the
     store), and the vocabulary size of the tokenizer the shards were written with."""
-    from ..shards.store import read_phase_manifest, recipe_phase_manifests
-
     folders: dict[str, str] = {}
     vocab_size = None
     for path in recipe_phase_manifests(shards, recipe_name):
@@ -61,7 +61,6 @@ MAX_VOCAB_SIZE = 2**32  # nanotron stores ids in at most 4 bytes
 def _check_vocab_size(vocab_size: int, built_vocab: int | None, shards: str) -> None:
     """--vocab-size becomes the model's embedding rows and the shards' bytes per id: it must cover
     every id the tokenizer can emit, and agree with the bytes the shards were written with."""
-    from ..shards.writer import token_size_for
 
     if not MIN_VOCAB_SIZE <= vocab_size <= MAX_VOCAB_SIZE:
         raise MixcError(f"--vocab-size {vocab_size}: expected between {MIN_VOCAB_SIZE} (a byte-level alphabet) "
@@ -80,7 +79,6 @@ def _check_vocab_size(vocab_size: int, built_vocab: int | None, shards: str) -> 
 def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 1, micro_batch_size: int = 1,
                     vocab_size: int | None = None, run: str | None = None) -> dict[str, dict[str, Any]]:
     """Per run of the recipe, the nanotron config blocks that describe its data and schedule."""
-    from ..plan import plan_recipe, run_schedule
 
     plan = plan_recipe(resolved)
     recipe = resolved.recipe
@@ -116,7 +114,7 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
         train_steps = phases[-1].last_step
         dataset_extra: dict[str, Any] = {"tokenizer_name": recipe.tokenizer}
         if vocab_size:
-            dataset_extra |= {"vocab_size": vocab_size, "token_size_in_bytes": 2 if vocab_size <= 65536 else 4}
+            dataset_extra |= {"vocab_size": vocab_size, "token_size_in_bytes": token_size_for(vocab_size)}
         stages = []
         for p in phases:
             stages.append({
@@ -147,7 +145,7 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
             "optimizer": {
                 "clip_grad": opt.grad_clip,
                 "weight_decay": opt.weight_decay,
-                "learning_rate_scheduler": _lr_scheduler(run_schedule(plan, first), train_steps),
+                "learning_rate_scheduler": _lr_scheduler(first.schedule, train_steps),
                 "optimizer_factory": {"name": "adamW", "adam_beta1": opt.beta1, "adam_beta2": opt.beta2, "adam_eps": opt.eps},
             },
             "model": {"model_config": model_config},

@@ -6,6 +6,8 @@ import json
 
 from ..plan import Plan
 from .data import plan_data
+from .html import render_html
+from .png import render_png
 from .text import render_csv, render_markdown, render_terminal
 
 
@@ -21,12 +23,8 @@ def render(plan: Plan, fmt: str, output: str | None = None) -> str | None:
     if fmt == "csv":
         return render_csv(data)
     if fmt == "html":
-        from .html import render_html
-
         return render_html(plan, data)
     if fmt == "png":
-        from .png import render_png
-
         render_png(plan, data, output)
         return None
     raise ValueError(f"unknown report format {fmt}")

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from .. import __version__
-from ..plan import PhasePlan, Plan, lr_at, run_schedule
+from ..plan import PhasePlan, Plan, lr_at
 
 SCHEMA = "mixc.report/1"
 
@@ -22,7 +22,7 @@ def _num(x: float | None) -> float | None:
 
 
 def phase_data(plan: Plan, phase: PhasePlan) -> dict[str, Any]:
-    sched = run_schedule(plan, phase)
+    sched = phase.schedule
     data: dict[str, Any] = {
         "index": phase.index,
         "name": phase.name,

@@ -21,8 +21,8 @@ from typing import Any
 from ..errors import MixcError
 from ..plan import PhasePlan, Plan
 from ..project import load_plan
-from ..shards.store import source_token_counts
-from .text import _table, human_tokens
+from ..store import source_token_counts
+from ..text import human_tokens, table
 
 SCHEMA = "mixc.epochs/1"
 
@@ -122,7 +122,7 @@ def render_epochs(data: dict[str, Any]) -> str:
         rows = [[s["name"], f"{100 * s['share']:.3f}%", human_tokens(s["demanded_tokens"]), human_tokens(s["available_tokens"]),
                  _epochs(s["epochs"]), _epochs(s["cumulative_epochs"]) + (" !" if s["over_epoch_warning"] else "")]
                 for s in p["sources"]]
-        out += ["  " + line for line in _table(HEADERS, rows, "lrrrrr")]
+        out += ["  " + line for line in table(HEADERS, rows, "lrrrrr")]
     if data["warnings"]:
         out += ["", *(f"warning: {w}" for w in data["warnings"])]
     return "\n".join(out) + "\n"

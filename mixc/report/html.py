@@ -18,7 +18,7 @@ from typing import Any
 from ..diff import diff_phases
 from ..errors import MixcError
 from ..plan import Plan
-from .text import human_tokens
+from ..text import human_tokens
 
 SLIDER_POSITIONS = 10_000  # resolution of the range input: 1/10,000 of the timeline's width
 MIN_RUN_WIDTH = 0.08  # a short run (a 47B-token long-context extension) still gets 8% of the axis

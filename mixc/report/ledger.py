@@ -44,8 +44,9 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
 def ledger(run: str | Path) -> dict[str, Any]:
     from ..loader import CurriculumStream
     from ..plan import plan_recipe
-    from ..shards.store import source_streams, source_token_counts
     from ..spec import load_recipe
+    from ..store import source_token_counts
+    from ..streams import source_streams
 
     run = Path(run)
     try:

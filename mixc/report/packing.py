@@ -17,7 +17,9 @@ from typing import Any
 from ..errors import MixcError
 from ..packing import PackedSource, concat_stats, document_layout, phase_packing
 from ..plan import Plan
-from .text import _table
+from ..store import complete_source_folders, phase_manifest, read_manifest
+from ..streams import folder_stream
+from ..text import table
 
 
 def packing_data(plan: Plan, store: str | Path, mode: str | None = None, phase: str | None = None) -> list[dict[str, Any]]:
@@ -54,19 +56,12 @@ def packing_data(plan: Plan, store: str | Path, mode: str | None = None, phase: 
 def _source_streams(store: str | Path, plan: Plan) -> dict:
     """Each source's stream: the folder a phase manifest names, else its newest finished folder
     (the sizes `shard_plan` counted), so phases not built yet do not stop the report."""
-    from ..loader import SourceStream
-    from ..shards.store import complete_source_folders, phase_manifest, read_manifest
-
     folders = {read_manifest(f)["source"]: f for f in complete_source_folders(store)}
     for p in plan.phases:
         m = phase_manifest(store, plan.recipe.name, p.name) if plan.recipe else None
         for s in (m or {}).get("sources", []):
             folders[s["name"]] = Path(store) / s["folder"]
-    streams = {}
-    for name, folder in folders.items():
-        m = read_manifest(folder)
-        streams[name] = SourceStream(name, [Path(folder) / f["path"] for f in m["files"]], int(m["token_size"]))
-    return streams
+    return {name: folder_stream(folder) for name, folder in folders.items()}
 
 
 def _phase_fractions(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -98,5 +93,5 @@ def render_packing(phases: list[dict[str, Any]]) -> str:
                 f"padding {_pct(p['padding_fraction'])}"]
         rows = [[r["source"], str(r["documents"]), _pct(r["cut_documents_fraction"]), _pct(r["cut_tokens_fraction"]),
                  _pct(r["padding_fraction"]), "-" if r["epochs"] is None else f"{r['epochs']:.3f}"] for r in p["sources"]]
-        out += ["  " + line for line in _table(HEADERS, rows, "lrrrrr")]
+        out += ["  " + line for line in table(HEADERS, rows, "lrrrrr")]
     return "\n".join(out) + "\n"

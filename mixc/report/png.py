@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..plan import Plan, lr_at, run_schedule
+from ..plan import Plan, lr_at
+from ..text import human_tokens
 from .html import run_segments, timeline_payload
-from .text import human_tokens
 
 SEGMENTS = [("web-en", "web (English)", "#4e79a7"), ("multilingual", "multilingual web", "#9cc3e6"),
             ("code", "code", "#f28e2b"), ("math", "math", "#59a14f"), ("reasoning", "reasoning", "#b07aa1")]
@@ -71,8 +71,115 @@ def _run_separators(ax, runs: list[dict[str, Any]]) -> None:
         ax.axvline(r["x0"], color="#1d2330", lw=1.2, ls=(0, (4, 3)), zorder=3)
 
 
+def _inches(fig, fraction: float, ax) -> float:
+    """A span of the x axis, in inches on the page."""
+    return fraction * ax.get_position().width * fig.get_figwidth()
+
+
+def _fits(fig, text: str, fraction: float, ax, size: float = 9.0) -> bool:
+    return _inches(fig, fraction, ax) > 0.62 * size / 72 * len(text) + 0.08
+
+
+def _phases_panel(fig, ax, plan: Plan, runs: list[dict[str, Any]], xof) -> None:
+    """Phases."""
+    from matplotlib.patches import Rectangle  # matplotlib: loaded by render_png
+
+    for i, p in enumerate(plan.phases):
+        x0, x1 = float(xof(p.start_token)), float(xof(p.end_token))
+        ax.add_patch(Rectangle((x0, 0), x1 - x0, 1, color=PHASE_COLORS[i % len(PHASE_COLORS)]))
+        label = f"{p.stage} · {p.name}" if p.stage is not None else p.name
+        if _fits(fig, label, x1 - x0, ax):
+            ax.text((x0 + x1) / 2, 0.5, label, ha="center", va="center", color="white", fontsize=9, fontweight="bold")
+    for r in runs:
+        width = r["x1"] - r["x0"]
+        prefix = "pretraining · " if r is runs[0] and len(runs) > 1 else ""
+        label = next((t for t in (f"{prefix}run {r['name']} · {r['steps']:,} steps", f"run {r['name']}", r["name"]) if _fits(fig, t, width, ax, 8.5)),
+                     r["name"][: max(int(_inches(fig, width, ax) * 72 / (0.62 * 8.5)) - 2, 1)] + "…")
+        ax.text(r["x0"] + 0.003, 1.12, label, fontsize=8.5, va="bottom", color="#1d2330")
+    if len(runs) > 1:
+        ax.axvline(runs[0]["x1"], ymin=-0.1, ymax=1.1, color=ACCENT, lw=1.5, ls=":", clip_on=False)
+        ax.text(runs[0]["x1"] - 0.004, -0.35, f"end of pretraining · {human_tokens(runs[0]['end_token'])}", color=ACCENT,
+                ha="right", va="top", fontsize=9, fontweight="bold")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, 1)
+    ax.axis("off")
+
+
+def _lr_panel(ax, plan: Plan, runs: list[dict[str, Any]], xof) -> None:
+    """Learning rate, sampled per run plus the schedule's corners."""
+    for r in runs:
+        first = plan.phases[r["first_phase"]]
+        sched = first.schedule
+        steps = np.unique(np.concatenate([
+            np.linspace(1, r["steps"], 1500).round(),
+            [1, sched.warmup_steps, sched.warmup_steps + 1, r["steps"]],
+            [sched.decay_start_step - 1, sched.decay_start_step] if sched.decay_start_step else [],
+        ]))
+        steps = steps[(steps >= 1) & (steps <= r["steps"])]
+        tokens = r["start_token"] + (steps - 1) * plan.phases[0].global_batch_tokens
+        ax.plot(xof(tokens), lr_at(sched, steps), color="#1d2330", lw=1.6)
+    _boundary_ticks(ax, plan, xof)
+    _run_separators(ax, runs)
+    ax.set_ylabel("learning rate")
+    ax.set_ylim(0, max(p.schedule.peak_lr for p in plan.phases) * 1.08)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    ax.set_title("Learning rate over training tokens", loc="left", fontsize=11)
+    ax.grid(axis="y", color="#eef0f4")
+
+
+def _shares_panel(ax, plan: Plan, phases: list[dict[str, Any]], runs: list[dict[str, Any]], xof) -> None:
+    """Category shares, stacked over tokens."""
+    from matplotlib.patches import Rectangle  # matplotlib: loaded by render_png
+    from matplotlib.ticker import PercentFormatter
+
+    for p, pd in zip(plan.phases, phases):
+        x0, x1 = float(xof(p.start_token)), float(xof(p.end_token))
+        bottom = 0.0
+        for key, _label, color in SEGMENTS:
+            v = _segment_shares(pd["categories"])[key]
+            ax.add_patch(Rectangle((x0, bottom), x1 - x0, v, color=color, lw=0))
+            bottom += v
+    _boundary_ticks(ax, plan, xof)
+    _run_separators(ax, runs)
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("Category shares over training tokens", loc="left", fontsize=11)
+    handles = [Rectangle((0, 0), 1, 1, color=c) for _, _, c in SEGMENTS]
+    ax.legend(handles, [label for _, label, _ in SEGMENTS], ncol=5, loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
+
+
+def _mix_panel(ax, phases: list[dict[str, Any]]) -> None:
+    """One row per phase: its mix by category, and its largest sources."""
+    from matplotlib.ticker import PercentFormatter  # matplotlib: loaded by render_png
+
+    rows = len(phases)
+    for row, pd in enumerate(phases):
+        y = rows - 1 - row
+        left = 0.0
+        for key, _label, color in SEGMENTS:
+            v = _segment_shares(pd["categories"])[key]
+            ax.barh(y, v, left=left, color=color, height=0.7)
+            if v >= 0.06:
+                ax.text(left + v / 2, y, f"{100 * v:.0f}%", ha="center", va="center", color="white", fontsize=8)
+            left += v
+        top = sorted(pd["sources"], key=lambda s: -s["share"])[:TOP_SOURCES]
+        rest = 1.0 - sum(s["share"] for s in top)
+        names = [f"{_short(s['name'])} {100 * s['share']:.1f}%" for s in top] + [f"other {100 * rest:.1f}%"]
+        text = ", ".join(names[:3]) + ",\n" + ", ".join(names[3:])
+        ax.text(1.03, y, text, va="center", fontsize=8, color="#1d2330", linespacing=1.25)
+    ax.set_yticks(range(rows), [f"{p['name']}\n{human_tokens(p['tokens'])} tokens" for p in reversed(phases)], fontsize=8.5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, rows - 0.4)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("Mix per phase (left) and its largest sources", loc="left", fontsize=11)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    pos = ax.get_position()
+    ax.set_position([pos.x0, pos.y0, pos.width * 0.36, pos.height])
+
+
 def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
-    import matplotlib
+    import matplotlib  # heavy, optional: only for --format png
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -93,97 +200,10 @@ def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
     fig.suptitle(f"{plan.name}: {len(phases)} phases, {human_tokens(plan.total_tokens)} tokens "
                  f"(global batch {data['recipe']['global_batch_tokens']:,} tokens)", x=0.15, ha="left", fontsize=13, fontweight="bold")
 
-    def inches(fraction: float, ax) -> float:  # a span of the x axis, in inches on the page
-        return fraction * ax.get_position().width * fig.get_figwidth()
-
-    def fits(text: str, fraction: float, ax, size: float = 9.0) -> bool:
-        return inches(fraction, ax) > 0.62 * size / 72 * len(text) + 0.08
-
-    # Phases.
-    ax = fig.add_subplot(grid[0])
-    for i, p in enumerate(plan.phases):
-        x0, x1 = float(xof(p.start_token)), float(xof(p.end_token))
-        ax.add_patch(plt.Rectangle((x0, 0), x1 - x0, 1, color=PHASE_COLORS[i % len(PHASE_COLORS)]))
-        label = f"{p.stage} · {p.name}" if p.stage is not None else p.name
-        if fits(label, x1 - x0, ax):
-            ax.text((x0 + x1) / 2, 0.5, label, ha="center", va="center", color="white", fontsize=9, fontweight="bold")
-    for r in runs:
-        width = r["x1"] - r["x0"]
-        prefix = "pretraining · " if r is runs[0] and len(runs) > 1 else ""
-        label = next((t for t in (f"{prefix}run {r['name']} · {r['steps']:,} steps", f"run {r['name']}", r["name"]) if fits(t, width, ax, 8.5)),
-                     r["name"][: max(int(inches(width, ax) * 72 / (0.62 * 8.5)) - 2, 1)] + "…")
-        ax.text(r["x0"] + 0.003, 1.12, label, fontsize=8.5, va="bottom", color="#1d2330")
-    if len(runs) > 1:
-        ax.axvline(runs[0]["x1"], ymin=-0.1, ymax=1.1, color=ACCENT, lw=1.5, ls=":", clip_on=False)
-        ax.text(runs[0]["x1"] - 0.004, -0.35, f"end of pretraining · {human_tokens(runs[0]['end_token'])}", color=ACCENT,
-                ha="right", va="top", fontsize=9, fontweight="bold")
-    ax.set_ylim(0, 1)
-    ax.set_xlim(0, 1)
-    ax.axis("off")
-
-    # Learning rate, sampled per run plus the schedule's corners.
-    ax = fig.add_subplot(grid[1])
-    for r in runs:
-        first = plan.phases[r["first_phase"]]
-        sched = run_schedule(plan, first)
-        steps = np.unique(np.concatenate([
-            np.linspace(1, r["steps"], 1500).round(),
-            [1, sched.warmup_steps, sched.warmup_steps + 1, r["steps"]],
-            [sched.decay_start_step - 1, sched.decay_start_step] if sched.decay_start_step else [],
-        ]))
-        steps = steps[(steps >= 1) & (steps <= r["steps"])]
-        tokens = r["start_token"] + (steps - 1) * plan.phases[0].global_batch_tokens
-        ax.plot(xof(tokens), lr_at(sched, steps), color="#1d2330", lw=1.6)
-    _boundary_ticks(ax, plan, xof)
-    _run_separators(ax, runs)
-    ax.set_ylabel("learning rate")
-    ax.set_ylim(0, max(p.schedule.peak_lr for p in plan.phases) * 1.08)
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    ax.set_title("Learning rate over training tokens", loc="left", fontsize=11)
-    ax.grid(axis="y", color="#eef0f4")
-
-    # Category shares, stacked over tokens.
-    ax = fig.add_subplot(grid[2])
-    for p, pd in zip(plan.phases, phases):
-        x0, x1 = float(xof(p.start_token)), float(xof(p.end_token))
-        bottom = 0.0
-        for key, _label, color in SEGMENTS:
-            v = _segment_shares(pd["categories"])[key]
-            ax.add_patch(plt.Rectangle((x0, bottom), x1 - x0, v, color=color, lw=0))
-            bottom += v
-    _boundary_ticks(ax, plan, xof)
-    _run_separators(ax, runs)
-    ax.set_ylim(0, 1)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_title("Category shares over training tokens", loc="left", fontsize=11)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for _, _, c in SEGMENTS]
-    ax.legend(handles, [label for _, label, _ in SEGMENTS], ncol=5, loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
-
-    # One row per phase: its mix by category, and its largest sources.
-    ax = fig.add_subplot(grid[3])
-    for row, pd in enumerate(phases):
-        y = rows - 1 - row
-        left = 0.0
-        for key, _label, color in SEGMENTS:
-            v = _segment_shares(pd["categories"])[key]
-            ax.barh(y, v, left=left, color=color, height=0.7)
-            if v >= 0.06:
-                ax.text(left + v / 2, y, f"{100 * v:.0f}%", ha="center", va="center", color="white", fontsize=8)
-            left += v
-        top = sorted(pd["sources"], key=lambda s: -s["share"])[:TOP_SOURCES]
-        rest = 1.0 - sum(s["share"] for s in top)
-        names = [f"{_short(s['name'])} {100 * s['share']:.1f}%" for s in top] + [f"other {100 * rest:.1f}%"]
-        text = ", ".join(names[:3]) + ",\n" + ", ".join(names[3:])
-        ax.text(1.03, y, text, va="center", fontsize=8, color="#1d2330", linespacing=1.25)
-    ax.set_yticks(range(rows), [f"{p['name']}\n{human_tokens(p['tokens'])} tokens" for p in reversed(phases)], fontsize=8.5)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.6, rows - 0.4)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.set_title("Mix per phase (left) and its largest sources", loc="left", fontsize=11)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    pos = ax.get_position()
-    ax.set_position([pos.x0, pos.y0, pos.width * 0.36, pos.height])
+    _phases_panel(fig, fig.add_subplot(grid[0]), plan, runs, xof)
+    _lr_panel(fig.add_subplot(grid[1]), plan, runs, xof)
+    _shares_panel(fig.add_subplot(grid[2]), plan, phases, runs, xof)
+    _mix_panel(fig.add_subplot(grid[3]), phases)
 
     fig.savefig(output, format="png", metadata={"Software": None})
     plt.close(fig)

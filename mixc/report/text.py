@@ -6,42 +6,11 @@ import csv
 import io
 from typing import Any
 
-CATEGORY_ORDER = ("web", "multilingual", "code", "math", "reasoning")
-
-
-def human_tokens(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+from ..text import human_tokens, pct, rollup_line, table
 
 
 def _epochs(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
-
-
-def rollup_line(categories: dict[str, float]) -> str:
-    """'web 84.8% (multilingual 12.0%), code 12.5%, math 2.7%': multilingual is part of web."""
-    parts = [f"web {pct(categories['web'])} (multilingual {pct(categories['multilingual'])})",
-             f"code {pct(categories['code'])}", f"math {pct(categories['math'])}"]
-    if categories.get("reasoning"):
-        parts.append(f"reasoning {pct(categories['reasoning'])}")
-    return ", ".join(parts)
-
-
-def _table(headers: list[str], rows: list[list[str]], align: str) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align)).rstrip()
-
-    return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
 
 
 def _source_rows(phase: dict[str, Any]) -> list[list[str]]:
@@ -77,7 +46,7 @@ def render_terminal(data: dict[str, Any]) -> str:
         out += ["", _phase_header(phase), "  " + rollup_line(phase["categories"])]
         langs = ", ".join(f"{k} {pct(v)}" for k, v in list(phase["languages"].items())[:8])
         out.append(f"  languages: {langs}")
-        out += ["  " + line for line in _table(SOURCE_HEADERS, _source_rows(phase), "lllrrrrrr")]
+        out += ["  " + line for line in table(SOURCE_HEADERS, _source_rows(phase), "lllrrrrrr")]
     if data["warnings"]:
         out += ["", *(f"warning: {w}" for w in data["warnings"])]
     return "\n".join(out) + "\n"

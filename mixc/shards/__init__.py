@@ -2,9 +2,9 @@
 
     lower.py     sources -> one datatrove pipeline each (reader, filter, tokenizer step) + store keys
     tokenize.py  the tokenizer step (batched encode, numpy arrays)
-    writer.py    the datatrove-format shard writer
-    run.py       executors (local, ray, slurm), crash-safe finalize, phase manifests
-    store.py     the store layout: reading and writing manifests
+    writer.py    the datatrove-format shard writer (the format itself: mixc/store.py)
+    run.py       the build: executors (slurm here), crash-safe finalize, phase manifests
+    workers.py   running tasks locally or on Ray: the dispatch step, worker supervision, their output
 
 `build(...)` is imported lazily: readers of the store (the loader, the report) should not pay
 for importing datatrove.

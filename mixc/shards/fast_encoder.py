@@ -44,7 +44,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import MixcError
-from .store import write_atomic
+from ..store import write_atomic
 from .tokenizer import TokenizerSpec, default_cache_dir
 
 SWEEP_VERSION = 1  # bump when the sweep or the static rules change: cached verdicts are redone

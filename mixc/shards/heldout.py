@@ -93,8 +93,8 @@ class HeldoutWriter:
 
     def take(self, batch: list, tokenizer, source: str) -> list:
         """The training documents of `batch`; the held-out ones are tokenized and written here."""
+        from ..store import token_dtype
         from .tokenize import encode_documents, join_pieces, split_documents
-        from .writer import token_dtype
 
         hashes = [content_hash(doc.text) for doc in batch]
         held = [i for i, h in enumerate(hashes) if h < self.limit]
@@ -159,7 +159,7 @@ def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents:
     """The evaluated held-out documents of a source: (tokens incl. EOS, UTF-8 bytes of the text),
     the `documents` with the smallest hashes (all when None), in hash order, and of those only as
     many whole documents as fit in `tokens` (at least one)."""
-    from .writer import token_dtype
+    from ..store import token_dtype
 
     info = manifest.get("heldout") or {}
     docs = []

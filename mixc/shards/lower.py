@@ -33,14 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datatrove.io import get_datafolder
+
 from ..errors import MixcError
 from ..plan import PhasePlan
-from ..sample import sample_location
+from ..sample import sample_fingerprint, sample_location, sample_reader
 from ..spec import Heldout, Source
+from ..store import source_folder
 from . import heldout
 from .fast_encoder import encoder_choice
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
-from .store import source_folder
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
 from .writer import DEFAULT_SHARD_TOKENS
 
@@ -141,8 +143,6 @@ def canonical_location(source: Source) -> str:
 def input_fingerprint(source: Source, options: BuildOptions) -> dict:
     """What the source's bytes depend on, with a digest of it."""
     if is_sample(source, options):
-        from ..sample import sample_fingerprint
-
         info: dict[str, Any] = {"location": sample_location(source),
                                 "sample": sample_fingerprint(source, seed=options.seed, documents=options.sample_documents)}
     elif source.format == "hf":
@@ -160,8 +160,6 @@ REMOTE_IDS = ("sha256", "blob_id", "ETag", "etag", "md5Hash", "md5", "crc32c", "
 
 
 def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list[dict]:
-    from datatrove.io import get_datafolder
-
     try:
         data = get_datafolder(folder)
         names = data.list_files(recursive=recursive, glob_pattern=glob)
@@ -188,7 +186,7 @@ def _list_files(source: Source, folder: str, glob: str, recursive: bool) -> list
 
 def _hub_revision(source: Source) -> str:
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi  # only for hub datasets; a failed import is a located error too
 
         return HfApi().dataset_info(source.dataset).sha
     except Exception as exc:
@@ -226,11 +224,9 @@ def source_key(input_info: dict, tokenizer_fingerprint: str, options: dict) -> s
 
 def reader_for(source: Source, options: BuildOptions):
     if is_sample(source, options):
-        from ..sample import sample_reader
-
         return sample_reader(source, seed=options.seed, documents=options.sample_documents)
     if source.format == "hf":
-        from datatrove.pipeline.readers import HuggingFaceDatasetReader
+        from datatrove.pipeline.readers import HuggingFaceDatasetReader  # optional: needs the `datasets` package
 
         dataset_options = {"split": source.split}
         if source.config:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..report.text import human_tokens
+from ..text import human_tokens
 from .tokenize import task_marker, task_progress
 
 POLL_SECONDS = 0.5

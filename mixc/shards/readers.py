@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 
+import orjson
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader, ParquetReader
+from fsspec.utils import infer_compression
 
 from ..errors import MixcError
 
@@ -79,8 +81,6 @@ class StrictJsonlReader(_Strict, JsonlReader):
         return f"line {int(id_in_file) + 1}"
 
     def _check_compression(self, filepath: str) -> None:
-        from fsspec.utils import infer_compression
-
         for suffix, (codec, package) in COMPRESSION_PACKAGES.items():
             if filepath.endswith(suffix) and self.compression == "infer" and infer_compression(filepath) != codec:
                 raise self._fail(filepath, f"reading {suffix} files needs the '{package}' package (pip install {package})")
@@ -101,8 +101,6 @@ class StrictJsonlReader(_Strict, JsonlReader):
                 raise self._fail(filepath, f"line {line_no}: 'media_bytes' of a media entry is not base64 text ({exc})") from None
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-        import orjson
-
         self._check_compression(filepath)
         line_no = 0
         try:
@@ -144,7 +142,7 @@ class StrictParquetReader(_Strict, ParquetReader):
         self.source_name = source_name
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
-        import pyarrow as pa
+        import pyarrow as pa  # heavy: only for parquet sources
         import pyarrow.parquet as pq
 
         try:

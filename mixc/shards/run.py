@@ -9,7 +9,7 @@ Crash safety. Each source is tokenized into `sources/<name>/<key>/.work/`:
   - `job.json`         the task count of this attempt (a rerun with another count starts over)
   - `shards/`          `{rank:05d}_{k:05d}.ds` (+ .index, .metadata) written by the tasks
   - `tasks/{rank}.json` written by a task after its last shard is closed: its completion marker
-  - `running/{rank}`   the pid of the local worker process running the task (see _WorkerDeaths)
+  - `running/{rank}`   the pid of the local worker process running the task (see WorkerDeaths)
 A rerun skips tasks with a marker and redoes the others from scratch (tokenize.clear_task), so
 datatrove's own completion files are not trusted: its logging folder is fresh for every run.
 When every task of a source has its marker, `finalize_source` renames the shards to
@@ -23,33 +23,39 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from datatrove.executor import SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from .. import __version__
+from ..environ import scoped_env
 from ..errors import MixcError
-from ..report.text import human_tokens
-from . import heldout
-from .lower import WORK, BuildOptions, SourceBuild, lower
-from .progress import ProgressDisplay, SourceProgress
-from .store import (
+from ..project import default_recipe, load_plan
+from ..sample import DEFAULT_SAMPLE_DOCUMENTS
+from ..store import (
     MANIFEST,
     StoreLock,
     finalize_source,
     os_error,
     read_manifest,
     replace_folder,
+    token_size_for,
     tokenizer_file,
     write_phase_manifest,
 )
+from ..text import human_tokens
+from . import heldout
+from .lower import WORK, BuildOptions, SourceBuild, lower
+from .progress import ProgressDisplay, SourceProgress
 from .tokenize import TokenizerRef, task_error, task_marker
+from .tokenizer import resolve_tokenizer
+from .workers import BuildTasks, Discard, WorkerDeaths, datatrove_log, local_executor, ray_executor, workers_stderr
+from .writer import DEFAULT_SHARD_TOKENS
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -143,133 +149,6 @@ class BuildResult:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- the dispatching step
-
-
-class BuildTasks(PipelineStep):
-    """Task `rank` of the build = rank `local` of one source's own pipeline."""
-
-    name = "mixc build"
-    type = "🔢 - TOKENIZER"
-
-    def __init__(self, jobs: list[tuple[str, int, list, str]], table: list[tuple[int, int]], owner: int | None = None):
-        super().__init__()
-        self.jobs = jobs  # (source, tasks, pipeline, work folder)
-        self.table = table  # global rank -> (job, local rank)
-        self.owner = owner  # pid of the local `mixc build` whose worker processes run these tasks
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        if self.owner is not None and self.owner != os.getpid():
-            _die_with_build(self.owner)
-        job, local = self.table[rank]
-        _, tasks, pipeline, work = self.jobs[job]
-        if task_marker(work, local).exists():
-            return
-        if self.owner is not None and self.owner != os.getpid():  # for _WorkerDeaths in the build
-            running = _running_file(work, local)
-            running.parent.mkdir(parents=True, exist_ok=True)
-            running.write_text(str(os.getpid()))  # read as an int: a torn write is just not seen yet
-        # The tokenizer step records the documents its reader dropped (null or empty text).
-        pipeline[-1].counters = [step for step in pipeline[:-1] if hasattr(step, "dropped_documents")]
-        stream = None
-        for step in pipeline:
-            stream = step(stream, local, tasks)
-        for _ in stream or ():
-            pass
-        return
-        yield
-
-
-_WATCHED: set[int] = set()
-
-
-def _die_with_build(owner: int) -> None:
-    """In a local worker process: exit when the building process dies, even by SIGKILL.
-
-    datatrove's pool workers are children of a forkserver, not of the build, so the kernel's
-    parent-death signal cannot reach them; a worker that outlived a killed build would keep
-    writing shards into a store that the next build has already locked and cleared."""
-    import select
-    import signal
-    import threading
-
-    if owner in _WATCHED:
-        return
-    _WATCHED.add(owner)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the build's to handle; it stops the workers
-    try:
-        fd = os.pidfd_open(owner)
-    except ProcessLookupError:
-        os._exit(1)
-    except (OSError, AttributeError):  # no pidfd (old kernel, not Linux): the rerun's lock check is all there is
-        return
-
-    def watch() -> None:
-        select.select([fd], [], [])
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="mixc-watch-build", daemon=True).start()
-
-
-def _running_file(work: str | Path, rank: int) -> Path:
-    return Path(work) / "running" / f"{rank:05d}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-
-class _WorkerDeaths(threading.Thread):
-    """A pool worker that vanishes (the kernel's OOM killer, a native abort) leaves datatrove's
-    multiprocessing pool waiting forever for its task. Each local worker writes its pid next to
-    its task; a worker found dead, twice in a row, with its task neither finished nor failed
-    while other workers live on (a pool shutting down ends them all at once) interrupts the build."""
-
-    def __init__(self, tasks: list[tuple[str, Path, int]]):
-        super().__init__(name="mixc-worker-deaths", daemon=True)
-        self.tasks = tasks  # (label, work folder, rank)
-        self.stop = threading.Event()
-        self.died: tuple[str, int] | None = None
-        for _, work, rank in tasks:
-            _running_file(work, rank).unlink(missing_ok=True)
-
-    def run(self) -> None:
-        suspect = None
-        while not self.stop.wait(0.5):
-            found = self._dead_task()
-            if found is not None and found == suspect and not self.stop.is_set():
-                self.died = found
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-                return
-            suspect = found
-
-    def _dead_task(self) -> tuple[str, int] | None:
-        living, dead = set(), None
-        for label, work, rank in self.tasks:
-            if task_error(work, rank).exists():
-                return None  # a task failed: the build is already stopping
-            try:
-                pid = int(_running_file(work, rank).read_text())
-            except (OSError, ValueError):
-                continue
-            if _alive(pid):
-                living.add(pid)
-            elif dead is None and not task_marker(work, rank).exists():
-                dead = (label, pid)
-        return dead if dead is not None and living else None
-
-
 class FinishBuild(PipelineStep):
     """The last slurm job of a build: check the tasks and write the manifests."""
 
@@ -295,51 +174,6 @@ class FinishBuild(PipelineStep):
         yield
 
 
-class _Discard:
-    def write(self, text) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
-class _QuietTasks:
-    """datatrove prints each task's log (and any traceback) on stderr; mixc keeps them in the
-    task log files under the run folder and reports failures itself, in one line."""
-
-    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        with contextlib.redirect_stderr(_Discard()):
-            return super()._run_for_rank(rank, local_rank, node_rank)
-
-
-def _local_executor(pipeline, tasks: int, workers: int, run_dir: Path):
-    from datatrove.executor import LocalPipelineExecutor
-
-    class QuietLocal(_QuietTasks, LocalPipelineExecutor):
-        pass
-
-    return QuietLocal(pipeline, tasks=tasks, workers=min(workers, tasks), logging_dir=str(run_dir / "logs"),
-                      skip_completed=False)
-
-
-def _ray_executor(pipeline, tasks: int, workers: int, run_dir: Path, threads: int | None):
-    import ray
-    from datatrove.executor import RayPipelineExecutor
-
-    class QuietRay(_QuietTasks, RayPipelineExecutor):
-        pass
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, include_dashboard=False)
-    env = {"RAYON_NUM_THREADS": str(threads)} if threads else {}
-    with contextlib.redirect_stderr(_Discard()):  # the "shared filesystem" warning for a local logging dir
-        return QuietRay(pipeline, tasks=tasks, workers=workers, logging_dir=str(run_dir / "logs"), skip_completed=False,
-                        cpus_per_task=1, mem_per_cpu_gb=2, ray_remote_kwargs={"runtime_env": {"env_vars": env}} if env else None)
-
-
 @dataclass(frozen=True)
 class SlurmOptions:
     partition: str | None = None
@@ -351,8 +185,6 @@ class SlurmOptions:
 
 
 def _slurm_executors(pipeline, tasks: int, workers: int, run_dir: Path, context: BuildContext, slurm: SlurmOptions, job_name: str):
-    from datatrove.executor import SlurmPipelineExecutor
-
     if not slurm.partition:
         raise MixcError("--executor slurm needs --slurm-partition")
     env_command = slurm.env_command
@@ -368,6 +200,19 @@ def _slurm_executors(pipeline, tasks: int, workers: int, run_dir: Path, context:
     finisher = SlurmPipelineExecutor([finish_step], tasks=1, cpus_per_task=1, mem_per_cpu_gb=4, job_name=f"{job_name}-finish",
                                      depends=tokenize, **dict(common, logging_dir=str(run_dir / "finish-logs")))
     return tokenize, finisher
+
+
+def _submit_slurm(pipeline, n_tasks: int, workers: int, context: BuildContext, slurm: SlurmOptions,
+                  pending: list[SourceBuild], seconds: float) -> BuildResult:
+    """Submit the tokenize job array and the finishing job; the result names the jobs (nothing built yet)."""
+    run_dir = Path(context.run_dir)
+    tokenize_job, finisher = _slurm_executors(pipeline, n_tasks, workers, run_dir, context, slurm, f"mixc-{context.recipe}")
+    with datatrove_log(run_dir):
+        finisher.run()  # submits both: the finisher depends on the tokenize job
+    names = {sb.name for sb in pending}
+    return BuildResult(Path(context.store), context.recipe,
+                       [SourceResult(sb.name, sb.folder, 0, 0, sb.name not in names) for sb in context.sources], [], seconds,
+                       context.tokenizer["name"], "slurm", submitted=[str(tokenize_job.job_id), str(finisher.job_id)])
 
 
 # --------------------------------------------------------------------------- preparing and finishing
@@ -458,7 +303,7 @@ def finish(context: BuildContext, ran: set[str] | None = None) -> tuple[list[Sou
         paths.append(write_phase_manifest(store, context.recipe, phase.name, {
             "stage": phase.stage, "tokenizer": context.tokenizer, "token_size": context.token_size,
             "sequence_length": phase.sequence_length, "budget_tokens": phase.budget_tokens,
-            "sources": [{"name": name, "weight": share, "folder": results[name].folder,
+            "sources": [{"name": name, "share": share, "folder": results[name].folder,
                          "tokens": results[name].tokens, "documents": results[name].documents}
                         for name, share in phase.shares.items()],
         }))
@@ -500,9 +345,7 @@ def _select_phases(plan, stage: str | int | None):
         raise MixcError(f"--stage {stage}: {exc.args[0]}") from None
 
 
-def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, out: Path, notice):
-    from .tokenizer import resolve_tokenizer
-
+def _resolve_tokenizer(name: str, base_dir: Path | None, sample: bool, notice):
     try:
         return resolve_tokenizer(name, base_dir=base_dir)
     except MixcError as exc:
@@ -555,10 +398,6 @@ def _build(
     key are reused; the phase manifests are (re)written for the selected phases. `rebuild`
     tokenizes the selected phases' sources afresh and swaps each new folder in for the old.
     """
-    from ..project import default_recipe, load_plan
-    from ..sample import DEFAULT_SAMPLE_DOCUMENTS
-    from .writer import DEFAULT_SHARD_TOKENS, token_size_for
-
     if executor not in EXECUTORS:
         raise MixcError(f"unknown executor '{executor}' (choose from {', '.join(EXECUTORS)})")
     stream = stream or sys.stderr
@@ -574,35 +413,20 @@ def _build(
     phases = _select_phases(plan, stage)
     out = Path(out)
     workers = max(1, workers or os.cpu_count() or 1)
-    if shard_tokens is not None and shard_tokens < 1:
-        raise MixcError(f"--shard-tokens {shard_tokens}: a shard holds at least 1 token")
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise MixcError("--executor slurm: sbatch was not found on PATH; build on a slurm login node, or use --executor local")
-    options = BuildOptions(
-        shard_tokens=DEFAULT_SHARD_TOKENS if shard_tokens is None else shard_tokens,
-        shuffle_seed=(seed if seed is not None else plan.recipe.seed) if shuffle else None,
-        sample=sample,
-        sample_documents=sample_documents or DEFAULT_SAMPLE_DOCUMENTS,
-        seed=seed if seed is not None else plan.recipe.seed,
-        tasks=max(1, tasks or workers),
-        batch_documents=batch_documents or 1000,
-        threads=1 if workers > 1 or executor != "local" else None,
-        fast_encoder=fast_encoder,
-        heldout=plan.recipe.heldout,
-    )
+    options = _options(plan.recipe.seed, executor, workers, shard_tokens=shard_tokens, seed=seed, shuffle=shuffle,
+                       sample=sample, sample_documents=sample_documents, tasks=tasks, batch_documents=batch_documents,
+                       fast_encoder=fast_encoder, heldout=plan.recipe.heldout)
     base_dir = None if tokenizer else recipe_path.parent
     # Only the recipe's own tokenizer falls back to the demo one under --sample: a tokenizer the
     # user names on the command line is what they asked for, or an error.
-    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample and not tokenizer, out, notice)
+    spec = _resolve_tokenizer(tokenizer or plan.recipe.tokenizer, base_dir, sample and not tokenizer, notice)
     token_size = token_size_for(spec.vocab_size)
 
     with StoreLock(out):
         _clear_leftovers(out)
-        rel = tokenizer_file(out, spec.name, spec.fingerprint, spec.definition)
-        tok_info = {"name": spec.name, "fingerprint": spec.fingerprint, "vocab_size": spec.vocab_size,
-                    "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
-        ref = TokenizerRef(spec.name, str((out / rel).resolve()), spec.fingerprint, spec.vocab_size, spec.eos_id, token_size,
-                           spec.eos_token)
+        tok_info, ref = _store_tokenizer(out, spec, token_size)
         sources = lower(phases, ref, out, options, rebuild)
         pending_sources = [sb for sb in sources if _prepare(out, sb)]
         run_dir = out / ".build" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -616,28 +440,56 @@ def _build(
             jobs = [(sb.name, sb.tasks, sb.pipeline, str(sb.work(out).resolve())) for sb in pending_sources]
             pipeline = [BuildTasks(jobs, table, owner=os.getpid() if executor == "local" else None)]
             if executor == "slurm":
-                job_name = f"mixc-{plan.recipe.name}"
-                tokenize_job, finisher = _slurm_executors(pipeline, len(table), workers, run_dir, context,
-                                                          slurm or SlurmOptions(), job_name)
-                with _datatrove_log(run_dir):
-                    finisher.run()
-                pending = {sb.name for sb in pending_sources}
-                return BuildResult(out, plan.recipe.name, [SourceResult(sb.name, sb.folder, 0, 0, sb.name not in pending)
-                                                           for sb in sources], [], time.monotonic() - started, spec.name,
-                                   executor, submitted=[str(tokenize_job.job_id), str(finisher.job_id)])
+                return _submit_slurm(pipeline, len(table), workers, context, slurm or SlurmOptions(), pending_sources,
+                                     time.monotonic() - started)
             _run_tasks(executor, pipeline, len(table), workers, run_dir, options, out, pending_sources, progress, stream)
         ran = {pending_sources[job].name for job, _ in table}
         run_tokens = sum(_marker_tokens(pending_sources[job].work(out), rank) for job, rank in table)
         results, manifests = finish(context, ran)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (out / ".build").rmdir()
-        for sb in sources if rebuild else ():  # the emptied staging folders
-            with contextlib.suppress(OSError):
-                sb.build_path(out).parent.rmdir()
-                sb.build_path(out).parent.parent.rmdir()
+        _remove_run_folders(out, run_dir, sources if rebuild else [])
     return BuildResult(out, plan.recipe.name, results, manifests, time.monotonic() - started, spec.name, executor,
                        run_tokens=run_tokens)
+
+
+def _options(recipe_seed: int, executor: str, workers: int, *, shard_tokens: int | None, seed: int | None, shuffle: bool,
+             sample: bool, sample_documents: int | None, tasks: int | None, batch_documents: int | None,
+             fast_encoder: bool, heldout=None) -> BuildOptions:
+    """The build's options, defaults filled in."""
+    if shard_tokens is not None and shard_tokens < 1:
+        raise MixcError(f"--shard-tokens {shard_tokens}: a shard holds at least 1 token")
+    return BuildOptions(
+        shard_tokens=DEFAULT_SHARD_TOKENS if shard_tokens is None else shard_tokens,
+        shuffle_seed=(seed if seed is not None else recipe_seed) if shuffle else None,
+        sample=sample,
+        sample_documents=sample_documents or DEFAULT_SAMPLE_DOCUMENTS,
+        seed=seed if seed is not None else recipe_seed,
+        tasks=max(1, tasks or workers),
+        batch_documents=batch_documents or 1000,
+        threads=1 if workers > 1 or executor != "local" else None,
+        fast_encoder=fast_encoder,
+        heldout=heldout,
+    )
+
+
+def _store_tokenizer(out: Path, spec, token_size: int) -> tuple[dict, TokenizerRef]:
+    """Save the tokenizer's definition in the store: what the manifests record of it, and the tasks' reference."""
+    rel = tokenizer_file(out, spec.name, spec.fingerprint, spec.definition)
+    info = {"name": spec.name, "fingerprint": spec.fingerprint, "vocab_size": spec.vocab_size,
+            "eos_token": spec.eos_token, "eos_id": spec.eos_id, "file": rel}
+    ref = TokenizerRef(spec.name, str((out / rel).resolve()), spec.fingerprint, spec.vocab_size, spec.eos_id, token_size,
+                       spec.eos_token)
+    return info, ref
+
+
+def _remove_run_folders(out: Path, run_dir: Path, rebuilt: list[SourceBuild]) -> None:
+    """After a finished build: its run folder, and the emptied staging folders of a rebuild."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (out / ".build").rmdir()
+    for sb in rebuilt:
+        with contextlib.suppress(OSError):
+            sb.build_path(out).parent.rmdir()
+            sb.build_path(out).parent.parent.rmdir()
 
 
 def _marker_tokens(work: Path, rank: int) -> int:
@@ -663,66 +515,27 @@ def _clear_leftovers(store: Path) -> None:
                 shutil.rmtree(run, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _datatrove_log(run_dir: Path):
-    """Send datatrove's own log lines to a file in the run folder instead of the terminal."""
-    from datatrove.utils.logging import logger, setup_default_logger
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger.remove()
-    logger.add(run_dir / "build.log", level="DEBUG")
-    try:
-        yield
-    finally:
-        logger.remove()
-        setup_default_logger()
-
-
-@contextlib.contextmanager
-def _workers_stderr(run_dir: Path, stream):
-    """Send what worker processes print on stderr (a traceback when Ctrl-C reaches them, a
-    native library's abort message) to run_dir/workers.log: the build reports failures itself,
-    in one line. Yields the stream the progress display should use (the real terminal)."""
-    try:
-        to_terminal = stream is sys.__stderr__ or stream.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        to_terminal = False
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        sys.__stderr__.flush()
-    saved = os.dup(2)
-    log = os.open(run_dir / "workers.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    os.dup2(log, 2)
-    os.close(log)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, closefd=True) if to_terminal else None
-    try:
-        yield terminal or stream
-    finally:
-        if terminal is not None:
-            terminal.close()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Path, options: BuildOptions, store: Path,
                sources: list[SourceBuild], progress: bool, stream) -> None:
     watched = [SourceProgress(sb.name, sb.work(store), sb.tasks) for sb in sources]
     failure: BaseException | None = None
     deaths = None
     if executor == "local" and min(workers, n_tasks) > 1:
-        deaths = _WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
+        deaths = WorkerDeaths([(f"{sources[job].name}[{rank}]", sources[job].work(store), rank)
                                 for job, rank in pipeline[0].table])
-    saved_threads = os.environ.get("RAYON_NUM_THREADS")
-    if options.threads:
-        os.environ["RAYON_NUM_THREADS"] = str(options.threads)  # inherited by the worker processes
+    threads = str(options.threads) if options.threads else None
     try:
-        with _datatrove_log(run_dir), _workers_stderr(run_dir, stream) as stream, \
+        with scoped_env("RAYON_NUM_THREADS", threads), datatrove_log(run_dir), workers_stderr(run_dir, stream) as stream, \
                 ProgressDisplay(watched, stream, enabled=progress):
             if deaths is not None:
                 deaths.start()
-            if executor == "ray":
-                _ray_executor(pipeline, n_tasks, workers, run_dir, options.threads).run()
-            else:
-                _local_executor(pipeline, n_tasks, workers, run_dir).run()
+            tasks = (ray_executor(pipeline, n_tasks, workers, run_dir, options.threads) if executor == "ray"
+                     else local_executor(pipeline, n_tasks, workers, run_dir))
+            # datatrove's task logger copies each task's log (and any traceback) to sys.stderr; mixc
+            # keeps them in the task log files under the run folder and reports failures itself, in
+            # one line. Tasks in worker processes write to fd 2, which workers_stderr redirected.
+            with contextlib.redirect_stderr(Discard()):
+                tasks.run()
     except KeyboardInterrupt:
         if deaths is not None and deaths.died is not None:
             label, pid = deaths.died
@@ -734,9 +547,4 @@ def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Pat
     finally:
         if deaths is not None:
             deaths.stop.set()
-        if options.threads:
-            if saved_threads is None:
-                os.environ.pop("RAYON_NUM_THREADS", None)
-            else:
-                os.environ["RAYON_NUM_THREADS"] = saved_threads
     _check_tasks(store, sources, str(run_dir), failure)

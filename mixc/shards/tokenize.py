@@ -33,11 +33,12 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
+from ..environ import scoped_env
 from ..errors import MixcError
+from ..store import os_error, token_dtype, write_atomic, write_json_atomic
 from . import heldout
 from .fast_encoder import cross_check, load_fast_encoder
-from .store import os_error, write_atomic, write_json_atomic
-from .writer import DEFAULT_SHARD_TOKENS, ShardWriter, token_dtype
+from .writer import DEFAULT_SHARD_TOKENS, ShardWriter
 
 DEFAULT_BATCH_DOCUMENTS = 1000  # datatrove's 10,000 cost ~8 GB per worker; 1,000 was also faster
 PROGRESS_EVERY_SECONDS = 0.5
@@ -255,9 +256,11 @@ class TokenizeStep(PipelineStep):
         self.heldout_fraction = heldout_fraction  # documents kept out of training (see heldout.py)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        if self.threads:
-            # Read by the tokenizers library when its thread pool starts (first encode in this process).
-            os.environ["RAYON_NUM_THREADS"] = str(self.threads)
+        # Read by the tokenizers library when its thread pool starts (first encode in this process).
+        with scoped_env("RAYON_NUM_THREADS", str(self.threads) if self.threads else None):
+            yield from self._run(data, rank)
+
+    def _run(self, data: DocumentsPipeline, rank: int) -> DocumentsPipeline:
         clear_task(self.work, rank)
         try:
             summary = self._tokenize(data or [], rank)

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
 
+from ..environ import scoped_env
 from ..errors import MixcError
-from .store import write_atomic
+from ..store import token_size_for, write_atomic
 
 SAMPLE_BPE = re.compile(r"sample:bpe-(\d+)")
 SAMPLE_BPE_VERSION = 1  # bump when the training corpus or trainer settings change
@@ -49,8 +49,8 @@ class TokenizerSpec:
 
     @property
     def token_size(self) -> int:
-        """Bytes per token on disk: datatrove's rule (uint16 while every id fits, else uint32)."""
-        return 4 if self.vocab_size > np.iinfo(np.uint16).max + 1 else 2
+        """Bytes per token on disk (the store's rule)."""
+        return token_size_for(self.vocab_size)
 
     def load(self) -> Tokenizer:
         """The tokenizer with EOS appended to every encoding, as datatrove's DocumentTokenizer sets it up.
@@ -128,7 +128,7 @@ def _read_local(name: str, path: Path) -> tuple[str, Path]:
 
 
 def _from_hub(name: str) -> tuple[str, Path | None]:
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download  # only for hub tokenizers
 
     def fail(reason: str) -> MixcError:
         return MixcError(f"tokenizer '{name}' could not be loaded from the Hugging Face hub (offline? {reason}); {SUGGESTION}")
@@ -196,15 +196,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: str | Path 
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[ENDOFTEXT], initial_alphabet=alphabet,
                                   show_progress=False)
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
+    with scoped_env("TOKENIZERS_PARALLELISM", "false"):
         tokenizer.train_from_iterator(texts, trainer)
-    finally:
-        if previous is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
     if out_path is not None:
         write_atomic(Path(out_path), tokenizer.to_str())
     return tokenizer
@@ -227,7 +220,7 @@ SAMPLE_CORPUS = [
 
 def sample_corpus() -> Iterable[str]:
     """The fixed texts sample:bpe tokenizers are trained on (~2 MB)."""
-    from ..sample import sample_documents
+    from ..sample import sample_documents  # the sample package imports datatrove: heavy
     from ..spec import Source
 
     for name, category, language, programming_language, documents in SAMPLE_CORPUS:
@@ -255,7 +248,7 @@ def source_texts(source, *, documents: int, base_dir: Path | None = None, seed: 
     sample:// sources give their sample; local parquet/jsonl files are read with datatrove's
     readers. Hub-only sources are refused: training reads local data only.
     """
-    from ..sample import sample_documents
+    from ..sample import sample_documents  # the sample package imports datatrove: heavy
 
     location = source.path or ""
     if location.startswith("sample://"):
@@ -268,7 +261,7 @@ def source_texts(source, *, documents: int, base_dir: Path | None = None, seed: 
         path = Path(base_dir) / path
     if not path.exists():
         raise MixcError(f"source '{source.name}': no such file or folder {path}")
-    from datatrove.pipeline.readers import JsonlReader, ParquetReader
+    from datatrove.pipeline.readers import JsonlReader, ParquetReader  # datatrove: heavy, only to read a source
 
     reader_class = ParquetReader if source.format == "parquet" else JsonlReader
     folder, glob = (str(path.parent), path.name) if path.is_file() else (str(path), source.glob)

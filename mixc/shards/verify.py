@@ -24,16 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from ..errors import MixcError
-from .store import (
+from ..store import (
+    INDEX_DTYPE,
     MANIFEST,
     PHASE_FORMAT,
+    TOKEN_SIZES,
     complete_source_folders,
     phase_manifest_path,
+    phase_share,
     read_manifest,
     read_phase_manifest,
+    token_dtype,
+    token_size_for,
 )
+from .tokenizer import tokenizer_fingerprint
 
 CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
 
@@ -166,12 +173,12 @@ def verify_phase(path: Path, result: VerifyResult) -> list[Path]:
     try:
         phase = json.loads(path.read_text(encoding="utf-8"))
         sources = phase["sources"]
-        weights = [float(s["weight"]) for s in sources]
+        shares = [phase_share(s) for s in sources]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(Problem(path, f"unreadable phase manifest ({exc})"))
         return []
-    if sources and abs(sum(weights) - 1.0) > 1e-6:
-        result.problems.append(Problem(path, f"weights sum to {sum(weights):.9g}, not 1"))
+    if sources and abs(sum(shares) - 1.0) > 1e-6:
+        result.problems.append(Problem(path, f"shares sum to {sum(shares):.9g}, not 1"))
     folders = []
     for s in sources:
         folder = store / str(s.get("folder", ""))
@@ -220,8 +227,6 @@ def tokenizer_file_problem(store: Path, info: dict) -> str | None:
         return f"tokenizer file {rel} is missing from the store"
     except (OSError, UnicodeDecodeError) as exc:
         return f"tokenizer file {rel} is unreadable ({exc})"
-    from .tokenizer import tokenizer_fingerprint
-
     try:
         fingerprint = tokenizer_fingerprint(definition, info.get("eos_token", ""))
     except ValueError as exc:
@@ -230,8 +235,6 @@ def tokenizer_file_problem(store: Path, info: dict) -> str | None:
         return (f"tokenizer file {rel} does not match the fingerprint the shards were built with "
                 f"({info['fingerprint'][:12]}, the file gives {fingerprint[:12]}): it was changed or damaged")
     if info.get("vocab_size") is not None:
-        from tokenizers import Tokenizer
-
         try:
             vocab = Tokenizer.from_str(definition).get_vocab_size(with_added_tokens=True)
         except Exception as exc:  # the Rust side raises plain Exceptions on a bad definition
@@ -281,6 +284,36 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _index_problems(ds: Path, index: Path, entry: dict, n_tokens: int, dtype: np.dtype, eos: int, full: bool) -> list[Problem]:
+    """A shard's index: shape, checksum, monotone, ends at the file's length, documents end with EOS."""
+    out = []
+    if _file_sha256(index) != entry.get("index_sha256"):
+        out.append(Problem(index, "sha256 does not match the manifest"))
+    isize = index.stat().st_size
+    if isize % INDEX_DTYPE.itemsize:
+        out.append(Problem(index, f"{isize} bytes, not a whole number of uint64 document ends"))
+        return out
+    ends = np.memmap(index, dtype=INDEX_DTYPE, mode="r") if isize else np.zeros(0, INDEX_DTYPE)
+    if ends.size != int(entry["documents"]):
+        out.append(Problem(index, f"{ends.size} documents, the manifest says {entry['documents']}"))
+    if ends.size:
+        steps = np.diff(ends.astype(np.int64), prepend=0)
+        if (steps <= 0).any():
+            first = int(np.flatnonzero(steps <= 0)[0])
+            out.append(Problem(index, f"document ends are not increasing (at document {first}: {int(ends[first])})"))
+        elif int(ends[-1]) != n_tokens:
+            out.append(Problem(index, f"last document ends at token {int(ends[-1])}, the file holds {n_tokens} tokens"))
+        elif full:
+            tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(n_tokens,))
+            last = tokens[ends.astype(np.int64) - 1]
+            bad = np.flatnonzero(last != eos)
+            if bad.size:
+                out.append(Problem(ds, f"{bad.size} document(s) do not end with EOS id {eos} (first: document {bad[0]})"))
+    elif n_tokens:
+        out.append(Problem(index, f"no document ends, but the file holds {n_tokens} tokens"))
+    return out
+
+
 def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> None:
     """Check one source folder against its manifest; `full=False` skips reading the token files."""
     result.sources += 1
@@ -298,16 +331,16 @@ def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> N
         return
     manifest = folder / MANIFEST
     problems = result.problems
-    if token_size not in (2, 4):
+    if token_size not in TOKEN_SIZES:
         problems.append(Problem(manifest, f"token size {token_size} is neither 2 nor 4"))
         return
-    if token_size != (2 if vocab <= 65536 else 4):
+    if token_size != token_size_for(vocab):
         problems.append(Problem(manifest, f"token size {token_size} does not fit vocabulary size {vocab}"))
     if not 0 <= eos < vocab:
         problems.append(Problem(manifest, f"EOS id {eos} is outside the vocabulary of {vocab}"))
     if (tok_problem := _check_tokenizer(_store_of_source(folder), m["tokenizer"], result)) is not None:
         problems.append(Problem(manifest, tok_problem))
-    dtype = np.dtype(np.uint16 if token_size == 2 else np.uint32).newbyteorder("<")
+    dtype = token_dtype(token_size)
     total_tokens = total_docs = 0
     listed = set()
     for entry in files:
@@ -336,32 +369,7 @@ def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> N
             tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(nbytes // token_size,))
             bad = np.flatnonzero(tokens >= vocab)
             problems.append(Problem(ds, f"{bad.size} token(s) >= vocabulary size {vocab} (first at token {bad[0]}: id {tokens[bad[0]]})"))
-        # Index: shape, checksum, monotone, ends at the file's length, documents end with EOS.
-        if _file_sha256(index) != entry.get("index_sha256"):
-            problems.append(Problem(index, "sha256 does not match the manifest"))
-        isize = index.stat().st_size
-        if isize % 8:
-            problems.append(Problem(index, f"{isize} bytes, not a whole number of uint64 document ends"))
-            continue
-        ends = np.memmap(index, dtype="<u8", mode="r") if isize else np.zeros(0, "<u8")
-        n_tokens = nbytes // token_size
-        if ends.size != int(entry["documents"]):
-            problems.append(Problem(index, f"{ends.size} documents, the manifest says {entry['documents']}"))
-        if ends.size:
-            steps = np.diff(ends.astype(np.int64), prepend=0)
-            if (steps <= 0).any():
-                first = int(np.flatnonzero(steps <= 0)[0])
-                problems.append(Problem(index, f"document ends are not increasing (at document {first}: {int(ends[first])})"))
-            elif int(ends[-1]) != n_tokens:
-                problems.append(Problem(index, f"last document ends at token {int(ends[-1])}, the file holds {n_tokens} tokens"))
-            elif full:
-                tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(n_tokens,))
-                last = tokens[ends.astype(np.int64) - 1]
-                bad = np.flatnonzero(last != eos)
-                if bad.size:
-                    problems.append(Problem(ds, f"{bad.size} document(s) do not end with EOS id {eos} (first: document {bad[0]})"))
-        elif n_tokens:
-            problems.append(Problem(index, f"no document ends, but the file holds {n_tokens} tokens"))
+        problems.extend(_index_problems(ds, index, entry, nbytes // token_size, dtype, eos, full))
     for ds in sorted(folder.glob("*.ds")):
         if ds.name not in listed:
             problems.append(Problem(ds, "shard file not listed in the manifest"))
@@ -429,7 +437,7 @@ def document_lengths(folder: Path) -> np.ndarray:
     out = []
     for entry in m["files"]:
         index = folder / f"{entry['path']}.index"
-        ends = np.fromfile(index, dtype="<u8").astype(np.int64) if index.exists() else np.zeros(0, np.int64)
+        ends = np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64) if index.exists() else np.zeros(0, np.int64)
         out.append(np.diff(ends, prepend=0))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -458,8 +466,8 @@ def inspect_path(path: str | Path, source: str | None = None) -> str:
         data = read_phase_manifest(path)
         out.append(f"phase '{data['phase']}' of recipe '{data['recipe']}': budget {data.get('budget_tokens', 0):,} tokens, "
                    f"sequence length {data.get('sequence_length')}, {len(data['sources'])} sources")
-        for s in sorted(data["sources"], key=lambda s: -s["weight"]):
-            out.append(f"  {s['name']:<28} weight {s['weight']:.6f}  {s['tokens']:>16,} tokens  {s['documents']:>12,} docs  {s['folder']}")
+        for s in sorted(data["sources"], key=lambda s: -s["share"]):
+            out.append(f"  {s['name']:<28} share {s['share']:.6f}  {s['tokens']:>16,} tokens  {s['documents']:>12,} docs  {s['folder']}")
         out.append("")
     all_lengths = []
     total_tokens = total_docs = 0
@@ -483,12 +491,12 @@ def inspect_path(path: str | Path, source: str | None = None) -> str:
 def document_tokens(folder: Path, n: int) -> np.ndarray:
     """Document n (0-based, over the folder's files in manifest order), EOS included."""
     m = read_manifest(folder)
-    dtype = np.dtype(np.uint16 if int(m["token_size"]) == 2 else np.uint32).newbyteorder("<")
+    dtype = token_dtype(int(m["token_size"]))
     if not 0 <= n < int(m["documents"]):
         raise MixcError(f"{folder}: no document {n} (the source has {m['documents']:,}, numbered from 0)")
     for entry in m["files"]:
         if n < int(entry["documents"]):
-            ends = np.memmap(folder / f"{entry['path']}.index", dtype="<u8", mode="r")
+            ends = np.memmap(folder / f"{entry['path']}.index", dtype=INDEX_DTYPE, mode="r")
             start = int(ends[n - 1]) if n else 0
             tokens = np.memmap(folder / entry["path"], dtype=dtype, mode="r")
             return np.array(tokens[start:int(ends[n])])
@@ -508,8 +516,6 @@ def decode_document(path: str | Path, n: int, source: str | None = None) -> str:
     tok = read_manifest(folder)["tokenizer"]
     rel = tok.get("file")
     if rel and (_store_of_source(folder) / rel).is_file():
-        from tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(str(_store_of_source(folder) / rel))
         return tokenizer.decode(ids.tolist(), skip_special_tokens=False)
     return " ".join(map(str, ids.tolist()))

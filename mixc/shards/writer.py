@@ -1,11 +1,6 @@
 """The shard writer: documents' tokens -> datatrove's tokenized format.
 
-One shard is three files, exactly as datatrove 0.10.1's DocumentTokenizer writes them:
-
-    NAME.ds           the tokens of every document end to end, little-endian uint16 (vocabulary
-                      of at most 65,536 ids) or uint32, each document already ending with EOS
-    NAME.ds.index     uint64 little-endian: the end of each document, in tokens from file start
-    NAME.ds.metadata  "<tokenizer name>|<token size>\\n<token count>\\n<humanized count>" (no final newline)
+One shard is three files in datatrove 0.10.1's layout (the format is defined in mixc/store.py).
 
 Shards break only between documents and hold at most `shard_tokens` tokens (a single document
 longer than that gets a shard of its own). Tokens arrive as numpy arrays and leave in large
@@ -19,25 +14,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import humanize
 import numpy as np
+
+from ..store import INDEX_DTYPE, metadata_text, token_dtype
 
 WRITE_BUFFER_BYTES = 16 << 20  # flush to disk in blocks of this size
 DEFAULT_SHARD_TOKENS = 100_000_000
-
-
-def token_size_for(vocab_size: int) -> int:
-    """Bytes per token: 2 while every id fits in uint16 (as datatrove decides it), else 4."""
-    return 4 if vocab_size > np.iinfo(np.uint16).max + 1 else 2
-
-
-def token_dtype(token_size: int) -> np.dtype:
-    return np.dtype("<u2") if token_size == 2 else np.dtype("<u4")
-
-
-def metadata_text(tokenizer_name: str, token_size: int, tokens: int) -> str:
-    """The .ds.metadata text datatrove writes (nanotron and DatatroveFolderDataset users read it)."""
-    return "\n".join([f"{tokenizer_name}|{token_size}", str(tokens), humanize.metric(tokens, unit="T")])
 
 
 @dataclass(frozen=True)
@@ -167,7 +149,7 @@ class ShardWriter:
         sha = self._file.close()
         self._file = None
         name = self._name()
-        ends = np.concatenate(self._ends).astype("<u8")
+        ends = np.concatenate(self._ends).astype(INDEX_DTYPE)
         if self.shuffle_seed is not None:
             sha, ends = self._shuffle(name, ends)
         index = _HashedFile(self.folder / f"{name}.index")
@@ -198,4 +180,4 @@ class ShardWriter:
         sha = out.close()
         del tokens
         source.unlink()
-        return sha, np.cumsum(lengths[order]).astype("<u8")
+        return sha, np.cumsum(lengths[order]).astype(INDEX_DTYPE)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
-from ..shards.store import phase_manifest, read_manifest
+from ..store import phase_manifest, read_manifest
 
 REFUSED, WARNED, APPLIED, PHASE, STEPS = "refused", "warned", "applied", "phase", "steps"
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
-from ..shards.store import write_atomic
+from ..store import write_atomic
 
 PREFIX = "step-"
 STATE_FILE = "state.pt"

@@ -26,9 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
+from tokenizers import Tokenizer
 
 from ..errors import MixcError
-from ..shards.store import write_atomic
+from ..locyaml import SpecError, SpecErrors, load_file
+from ..spec import Recipe
+from ..store import write_atomic
 from . import checkpoint
 from .model import SmolLM3, SmolLM3Config
 
@@ -111,7 +115,7 @@ def export_hf(model: SmolLM3, config: SmolLM3Config | None, out_dir: str | Path,
               rope_scaling: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
               extra: dict[str, Any] | None = None, max_position_embeddings: int | None = None) -> Path:
     """Write `out_dir/config.json` and `out_dir/model.safetensors`; returns out_dir."""
-    import safetensors.torch
+    import safetensors.torch  # only when writing the weights
 
     config = config or model.config
     if config.to_dict() != model.config.to_dict():
@@ -207,11 +211,6 @@ def trained_length(meta: dict[str, Any], config: SmolLM3Config) -> tuple[int, st
         return meta["sequence_length"], "checkpoint"
     recipe, phase = meta.get("recipe"), meta.get("phase")
     if isinstance(recipe, str) and isinstance(phase, str) and Path(recipe).is_file():
-        from pydantic import ValidationError
-
-        from ..locyaml import SpecError, SpecErrors, load_file
-        from ..spec import Recipe
-
         try:
             phases = Recipe.model_validate(load_file(recipe).data).phases
         except (OSError, SpecError, SpecErrors, ValidationError):  # edited or broken since: the model's constant
@@ -224,8 +223,6 @@ def trained_length(meta: dict[str, Any], config: SmolLM3Config) -> tuple[int, st
 
 def export_tokenizer(tokenizer_json: str | Path, out_dir: str | Path, *, eos_token_id: int, max_length: int) -> None:
     """Put the shards' tokenizer next to the weights, so `AutoTokenizer.from_pretrained(OUT)` works."""
-    from tokenizers import Tokenizer
-
     out = Path(out_dir)
     tok = Tokenizer.from_file(str(tokenizer_json))
     eos = tok.id_to_token(eos_token_id)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import MixcError
+from . import checkpoint
 
 
 def tokenizer_file(path: str | Path) -> Path:
@@ -24,8 +25,6 @@ def tokenizer_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    from . import checkpoint
-
     meta = json.loads((checkpoint.resolve(path) / "meta.json").read_text())
     return checkpoint.tokenizer_file(meta, path)
 
@@ -33,7 +32,7 @@ def tokenizer_file(path: str | Path) -> Path:
 def load(model_dir: str | Path, tokenizer: str | Path):
     """(transformers model, tokenizers.Tokenizer), loaded once for any number of prompts."""
     from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # transformers and torch: heavy, only to generate
     from transformers.utils import logging
 
     logging.disable_progress_bar()
@@ -44,7 +43,7 @@ def load(model_dir: str | Path, tokenizer: str | Path):
 
 def continue_text(model, tok, prompt: str, *, max_new_tokens: int = 20, sample: bool = False, seed: int = 0) -> str:
     """The prompt and its continuation, greedy by default (deterministic)."""
-    import torch
+    import torch  # heavy
 
     # No special tokens: the post-processor appends EOS, which would end the prompt's document.
     ids = tok.encode(prompt, add_special_tokens=False).ids

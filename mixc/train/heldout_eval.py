@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..eval import HeldoutSet, evaluate_model, has_heldout, load_heldout
-from ..shards.store import phase_manifest
+from ..store import phase_manifest
 
 AUTO_OVERHEAD = 0.03
 AUTO_MIN_EVALS = 10

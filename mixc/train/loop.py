@@ -44,10 +44,11 @@ import torch
 from .. import __version__
 from ..errors import MixcError
 from ..loader import CurriculumLoader, CurriculumStream, PackedPhaseStream, micro_batch_sizes
-from ..plan import lr_at, plan_recipe, run_schedule
-from ..shards.store import phase_manifest, source_streams, source_token_counts
+from ..plan import lr_at, plan_recipe
 from ..shards.verify import check_store_for_training
 from ..spec import load_recipe
+from ..store import phase_manifest, source_token_counts
+from ..streams import source_streams
 from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
@@ -239,7 +240,7 @@ class Trainer:
         phase = self.plan.phases[p]
         self._enter_phase(p, step)
         run_step = phase.first_step + local
-        lr = float(lr_at(run_schedule(self.plan, phase), run_step))
+        lr = float(lr_at(phase.schedule, run_step))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()

@@ -29,7 +29,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..shards.store import write_atomic
+from ..store import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"

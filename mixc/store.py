@@ -1,33 +1,71 @@
-"""The shard store: where tokenized sources live, and how later passes find them.
+"""The store contract: the one definition of what a shard store holds, below every pass that
+reads or writes it (shards writes, the loader, train, report and interop read). The prose
+version of this contract is docs/store.md.
 
-Layout (see docs/store.md):
+Layout:
 
-    STORE/sources/<source>/<key12>/   datatrove shards + manifest.json (written last: presence = complete)
-    STORE/phases/<recipe>/<phase>.json  the folders and normalized weights one phase blends
+    STORE/sources/<source>/<key12>/   shards + manifest.json (written last: presence = complete)
+    STORE/phases/<recipe>/<phase>.json  the folders and normalized shares one phase blends
     STORE/tokenizers/                  resolved tokenizer definitions
 
-Everything here only reads. The build pass writes through `write_json_atomic`, so a reader never
-sees half a manifest, and a folder without a manifest is never taken as a finished source.
+One shard is three files, exactly as datatrove 0.10.1's DocumentTokenizer writes them:
+
+    NAME.ds           the tokens of every document end to end, little-endian uint16 (vocabulary
+                      of at most 65,536 ids) or uint32, each document already ending with EOS
+    NAME.ds.index     uint64 little-endian: the end of each document, in tokens from file start
+    NAME.ds.metadata  "<tokenizer name>|<token size>\\n<token count>\\n<humanized count>" (no final newline)
+
+Writers go through `write_atomic` / `write_json_atomic`, so a reader never sees half a file, and
+a folder without a manifest is never taken as a finished source.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import MixcError
+import humanize
+import numpy as np
 
-if TYPE_CHECKING:
-    from ..loader import SourceStream
-    from ..plan import Plan
+from .errors import MixcError
+from .spec import check_name
 
 SHARDS_FORMAT = "mixc.shards/1"
 PHASE_FORMAT = "mixc.phase/1"
 MANIFEST = "manifest.json"
+
+# --------------------------------------------------------------------------- the shard format
+TOKEN_SIZES = (2, 4)  # bytes per token id on disk
+SHARD_SUFFIXES = ("", ".index", ".metadata")  # NAME.ds, NAME.ds.index, NAME.ds.metadata
+INDEX_DTYPE = np.dtype("<u8")  # document ends, in tokens from the start of the .ds
+
+
+def token_size_for(vocab_size: int) -> int:
+    """Bytes per token: 2 while every id fits in uint16 (as datatrove decides it), else 4."""
+    return 4 if vocab_size > np.iinfo(np.uint16).max + 1 else 2
+
+
+def token_dtype(token_size: int) -> np.dtype:
+    """The on-disk (little-endian) dtype of a token of `token_size` bytes."""
+    return np.dtype("<u2") if token_size == 2 else np.dtype("<u4")
+
+
+def shard_name(i: int) -> str:
+    """The final name of a source folder's i-th shard."""
+    return f"{i:05d}.ds"
+
+
+def metadata_text(tokenizer_name: str, token_size: int, tokens: int) -> str:
+    """The .ds.metadata text datatrove writes (nanotron and DatatroveFolderDataset users read it)."""
+    return "\n".join([f"{tokenizer_name}|{token_size}", str(tokens), humanize.metric(tokens, unit="T")])
 
 
 def write_atomic(path: str | Path, data: str | bytes, *, fsync: bool = True) -> None:
@@ -83,8 +121,6 @@ def read_manifest(folder: str | Path) -> dict:
 def path_part(name: str, what: str) -> str:
     """A name used as one path component, checked again here (the spec checks it first), so
     that no caller can make the store write outside itself."""
-    from ..spec import check_name
-
     try:
         return check_name(name)
     except ValueError as exc:
@@ -101,7 +137,20 @@ def phase_manifest_path(store: str | Path, recipe_name: str, phase_name: str) ->
 
 
 def read_phase_manifest(path: str | Path) -> dict:
-    return _read_json(Path(path), "phase manifest", PHASE_FORMAT)
+    """A phase manifest, each source with its normalized `share`.
+
+    Stores built before the field was named `share` hold the same number under `weight`
+    (always the normalized share there, never the mix's raw weight): read as `share`."""
+    data = _read_json(Path(path), "phase manifest", PHASE_FORMAT)
+    for s in data.get("sources", []):
+        if isinstance(s, dict):
+            s.setdefault("share", s.pop("weight", None))
+    return data
+
+
+def phase_share(source: dict) -> float:
+    """The normalized share of one `sources` entry of a phase manifest read as plain JSON."""
+    return float(source["share"] if "share" in source else source["weight"])
 
 
 def phase_manifest(store: str | Path, recipe_name: str, phase_name: str) -> dict | None:
@@ -118,7 +167,7 @@ def complete_source_folders(store: str | Path) -> list[Path]:
     return sorted(folders, key=lambda f: ((f / MANIFEST).stat().st_mtime_ns, str(f)))
 
 
-def _check_store(store: str | Path) -> Path:
+def check_store(store: str | Path) -> Path:
     store = Path(store)
     if not store.is_dir():
         raise MixcError(f"{store}: no shard store here (build one with `mixc build --out {store}`)")
@@ -131,56 +180,16 @@ def source_token_counts(store: str | Path, recipe_name: str | None = None) -> di
     With a recipe name, the folders its phase manifests chose; otherwise (or for sources no
     phase manifest names) the most recently finished folder of each source.
     """
-    store = _check_store(store)
+    store = check_store(store)
     counts: dict[str, int] = {}
     for folder in complete_source_folders(store):
         m = read_manifest(folder)
         counts[m["source"]] = int(m["tokens"])
     if recipe_name:
         for path in sorted((store / "phases" / recipe_name).glob("*.json")):
-            for s in _read_json(path, "phase manifest", PHASE_FORMAT)["sources"]:
+            for s in read_phase_manifest(path)["sources"]:
                 counts[s["name"]] = int(s["tokens"])
     return counts
-
-
-def source_streams(store: str | Path, plan: Plan) -> dict[str, SourceStream]:
-    """Memory-mapped streams for every source a recipe's phases blend, from the phase manifests."""
-    from ..loader import SourceStream
-
-    store = _check_store(store)
-    recipe = plan.recipe.name if plan.recipe else None
-    if recipe is None:
-        raise MixcError("loading shards needs a recipe (its phase manifests name the source folders)")
-    folders: dict[str, str] = {}
-    tokenizer: tuple[str, Any] | None = None
-    for phase in plan.phases:
-        m = phase_manifest(store, recipe, phase.name)
-        if m is None:
-            which = phase.stage if getattr(phase, "stage", None) else phase.name
-            raise MixcError(f"phase '{phase.name}' of recipe '{recipe}' is not built in {store}; run `mixc build --stage {which}`")
-        fp = m["tokenizer"]["fingerprint"]
-        if tokenizer is None:
-            tokenizer = (phase.name, fp)
-        elif fp != tokenizer[1]:
-            raise MixcError(f"{store}: phase '{phase.name}' was built with a different tokenizer than phase '{tokenizer[0]}'; rebuild")
-        for s in m["sources"]:
-            if folders.setdefault(s["name"], s["folder"]) != s["folder"]:
-                raise MixcError(
-                    f"{store}: source '{s['name']}' points at {folders[s['name']]} in one phase and {s['folder']} in "
-                    f"phase '{phase.name}'; rebuild the phases with one input"
-                )
-    streams = {}
-    for name, rel in folders.items():
-        folder = store / rel
-        m = read_manifest(folder)
-        if m["source"] != name:
-            raise MixcError(f"{folder}: manifest is for source '{m['source']}', the phase expects '{name}'")
-        streams[name] = SourceStream(
-            name, [folder / f["path"] for f in m["files"]], int(m["token_size"]), int(m["tokenizer"]["vocab_size"])
-        )
-        if streams[name].n_tokens != int(m["tokens"]):
-            raise MixcError(f"{folder}: shards hold {streams[name].n_tokens} tokens, the manifest says {m['tokens']}; run mixc verify")
-    return streams
 
 
 # --------------------------------------------------------------------------- write side
@@ -216,8 +225,6 @@ _PRCTL: list = []  # libc's prctl, looked up before any fork (no dlopen in a for
 
 def _load_prctl() -> None:
     if not _PRCTL:
-        import ctypes
-
         try:
             _PRCTL.append(ctypes.CDLL(None, use_errno=True).prctl)
         except (OSError, AttributeError):  # not Linux
@@ -226,8 +233,6 @@ def _load_prctl() -> None:
 
 def die_with_parent(parent: int | None = None) -> None:
     """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing)."""
-    import signal
-
     _load_prctl()
     if _PRCTL[0] is None:
         return
@@ -253,7 +258,7 @@ class StoreLock:
         self._fd: int | None = None
 
     def __enter__(self) -> StoreLock:
-        import fcntl
+        import fcntl  # POSIX only; imported where the lock is taken
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,8 +296,6 @@ def os_reason(exc: OSError) -> str:
 
 def os_error(exc: OSError, store: str | Path | None = None) -> str:
     """One line for a failed read or write of the store: what happened, where, what to do."""
-    import errno
-
     where = exc.filename or store or "the shard store"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{os_reason(exc).lower()} writing {where}; free space there or build into another --out"
@@ -317,8 +320,6 @@ def finalize_source(folder: str | Path, task_summaries: list[dict], manifest: di
     `task_summaries` in rank order; `manifest` holds everything but the files and counts. The
     renames follow a plan written first, so a finalize killed halfway resumes where it stopped.
     """
-    import shutil
-
     folder = Path(folder)
     work = folder / ".work"
     plan_path = work / "finalize.json"
@@ -326,10 +327,10 @@ def finalize_source(folder: str | Path, task_summaries: list[dict], manifest: di
         plan = json.loads(plan_path.read_text(encoding="utf-8"))
     else:
         files = [f for summary in task_summaries for f in summary["files"]]
-        plan = [dict(f, work=f["path"], path=f"{i:05d}.ds") for i, f in enumerate(files)]
+        plan = [dict(f, work=f["path"], path=shard_name(i)) for i, f in enumerate(files)]
         write_json_atomic(plan_path, plan)
     for f in plan:
-        for suffix in ("", ".index", ".metadata"):
+        for suffix in SHARD_SUFFIXES:
             src, dst = work / "shards" / (f["work"] + suffix), folder / (f["path"] + suffix)
             if src.exists():
                 os.replace(src, dst)
@@ -345,8 +346,6 @@ def finalize_source(folder: str | Path, task_summaries: list[dict], manifest: di
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    import ctypes
-
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
@@ -361,8 +360,6 @@ def replace_folder(staged: str | Path, final: str | Path) -> None:
     Where the kernel can swap two directories, a reader sees the old complete folder or the new
     one, never a mix. Elsewhere the old folder is renamed away first: for an instant the folder
     is absent (a reader fails cleanly: no manifest), and never half old, half new."""
-    import shutil
-
     staged, final = Path(staged), Path(final)
     if not (staged / MANIFEST).exists():
         raise MixcError(f"{staged}: a rebuilt folder without a manifest is not complete; not replacing {final}")
