@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import MixcError
 from .shards.heldout import read_heldout
-from .store import phase_manifest, read_manifest, read_phase_manifest, recipe_phase_manifests
+from .store import phase_manifest, phase_share, read_manifest, read_phase_manifest, recipe_phase_manifests
 
 CATEGORIES = ("web", "multilingual", "code", "math", "reasoning")
 DEFAULT_BATCH_TOKENS = 8192
@@ -103,7 +103,7 @@ def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, se
                         "`heldout: {documents: N}` above 0 (the default holds out 64 per source)")
     tokenizer = chosen["tokenizer"]
     return HeldoutSet(recipe, chosen["phase"], int(sequence_length or chosen["sequence_length"]), int(tokenizer["eos_id"]),
-                      tokenizer, {s["name"]: float(s["weight"]) for s in chosen["sources"]}, sources)
+                      tokenizer, {s["name"]: phase_share(s) for s in chosen["sources"]}, sources)
 
 
 def has_heldout(store: str | Path, recipe: str) -> bool:

@@ -12,9 +12,8 @@ from mixc.plan import plan_recipe
 from mixc.shards import heldout
 from mixc.shards.run import build
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep
-from mixc.shards.writer import token_size_for
 from mixc.spec import load_recipe
-from mixc.store import read_manifest
+from mixc.store import read_manifest, token_size_for
 from mixc.streams import source_streams
 
 

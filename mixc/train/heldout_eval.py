@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..eval import HeldoutSet, evaluate_model, has_heldout, load_heldout
-from ..store import phase_manifest
+from ..store import phase_manifest, phase_share
 
 AUTO_OVERHEAD = 0.03
 AUTO_MIN_EVALS = 10
@@ -58,7 +58,7 @@ class HeldoutEval:
                 manifest = phase_manifest(t.store, t.recipe.name, phase.name) or {"sources": []}
                 self.sets[phase_index] = replace(next(iter(self.sets.values())), phase=phase.name,
                                                  sequence_length=phase.sequence_length,
-                                                 weights={s["name"]: float(s["weight"]) for s in manifest["sources"]})
+                                                 weights={s["name"]: phase_share(s) for s in manifest["sources"]})
         return self.sets[phase_index]
 
     def __call__(self, trainer, record: dict[str, Any]) -> None:
