@@ -130,8 +130,17 @@ EPOCH_THRESHOLD = EpochThreshold()
 def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     """Explain a curriculum: per-phase shares, budgets, rollups, boundaries and epochs.
 
-    PATHS is one recipe (default: recipes/smollm3-3b.yaml) or one or more mixes.
+    PATHS is one recipe (default: recipes/smollm3-3b.yaml) or one or more mixes, or a run folder:
+    its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB).
     """
+    from pathlib import Path
+
+    if len(paths) == 1 and (Path(paths[0]) / "run.json").is_file():  # a run folder (mixc train --out)
+        from .report.ledger import ledger, render_ledger
+
+        data = ledger(paths[0])
+        _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
+        return
     budget = _count_option(parse_count, tokens, "--tokens")
     if shards:  # the same sizes and refusals as `mixc plan --shards`
         plan = shard_plan(list(paths), shards, tokens=budget, epoch_warning=epoch_warning)
@@ -706,3 +715,28 @@ def results_command(folder, fmt) -> None:
 
     out = results(_Path(folder))
     click.echo(_json.dumps(out, indent=1) if fmt == "json" else results_text(out))
+
+# --------------------------------------------------------------------------- eval
+
+
+@main.command(name="eval")
+@click.argument("target", type=click.Path(exists=True, file_okay=False))
+@click.option("--step", type=click.IntRange(min=1), help="Evaluate the run's checkpoint of this step (default: the newest).")
+@click.option("--shards", type=click.Path(file_okay=False), help="The shard store (default: the one the run trained on; required for a Hugging Face model).")
+@click.option("--recipe", help="Hugging Face model: the recipe whose phases the store holds (default: the only one).")
+@click.option("--phase", help="The phase whose sequence length and mix weights apply (default: the checkpoint's, else the last).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def eval_command(target, step, shards, recipe, phase, fmt) -> None:
+    """Held-out loss and bits per byte, per source and category, of TARGET: a run or checkpoint
+    folder, or a Hugging Face causal LM folder (with --shards) whose tokenizer is the store's."""
+    from pathlib import Path
+
+    from .eval import eval_checkpoint, eval_hf, format_table
+
+    if (Path(target) / "config.json").is_file() and not (Path(target) / "meta.json").is_file():
+        if not shards:
+            raise MixcError(f"{target}: a Hugging Face model is evaluated on a store's held-out shards; give --shards DIR")
+        result = eval_hf(target, shards, recipe=recipe, phase=phase)
+    else:
+        result = eval_checkpoint(target, step=step, shards=shards, phase=phase, warn=lambda msg: click.echo(msg, err=True))
+    click.echo(json.dumps(result, indent=1) if fmt == "json" else format_table(result))

@@ -183,6 +183,15 @@ class Filter(Strict):
         return self
 
 
+class Heldout(Strict):
+    """How many documents of a source are kept out of training for evaluation (see mixc/shards/heldout.py)."""
+
+    documents: Count = Field(64, description="documents evaluated per source (0: no held-out split)")
+    max_fraction: Finite = Field(0.05, ge=0, le=0.5, description="at most this fraction of a source is held out")
+    tokens: PositiveCount = Field(32768, description="at most this many held-out tokens evaluated per source "
+                                  "(whole documents, at least one)")
+
+
 class SourceFields(Strict):
     """What a source is and where its data lives (shared by catalog and inline entries)."""
 
@@ -200,6 +209,7 @@ class SourceFields(Strict):
     tokens: Count | None = Field(None, description="approximate size in tokens, for epoch estimates")
     programming_language: str | None = None
     filter: Filter | None = None
+    heldout: Heldout | None = Field(None, description="overrides the recipe's heldout policy for this source")
     note: str | None = None
 
     @field_validator("language")
@@ -367,6 +377,9 @@ class Recipe(Strict):
     schedule: Schedule
     optimizer: Optimizer = Optimizer()
     nonfinite: NonFinite = NonFinite()
+    heldout: Heldout = Heldout()
+    eval_every: Count = Field(0, description="held-out evaluation every this many steps (0: a tenth of the run) "
+                              "and at every phase end")
     phases: list[Phase]
 
     @field_validator("phases")

@@ -56,6 +56,7 @@ def demo(out: str) -> None:
     # All five phases; --resume continues an interrupted demo (and a finished one is a no-op).
     run(mixc, "train", recipe, "--shards", shards, "--out", run_dir, "--resume", "--log-every", "10")
     run(mixc, "report", recipe, "--shards", shards)
+    run(mixc, "eval", run_dir)  # held-out bits per byte per source and category (also in metrics.jsonl)
     run(mixc, "report", recipe, "--shards", shards, "--format", "html", "-o", f"{out}/report.html")
     run(mixc, "export", run_dir, "--format", "hf", f"{out}/hf")
     run(mixc, "generate", f"{out}/hf")

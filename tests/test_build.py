@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from mixc.cli import main
 from mixc.errors import MixcError
 from mixc.plan import plan_recipe
+from mixc.shards.heldout import read_heldout
 from mixc.shards.run import build
 from mixc.spec import load_recipe
 from mixc.store import StoreLock, read_manifest
@@ -68,7 +69,9 @@ def test_a_built_phase_is_read_by_datatrove_and_the_loader(tmp_path, tokenizer_p
     eos = tok.token_to_id("<|endoftext|>")
     folders = {s.name: s.folder for s in result.sources}
     web = read_manifest(store / folders["web"])
-    assert web["documents"] == 450 and web["token_size"] == 2 and web["tokenizer"]["eos_id"] == eos
+    # the held-out split (mixc/shards/heldout.py) takes some documents out of the training shards
+    assert web["documents"] + web["heldout"]["documents"] == 450 and web["heldout"]["documents"] > 0
+    assert web["token_size"] == 2 and web["tokenizer"]["eos_id"] == eos
     assert len(web["files"]) > 2 and [f["path"] for f in web["files"]] == [f"{k:05d}.ds" for k in range(len(web["files"]))]
     assert {f["path"] for f in web["input"]["files"]} == {"a.jsonl", "sub/b.jsonl"}
     # every document of every file ends with EOS; files end on document ends; tokens decode back to the text
@@ -78,8 +81,9 @@ def test_a_built_phase_is_read_by_datatrove_and_the_loader(tmp_path, tokenizer_p
         ends = np.fromfile(store / folders["web"] / (f["path"] + ".index"), np.uint64).astype(np.int64)
         assert ends[-1] == len(tokens) == f["tokens"] and (tokens[ends - 1] == eos).all()
         all_docs += np.split(tokens, ends[:-1])
-    decoded = sorted(tok.decode(d[:-1].tolist()) for d in all_docs)
-    assert decoded == sorted(texts(1, 300) + texts(2, 150))
+    decoded = [tok.decode(d[:-1].tolist()) for d in all_docs]
+    held = [tok.decode(t[:-1].tolist()) for t, _ in read_heldout(store / folders["web"], web, 2)]
+    assert sorted(decoded + held) == sorted(texts(1, 300) + texts(2, 150))
     # datatrove's own reader yields the same tokens, in file order
     folder = store / folders["web"]
     ds = DatatroveFolderDataset(str(folder), seq_len=31, token_size=2, shuffle=False, return_positions=False)
@@ -122,7 +126,8 @@ def test_a_changed_input_or_tokenizer_gets_a_new_key(tmp_path, tokenizer_path):
     moved = {s.name: (s.folder, s.reused) for s in after.sources}
     assert moved["code"] == (before["code"], True)
     assert moved["web"][0] != before["web"] and not moved["web"][1]
-    assert read_manifest(store / moved["web"][0])["documents"] == 449
+    web = read_manifest(store / moved["web"][0])
+    assert web["documents"] + web["heldout"]["documents"] == 449
     other_tok = train_tokenizer(tmp_path / "tok2" / "tokenizer.json", vocab_size=380)
     third = _build(recipe, store, stage="1", tokenizer=str(other_tok))
     assert all(not s.reused and s.folder != moved[s.name][0] for s in third.sources)

@@ -38,8 +38,9 @@ from datatrove.io import get_datafolder
 from ..errors import MixcError
 from ..plan import PhasePlan
 from ..sample import sample_fingerprint, sample_location, sample_reader
-from ..spec import Source
+from ..spec import Heldout, Source
 from ..store import source_folder
+from . import heldout
 from .fast_encoder import encoder_choice
 from .readers import LengthFilter, StrictJsonlReader, StrictParquetReader
 from .tokenize import DEFAULT_BATCH_DOCUMENTS, TokenizerRef, TokenizeStep
@@ -60,6 +61,7 @@ class BuildOptions:
     batch_documents: int = DEFAULT_BATCH_DOCUMENTS
     threads: int | None = None  # RAYON_NUM_THREADS per worker (1 when several workers run)
     fast_encoder: bool = True  # tiktoken where exact for the tokenizer (see fast_encoder.py), else HF tokenizers
+    heldout: Heldout | None = None  # the recipe's held-out policy (a source's own overrides it); None: no split
 
 
 @dataclass
@@ -74,6 +76,7 @@ class SourceBuild:
     tasks: int
     pipeline: list = field(repr=False)
     rebuild: bool = False  # `mixc build --rebuild`: tokenize afresh beside the folder, then swap it in
+    category: str = ""  # web, multilingual, code, math, reasoning: recorded with the held-out split
 
     def path(self, store: str | Path) -> Path:
         return Path(store) / self.folder
@@ -190,14 +193,29 @@ def _hub_revision(source: Source) -> str:
         raise MixcError(f"source '{source.name}': cannot reach the Hugging Face hub to pin dataset '{source.dataset}' ({exc})") from None
 
 
-def byte_options(source: Source, options: BuildOptions) -> dict:
+def heldout_fraction(source: Source, options: BuildOptions, input_info: dict) -> float:
+    """The fraction of `source` held out for evaluation (see mixc/shards/heldout.py)."""
+    policy = source.heldout or options.heldout
+    if policy is None:
+        return 0.0
+    known = heldout.estimated_documents(input_info, options.sample_documents if is_sample(source, options) else None)
+    return heldout.split_fraction(policy.documents, policy.max_fraction, known)
+
+
+def byte_options(source: Source, options: BuildOptions, input_info: dict | None = None) -> dict:
     """Build options that change the shards' bytes (part of the key)."""
-    return {
+    opts = {
         "shard_tokens": options.shard_tokens,
         "shuffle_seed": options.shuffle_seed,
         "filter": source.filter.model_dump() if source.filter else None,
         "text_column": None if is_sample(source, options) else source.text_column,
     }
+    fraction = heldout_fraction(source, options, input_info or {})
+    if fraction > 0:  # no split: the key of a store built before held-out splits existed
+        opts["heldout"] = {"rule": heldout.PERSON.decode(), "fraction": fraction,
+                           "documents": (source.heldout or options.heldout).documents,
+                           "tokens": (source.heldout or options.heldout).tokens}
+    return opts
 
 
 def source_key(input_info: dict, tokenizer_fingerprint: str, options: dict) -> str:
@@ -226,7 +244,7 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
     """One source -> its key, its folder in the store and its datatrove pipeline."""
     info = input_fingerprint(source, options)
     # The encoder is keyed and recorded (manifest "options"): --no-fast-encoder never reuses a tiktoken build.
-    opts = dict(byte_options(source, options), encoder=encoder_choice(tokenizer, options.fast_encoder))
+    opts = dict(byte_options(source, options, info), encoder=encoder_choice(tokenizer, options.fast_encoder))
     key = source_key(info, tokenizer.fingerprint, opts)
     folder = source_folder(source.name, key)
     tasks = max(1, options.tasks)
@@ -238,8 +256,10 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
     work = (Path(store) / (rebuild_folder(folder) if rebuild else folder) / WORK).resolve()
     pipeline.append(TokenizeStep(source.name, tokenizer, work, shard_tokens=options.shard_tokens,
                                  batch_documents=options.batch_documents, shuffle_seed=options.shuffle_seed,
-                                 threads=options.threads, fast=opts["encoder"] == "tiktoken"))
-    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild)
+                                 threads=options.threads, fast=opts["encoder"] == "tiktoken",
+                                 heldout_fraction=(opts.get("heldout") or {}).get("fraction", 0.0)))
+    return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild,
+                       category="multilingual" if source.multilingual else source.category)
 
 
 def phase_sources(phases: list[PhasePlan]) -> list[Source]:

@@ -49,6 +49,7 @@ from ..store import (
     write_phase_manifest,
 )
 from ..text import human_tokens
+from . import heldout
 from .lower import WORK, BuildOptions, SourceBuild, lower
 from .progress import ProgressDisplay, SourceProgress
 from .tokenize import TokenizerRef, task_error, task_marker
@@ -327,6 +328,8 @@ def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
         "mixc_version": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "dropped_documents": sum(int(s.get("dropped", 0)) for s in summaries),
     }
+    if (sb.options.get("heldout") or {}).get("fraction"):
+        manifest["heldout"] = heldout.finalize(sb.build_path(store), summaries, sb.options["heldout"], sb.category)
     return finalize_source(sb.build_path(store), summaries, manifest)
 
 
@@ -414,7 +417,7 @@ def _build(
         raise MixcError("--executor slurm: sbatch was not found on PATH; build on a slurm login node, or use --executor local")
     options = _options(plan.recipe.seed, executor, workers, shard_tokens=shard_tokens, seed=seed, shuffle=shuffle,
                        sample=sample, sample_documents=sample_documents, tasks=tasks, batch_documents=batch_documents,
-                       fast_encoder=fast_encoder)
+                       fast_encoder=fast_encoder, heldout=plan.recipe.heldout)
     base_dir = None if tokenizer else recipe_path.parent
     # Only the recipe's own tokenizer falls back to the demo one under --sample: a tokenizer the
     # user names on the command line is what they asked for, or an error.
@@ -450,7 +453,7 @@ def _build(
 
 def _options(recipe_seed: int, executor: str, workers: int, *, shard_tokens: int | None, seed: int | None, shuffle: bool,
              sample: bool, sample_documents: int | None, tasks: int | None, batch_documents: int | None,
-             fast_encoder: bool) -> BuildOptions:
+             fast_encoder: bool, heldout=None) -> BuildOptions:
     """The build's options, defaults filled in."""
     if shard_tokens is not None and shard_tokens < 1:
         raise MixcError(f"--shard-tokens {shard_tokens}: a shard holds at least 1 token")
@@ -464,6 +467,7 @@ def _options(recipe_seed: int, executor: str, workers: int, *, shard_tokens: int
         batch_documents=batch_documents or 1000,
         threads=1 if workers > 1 or executor != "local" else None,
         fast_encoder=fast_encoder,
+        heldout=heldout,
     )
 
 

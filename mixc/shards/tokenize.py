@@ -36,6 +36,7 @@ from datatrove.utils.batching import batched
 from ..environ import scoped_env
 from ..errors import MixcError
 from ..store import os_error, token_dtype, write_atomic, write_json_atomic
+from . import heldout
 from .fast_encoder import cross_check, load_fast_encoder
 from .writer import DEFAULT_SHARD_TOKENS, ShardWriter
 
@@ -221,6 +222,7 @@ def clear_task(work: str | Path, rank: int) -> None:
         path.unlink()
     for path in (task_marker(work, rank), task_error(work, rank), task_progress(work, rank)):
         path.unlink(missing_ok=True)
+    heldout.clear_task(work, rank)
 
 
 class TokenizeStep(PipelineStep):
@@ -240,6 +242,7 @@ class TokenizeStep(PipelineStep):
         shuffle_seed: int | None = None,
         threads: int | None = None,
         fast: bool = True,
+        heldout_fraction: float = 0.0,
     ):
         super().__init__()
         self.source = source
@@ -250,6 +253,7 @@ class TokenizeStep(PipelineStep):
         self.shuffle_seed = shuffle_seed
         self.threads = threads
         self.fast = fast  # tiktoken, as lowering chose (encoder_choice): exact for this tokenizer
+        self.heldout_fraction = heldout_fraction  # documents kept out of training (see heldout.py)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         # Read by the tokenizers library when its thread pool starts (first encode in this process).
@@ -290,8 +294,12 @@ class TokenizeStep(PipelineStep):
         )
         documents = tokens = batches = 0
         fast = load_fast_encoder(ref) if self.fast else None
+        held = heldout.HeldoutWriter(self.work, rank, self.heldout_fraction, ref, self.shard_tokens) \
+            if self.heldout_fraction > 0 else None
         started = last_report = time.monotonic()
         for batch in batched(data, self.batch_documents):
+            if held is not None and not (batch := held.take(list(batch), tokenizer, self.source)):
+                continue
             with self.track_time(unit="batch"):
                 texts, last = split_documents(tokenizer, batch, self.source)
                 parts = []
@@ -318,7 +326,10 @@ class TokenizeStep(PipelineStep):
                 self._report(rank, documents, tokens, last_report - started, done=False)
         files = writer.close()
         self._report(rank, documents, tokens, time.monotonic() - started, done=True)
-        return {"rank": rank, "documents": documents, "tokens": tokens, "files": [f.to_dict() for f in files]}
+        summary = {"rank": rank, "documents": documents, "tokens": tokens, "files": [f.to_dict() for f in files]}
+        if held is not None:
+            summary["heldout"] = held.close()
+        return summary
 
     def _report(self, rank: int, documents: int, tokens: int, seconds: float, done: bool) -> None:
         progress = {"documents": documents, "tokens": tokens, "seconds": seconds, "done": done}

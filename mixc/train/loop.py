@@ -52,6 +52,7 @@ from ..streams import source_streams
 from . import binding, checkpoint
 from . import dist as distributed
 from .guard import Guard, state_problem, step_problem
+from .heldout_eval import HeldoutEval, heldout_summary
 from .metrics import (
     SUMMARY_FILE,
     MetricsLog,
@@ -140,6 +141,9 @@ class Trainer:
                                * p.sequence_length for i, p in enumerate(self.plan.phases))
         self.session_tokens = 0
         self.batches = iter(self.loader)
+        evaluation = HeldoutEval.create(self)  # every eval_every steps and at phase ends, into the step's record
+        if evaluation is not None:
+            self.after_step.append(evaluation)
         self.started = time.perf_counter()
 
     def _read_inputs(self) -> None:
@@ -331,7 +335,10 @@ class Trainer:
         return loss_sum, batch, context / max(context_tokens, 1)
 
     def _after_step(self, record: dict[str, Any]) -> None:
-        """Metrics and progress (rank 0), the `after_step` hooks, then the checkpoint policy."""
+        """The `after_step` hooks (they may add to the record), metrics and progress (rank 0), then
+        the checkpoint policy."""
+        for hook in self.after_step:
+            hook(self, record)
         if self.world.main:
             self.metrics.write(record)
             step = record["step"]
@@ -339,8 +346,6 @@ class Trainer:
                 self.log(progress_line(record, self.total))
             if self.on_step is not None:
                 self.on_step({"record": record, "model": self.model, "batch": self.last_batch})
-        for hook in self.after_step:
-            hook(self, record)
         phase_end = record["step"] == self.stream.step_starts[record["phase_index"] + 1]
         if self.should_checkpoint(record["step"], phase_end):
             self.save_checkpoint(record, phase_end)
@@ -428,6 +433,8 @@ class Trainer:
                             parameters=self.params, total_steps=self.total, train_seconds=train_seconds,
                             session_tokens=self.session_tokens, session_steps=max(0, self.end - self.start_step),
                             checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None)
+        if (heldout := heldout_summary(self.metrics.records)) is not None:
+            summary["heldout"] = heldout
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 

@@ -1,0 +1,96 @@
+"""Cost of the in-loop held-out evaluation: training with it against training without it.
+
+By default one run per round with the trainer's held-out evaluation (the recipe's `eval_every`,
+default interval, and every phase end), each evaluation timed: the figure is the median over
+rounds of evaluation seconds / the rest of the run's training seconds. Steps and evaluations
+interleave in one run, so a shared machine's load hits both alike.
+
+`--ab` trains the same steps twice per round instead, with the hook and without it, alternating
+(the order flips every round); the figure is the median of (training seconds with) / (without) - 1.
+On a loaded machine the load changes between whole runs and swamps that figure.
+
+    .venv/bin/python bench/bench_eval.py --shards demo-out/shards [--recipe recipes/smollm3-tiny.yaml]
+        [--steps 200] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+from mixc.train import heldout_eval
+from mixc.train.loop import train
+
+
+def timed_run(recipe: str, shards: str, steps: int | None, evaluate: bool, threads: int) -> tuple[float, int]:
+    """(training seconds, evaluations made) of one fresh run."""
+    with tempfile.TemporaryDirectory() as out:
+        patch = contextlib.nullcontext() if evaluate else \
+            mock.patch.object(heldout_eval.HeldoutEval, "create", classmethod(lambda cls, trainer: None))
+        with patch:
+            summary = train(recipe, shards, out, max_steps=steps, threads=threads, log=lambda _m: None,
+                            checkpoint_every=0, keep=1)
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        return summary["train_seconds"], sum(1 for r in records if "eval" in r)
+
+
+def in_run(recipe: str, shards: str, steps: int | None, threads: int) -> tuple[float, float, int]:
+    """One run with evaluation, every evaluation timed: (training seconds without them, their
+    seconds, their count). Steps and evaluations interleave, so machine load hits both alike."""
+    spent: list[float] = []
+    real = heldout_eval.evaluate_model
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as out, mock.patch.object(heldout_eval, "evaluate_model", timed):
+        summary = train(recipe, shards, out, max_steps=steps, threads=threads, log=lambda _m: None,
+                        checkpoint_every=0, keep=1)
+    return summary["train_seconds"] - sum(spent), sum(spent), len(spent)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default="recipes/smollm3-tiny.yaml")
+    ap.add_argument("--shards", required=True)
+    ap.add_argument("--steps", type=int, help="train this many steps of the curriculum (default: all)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ab", action="store_true", help="whole runs with and without evaluation, alternating "
+                    "(needs a quiet machine: load that changes between runs swamps the figure)")
+    args = ap.parse_args()
+    if not args.ab:
+        ratios = []
+        for r in range(args.rounds):
+            train_s, eval_s, n = in_run(args.recipe, args.shards, args.steps, args.threads)
+            ratios.append(eval_s / train_s)
+            print(f"round {r + 1}: training {train_s:.1f} s, {n} evaluation(s) {eval_s:.1f} s: "
+                  f"overhead {100 * ratios[-1]:.1f}%", flush=True)
+        print(f"held-out evaluation overhead: median {100 * statistics.median(ratios):.1f}% of training time "
+              f"over {args.rounds} round(s)", flush=True)
+        return
+    ratios = []
+    for r in range(args.rounds):
+        order = (True, False) if r % 2 == 0 else (False, True)
+        times = {}
+        for evaluate in order:
+            times[evaluate] = timed_run(args.recipe, args.shards, args.steps, evaluate, args.threads)
+        (with_s, evals), (without_s, _) = times[True], times[False]
+        ratios.append(with_s / without_s - 1)
+        print(f"round {r + 1}: {without_s:.1f} s without, {with_s:.1f} s with {evals} evaluation(s): "
+              f"overhead {100 * ratios[-1]:+.1f}%", flush=True)
+    print(f"held-out evaluation overhead: median {100 * statistics.median(ratios):+.1f}% of training time "
+          f"over {args.rounds} rounds", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,321 @@
+"""Held-out evaluation: cross-entropy and bits per byte per source, per category and for the mix.
+
+What is evaluated. Each source's held-out set (mixc/shards/heldout.py: documents kept out of
+training by a content hash, the `evaluate` documents with the smallest hashes) at one sequence
+length. A document's tokens t_1..t_n (t_n its EOS) are scored after a leading EOS, the context a
+document has in a packed training sequence: inputs EOS, t_1..t_{n-1}, targets t_1..t_n. A
+document longer than the sequence length is scored in consecutive windows of that length, each
+from a fresh context. Every window is a row of its own (one document per row, padded at the end,
+padding never scored), which is document masking with no need for a mask: a causal model cannot
+see the padding after a position.
+
+The figures. For a source, with CE the summed natural-log cross-entropy of every scored token
+(the EOS included) and B the UTF-8 bytes of the documents' texts (no byte for EOS):
+
+    loss = CE / tokens          bpb = CE / ln 2 / B
+
+A category (web, multilingual, code, math, reasoning) sums CE, tokens and bytes over its sources
+(token-weighted loss, byte-weighted bpb). "mix" is the phase's mix-weighted average of the
+sources' figures (weights renormalized over the sources evaluated).
+
+Distributed: the batches are made identically on every rank; rank r scores batches r, r+W, ...
+and the per-source CE sums are all-reduced, so the result is the one-process result up to the
+order of a floating-point sum. Every rank runs the same number of forward passes (FSDP needs it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MixcError
+from .shards.heldout import read_heldout
+from .store import phase_manifest, phase_share, read_manifest, read_phase_manifest, recipe_phase_manifests
+
+CATEGORIES = ("web", "multilingual", "code", "math", "reasoning")
+DEFAULT_BATCH_TOKENS = 8192
+LOGIT_BUDGET = 1 << 26  # floats of logits per forward pass (256 MB): bounds the batch for a large vocabulary
+
+
+@dataclass
+class HeldoutSource:
+    name: str
+    category: str
+    documents: list[tuple[np.ndarray, int]] = field(repr=False)  # (tokens incl. EOS, UTF-8 bytes)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(t) for t, _ in self.documents)
+
+    @property
+    def bytes(self) -> int:
+        return sum(b for _, b in self.documents)
+
+
+@dataclass
+class HeldoutSet:
+    """What one evaluation reads: the sources' held-out documents and the phase's figures."""
+
+    recipe: str
+    phase: str
+    sequence_length: int
+    eos_id: int
+    tokenizer: dict
+    weights: dict[str, float]
+    sources: list[HeldoutSource]
+
+
+def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, sequence_length: int | None = None
+                 ) -> HeldoutSet:
+    """Every held-out source of a recipe's built phases; the mix weights and sequence length of `phase`
+    (default: the last phase manifest by stage)."""
+    store = Path(store)
+    paths = recipe_phase_manifests(store, recipe)
+    if not paths:
+        raise MixcError(f"{store}: no phase of recipe '{recipe}' is built here")
+    manifests = [read_phase_manifest(p) for p in paths]
+    if phase is None:
+        chosen = max(manifests, key=lambda m: (m.get("stage") or 0, m["phase"]))
+    else:
+        chosen = phase_manifest(store, recipe, phase)
+        if chosen is None:
+            raise MixcError(f"{store}: phase '{phase}' of recipe '{recipe}' is not built here")
+    folders: dict[str, str] = {}
+    for m in sorted(manifests, key=lambda m: (m.get("stage") or 0, m["phase"])):
+        for s in m["sources"]:
+            folders.setdefault(s["name"], s["folder"])
+    sources = []
+    for name, rel in folders.items():
+        m = read_manifest(store / rel)
+        info = m.get("heldout")
+        if not info or not info.get("documents"):
+            continue
+        docs = read_heldout(store / rel, m, int(m["token_size"]), int(info.get("evaluate") or 0) or None,
+                            info.get("evaluate_tokens"))
+        sources.append(HeldoutSource(name, info.get("category") or "web", docs))
+    if not sources:
+        raise MixcError(f"{store}: no source of recipe '{recipe}' has held-out documents; rebuild with a recipe "
+                        "`heldout: {documents: N}` above 0 (the default holds out 64 per source)")
+    tokenizer = chosen["tokenizer"]
+    return HeldoutSet(recipe, chosen["phase"], int(sequence_length or chosen["sequence_length"]), int(tokenizer["eos_id"]),
+                      tokenizer, {s["name"]: phase_share(s) for s in chosen["sources"]}, sources)
+
+
+def has_heldout(store: str | Path, recipe: str) -> bool:
+    """Whether any source a recipe's built phases name has held-out documents."""
+    for path in recipe_phase_manifests(store, recipe):
+        for s in read_phase_manifest(path)["sources"]:
+            if (read_manifest(Path(store) / s["folder"]).get("heldout") or {}).get("documents"):
+                return True
+    return False
+
+
+def _rows(heldout: HeldoutSet) -> list[tuple[int, np.ndarray]]:
+    """(source index, EOS + tokens of one window plus its last target) for every window of every document."""
+    rows = []
+    L = heldout.sequence_length
+    for i, source in enumerate(heldout.sources):
+        for tokens, _ in source.documents:
+            seq = np.concatenate([[heldout.eos_id], tokens.astype(np.int64)])
+            for start in range(0, len(seq) - 1, L):
+                rows.append((i, seq[start:start + L + 1]))
+    return rows
+
+
+def _batches(rows: list[tuple[int, np.ndarray]], batch_tokens: int) -> list[list[tuple[int, np.ndarray]]]:
+    """Rows grouped longest first (little padding), at most `batch_tokens` (padded) per batch."""
+    order = sorted(range(len(rows)), key=lambda k: (-len(rows[k][1]), k))
+    batches, current = [], []
+    for k in order:
+        width = len(rows[current[0]][1]) - 1 if current else len(rows[k][1]) - 1
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(k)
+    if current:
+        batches.append(current)
+    return [[rows[k] for k in batch] for batch in batches]
+
+
+def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, vocab_size: int | None = None,
+             batch_tokens: int = DEFAULT_BATCH_TOKENS, step: int | None = None) -> dict[str, Any]:
+    """The evaluation of the model behind `score` (input ids [B, T] -> logits [B, T, V]) on `heldout`."""
+    import torch
+    import torch.nn.functional as F
+
+    if vocab_size:
+        batch_tokens = max(heldout.sequence_length, min(batch_tokens, LOGIT_BUDGET // vocab_size))
+    rank, size = (world.rank, world.world_size) if world is not None and world.distributed else (0, 1)
+    batches = _batches(_rows(heldout), batch_tokens)
+    ce = torch.zeros(len(heldout.sources), dtype=torch.float64, device=device)
+    rounds = -(-len(batches) // size)
+    with torch.no_grad():
+        for r in range(rounds):
+            k = r * size + rank
+            batch = batches[k] if k < len(batches) else batches[0][:1]  # a pass whose result is dropped: same count per rank
+            width = len(batch[0][1]) - 1
+            inputs = torch.full((len(batch), width), heldout.eos_id, dtype=torch.long)
+            targets = torch.full((len(batch), width), -100, dtype=torch.long)
+            for j, (_, seq) in enumerate(batch):
+                n = len(seq) - 1
+                inputs[j, :n] = torch.from_numpy(seq[:-1])
+                targets[j, :n] = torch.from_numpy(seq[1:])
+            inputs, targets = inputs.to(device), targets.to(device)
+            logits = score(inputs)
+            losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                     ignore_index=-100, reduction="none").reshape(targets.shape).double().sum(dim=1)
+            if k < len(batches):
+                index = torch.tensor([src for src, _ in batch], device=device)
+                ce.index_add_(0, index, losses)
+    if size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(ce, op=dist.ReduceOp.SUM)
+    return summarize(heldout, ce.cpu().tolist(), step=step)
+
+
+def summarize(heldout: HeldoutSet, ce: list[float], step: int | None = None) -> dict[str, Any]:
+    """The report of summed cross-entropies per source (see the module docstring)."""
+    sources, categories = {}, {}
+    for source, total in zip(heldout.sources, ce):
+        tokens, nbytes = source.tokens, source.bytes
+        sources[source.name] = {"category": source.category, "loss": total / tokens, "bpb": total / math.log(2) / nbytes,
+                                "tokens": tokens, "bytes": nbytes, "documents": len(source.documents)}
+        c = categories.setdefault(source.category, {"ce": 0.0, "tokens": 0, "bytes": 0})
+        c["ce"] += total
+        c["tokens"] += tokens
+        c["bytes"] += nbytes
+    cats = {name: {"loss": c["ce"] / c["tokens"], "bpb": c["ce"] / math.log(2) / c["bytes"], "tokens": c["tokens"],
+                   "bytes": c["bytes"]}
+            for name in CATEGORIES if (c := categories.get(name))}
+    weighted = {n: w for n, w in heldout.weights.items() if n in sources and w > 0}
+    total_weight = sum(weighted.values())
+    mix = ({"loss": sum(w * sources[n]["loss"] for n, w in weighted.items()) / total_weight,
+            "bpb": sum(w * sources[n]["bpb"] for n, w in weighted.items()) / total_weight} if total_weight else None)
+    return {"step": step, "recipe": heldout.recipe, "phase": heldout.phase, "sequence_length": heldout.sequence_length,
+            "sources": sources, "categories": cats, "mix": mix}
+
+
+def mixc_scorer(model) -> Callable:
+    """`score` for a mixc SmolLM3 (or its DDP/FSDP wrapper): one document per row, positions from 0."""
+    def score(input_ids):
+        logits, _ = model(input_ids)
+        return logits
+    return score
+
+
+def evaluate_model(model, heldout: HeldoutSet, *, world=None, step: int | None = None,
+                   batch_tokens: int = DEFAULT_BATCH_TOKENS) -> dict[str, Any]:
+    """Evaluate a mixc model in eval mode (its training mode restored after)."""
+    inner = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(inner.parameters()).device
+        return evaluate(mixc_scorer(model), heldout, world=world, device=device, step=step,
+                        vocab_size=getattr(getattr(inner, "config", None), "vocab_size", None), batch_tokens=batch_tokens)
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- `mixc eval`
+
+
+def eval_checkpoint(path: str | Path, *, step: int | None = None, shards: str | Path | None = None,
+                    phase: str | None = None, warn: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """`mixc eval RUN [--step N]`: a run's checkpoint (its newest, or step N) on its store's held-out set."""
+    from .train import checkpoint
+    from .train.export import model_from_checkpoint
+
+    path = Path(path)
+    if step is not None:
+        candidates = [d for d in checkpoint.checkpoint_dirs(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+                      if checkpoint.step_of(d) == step]
+        if not candidates:
+            raise MixcError(f"{path}: no checkpoint of step {step}")
+        path = candidates[0]
+    model, config, meta = model_from_checkpoint(path, warn=warn)
+    store = Path(shards or meta.get("shards") or "")
+    if not store.is_dir():
+        raise MixcError(f"{path}: its store {store} is not there; give --shards DIR")
+    heldout = load_heldout(store, meta["recipe_name"], phase or meta.get("phase"),
+                           sequence_length=None if phase else meta.get("sequence_length"))
+    _check_tokenizer_fingerprint(heldout, meta.get("tokenizer") or {}, path)
+    return evaluate_model(model, heldout, step=meta.get("step"))
+
+
+def _check_tokenizer_fingerprint(heldout: HeldoutSet, tokenizer: dict, where) -> None:
+    if tokenizer.get("fingerprint") and tokenizer["fingerprint"] != heldout.tokenizer.get("fingerprint"):
+        raise MixcError(f"{where}: trained with tokenizer '{tokenizer.get('name')}', the store's held-out shards use "
+                        f"'{heldout.tokenizer.get('name')}' (another vocabulary): the figures would mean nothing")
+
+
+def _check_hf_tokenizer(model_dir: Path, store: Path, heldout: HeldoutSet) -> None:
+    """The HF model's tokenizer must encode as the store's: same vocabulary, same ids on a probe."""
+    from tokenizers import Tokenizer
+
+    theirs = model_dir / "tokenizer.json"
+    if not theirs.is_file():
+        raise MixcError(f"{model_dir}: no tokenizer.json, so it cannot be checked against the store's tokenizer; refusing")
+    ours = Tokenizer.from_file(str(store / heldout.tokenizer["file"]))
+    other = Tokenizer.from_file(str(theirs))
+    probe = "Held-out text, naïve café 数据 ✓\n\tdef f(x): return x**2 + 3.14159  # 42"
+    if (ours.get_vocab(with_added_tokens=True) != other.get_vocab(with_added_tokens=True)
+            or ours.encode(probe, add_special_tokens=False).ids != other.encode(probe, add_special_tokens=False).ids):
+        raise MixcError(f"{model_dir}: its tokenizer does not match the store's '{heldout.tokenizer.get('name')}' "
+                        "(vocabulary or encoding differs); refusing to evaluate")
+
+
+def eval_hf(model_dir: str | Path, shards: str | Path, *, recipe: str | None = None, phase: str | None = None,
+            sequence_length: int | None = None) -> dict[str, Any]:
+    """`mixc eval HF_MODEL_DIR --shards DIR`: any transformers causal LM with the store's tokenizer."""
+    import json
+
+    import torch
+
+    model_dir, store = Path(model_dir), Path(shards)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise MixcError(f"{model_dir}: not a checkpoint or run folder, nor a Hugging Face model folder (no config.json)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    mixc_info = config.get("mixc") or {}
+    if recipe is None:
+        names = sorted(p.name for p in (store / "phases").iterdir() if p.is_dir()) if (store / "phases").is_dir() else []
+        if len(names) != 1:
+            raise MixcError(f"{store}: holds phases of {len(names)} recipes ({', '.join(names) or 'none'}); give --recipe NAME")
+        recipe = names[0]
+    heldout = load_heldout(store, recipe, phase or mixc_info.get("phase"),
+                           sequence_length=sequence_length or mixc_info.get("trained_sequence_length"))
+    _check_hf_tokenizer(model_dir, store, heldout)
+    try:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32)
+    except Exception as exc:
+        raise MixcError(f"{model_dir}: transformers cannot load this model ({type(exc).__name__}: {exc})") from None
+    model.eval()
+
+    def score(input_ids):
+        return model(input_ids=input_ids, use_cache=False).logits
+
+    return evaluate(score, heldout, device=torch.device("cpu"), vocab_size=model.config.vocab_size,
+                    step=mixc_info.get("step"))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"held-out evaluation: recipe {result['recipe']}, phase {result['phase']}, step {result['step']}, "
+             f"sequence length {result['sequence_length']}",
+             f"{'source':<24} {'category':<13} {'docs':>5} {'tokens':>9} {'bytes':>10} {'loss':>8} {'bpb':>8}"]
+    for name, s in result["sources"].items():
+        lines.append(f"{name:<24} {s['category']:<13} {s['documents']:>5} {s['tokens']:>9} {s['bytes']:>10} "
+                     f"{s['loss']:>8.4f} {s['bpb']:>8.4f}")
+    for name, c in result["categories"].items():
+        lines.append(f"{'[' + name + ']':<24} {'':<13} {'':>5} {c['tokens']:>9} {c['bytes']:>10} {c['loss']:>8.4f} {c['bpb']:>8.4f}")
+    if result.get("mix"):
+        lines.append(f"{'[mix of ' + result['phase'] + ']':<63} {result['mix']['loss']:>8.4f} {result['mix']['bpb']:>8.4f}")
+    return "\n".join(lines)

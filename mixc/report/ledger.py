@@ -1,0 +1,103 @@
+"""The run ledger: what a run's plan demanded against what the run consumed, and its held-out BPB.
+
+`mixc report RUN` (a run folder: run.json, metrics.jsonl). Per phase and source:
+
+- planned: the plan's token budget of the source in that phase (share x phase tokens);
+- consumed: the tokens the run actually drew, counted through the blend for the steps trained
+  (the blend is a pure function of the plan, the store and the seed, so this is exact):
+  samples drawn x the phase's sequence length (a bestfit phase's samples include padding);
+- epochs: the source's cumulative epochs at the end of what was trained of the phase;
+- held-out BPB of the phase's mix average at its start (the last evaluation before its first step,
+  else its first one) and at its end (its last evaluation), and per category.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import MixcError
+
+
+def _records(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line torn by a kill
+    return out
+
+
+def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    ev = record["eval"]
+    return {"step": record["step"], "mix_bpb": (ev.get("mix") or {}).get("bpb"),
+            "categories": {name: c["bpb"] for name, c in ev["categories"].items()}}
+
+
+def ledger(run: str | Path) -> dict[str, Any]:
+    from ..loader import CurriculumStream
+    from ..plan import plan_recipe
+    from ..spec import load_recipe
+    from ..store import source_token_counts
+    from ..streams import source_streams
+
+    run = Path(run)
+    try:
+        info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MixcError(f"{run}: not a run folder (run.json: {exc})") from None
+    store = Path(info["shards"])
+    resolved = load_recipe(info["recipe"])
+    plan = plan_recipe(resolved, source_token_counts(store, resolved.recipe.name))
+    stream = CurriculumStream(plan, source_streams(store, plan), seed=info.get("seed"))
+    records = _records(run)
+    trained = [r for r in records if not r.get("skipped")]
+    last_step = max((r["step"] for r in records), default=0)
+    evals = [r for r in trained if r.get("eval")]
+    phases = []
+    for i, (p, ps) in enumerate(zip(plan.phases, stream.phases)):
+        first, last = stream.step_starts[i] + 1, stream.step_starts[i + 1]
+        steps_done = max(0, min(last_step, last) - first + 1)
+        samples = steps_done * p.samples_per_step
+        drawn = ps.blend.epochs(samples)
+        sources = []
+        for sp, ep in zip(p.sources, drawn):
+            sources.append({"name": sp.name, "category": sp.category, "share": sp.share, "planned_tokens": sp.tokens,
+                            "consumed_tokens": ep.draws * p.sequence_length, "epochs": ep.cumulative_epochs})
+        before = [r for r in evals if r["step"] < first]
+        inside = [r for r in evals if first <= r["step"] <= last]
+        start = before[-1] if before else (inside[0] if inside else None)
+        phases.append({"name": p.name, "steps": p.steps, "steps_done": steps_done, "planned_tokens": p.tokens,
+                       "consumed_tokens": samples * p.sequence_length, "sources": sources,
+                       "heldout_start": _brief(start), "heldout_end": _brief(inside[-1] if inside else None)})
+    return {"run": str(run), "recipe": resolved.recipe.name, "steps_done": last_step, "total_steps": stream.total_steps,
+            "phases": phases}
+
+
+def render_ledger(data: dict[str, Any]) -> str:
+    def bpb(entry):
+        return "-" if not entry or entry.get("mix_bpb") is None else f"{entry['mix_bpb']:.4f}"
+
+    lines = [f"run {data['run']} (recipe {data['recipe']}): step {data['steps_done']}/{data['total_steps']}"]
+    for p in data["phases"]:
+        lines.append("")
+        lines.append(f"phase {p['name']}: {p['steps_done']}/{p['steps']} steps, {p['consumed_tokens']:,} of "
+                     f"{p['planned_tokens']:,} planned tokens; held-out bpb (mix) {bpb(p['heldout_start'])} -> "
+                     f"{bpb(p['heldout_end'])}")
+        cats = sorted(set((p["heldout_start"] or {}).get("categories", {})) | set((p["heldout_end"] or {}).get("categories", {})))
+        for c in cats:
+            a = (p["heldout_start"] or {}).get("categories", {}).get(c)
+            b = (p["heldout_end"] or {}).get("categories", {}).get(c)
+            lines.append(f"  {c:<13} bpb {'-' if a is None else f'{a:.4f}'} -> {'-' if b is None else f'{b:.4f}'}")
+        lines.append(f"  {'source':<40} {'share':>7} {'planned':>12} {'consumed':>12} {'epochs':>7}")
+        for s in p["sources"]:
+            lines.append(f"  {s['name'][:40]:<40} {s['share']:>7.4f} {s['planned_tokens']:>12,} {s['consumed_tokens']:>12,} "
+                         f"{s['epochs']:>7.3f}")
+    return "\n".join(lines) + "\n"
