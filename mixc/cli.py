@@ -731,7 +731,8 @@ def eval_command(target, step, shards, recipe, phase, fmt) -> None:
     folder, or a Hugging Face causal LM folder (with --shards) whose tokenizer is the store's."""
     from pathlib import Path
 
-    from .eval import eval_checkpoint, eval_hf, format_table
+    from .eval import eval_hf, format_table
+    from .train.heldout_eval import eval_checkpoint  # torch: heavy, imported only by this command
 
     if (Path(target) / "config.json").is_file() and not (Path(target) / "meta.json").is_file():
         if not shards:

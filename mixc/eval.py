@@ -226,30 +226,7 @@ def evaluate_model(model, heldout: HeldoutSet, *, world=None, step: int | None =
 # --------------------------------------------------------------------------- `mixc eval`
 
 
-def eval_checkpoint(path: str | Path, *, step: int | None = None, shards: str | Path | None = None,
-                    phase: str | None = None, warn: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """`mixc eval RUN [--step N]`: a run's checkpoint (its newest, or step N) on its store's held-out set."""
-    from .train import checkpoint
-    from .train.export import model_from_checkpoint
-
-    path = Path(path)
-    if step is not None:
-        candidates = [d for d in checkpoint.checkpoint_dirs(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-                      if checkpoint.step_of(d) == step]
-        if not candidates:
-            raise MixcError(f"{path}: no checkpoint of step {step}")
-        path = candidates[0]
-    model, config, meta = model_from_checkpoint(path, warn=warn)
-    store = Path(shards or meta.get("shards") or "")
-    if not store.is_dir():
-        raise MixcError(f"{path}: its store {store} is not there; give --shards DIR")
-    heldout = load_heldout(store, meta["recipe_name"], phase or meta.get("phase"),
-                           sequence_length=None if phase else meta.get("sequence_length"))
-    _check_tokenizer_fingerprint(heldout, meta.get("tokenizer") or {}, path)
-    return evaluate_model(model, heldout, step=meta.get("step"))
-
-
-def _check_tokenizer_fingerprint(heldout: HeldoutSet, tokenizer: dict, where) -> None:
+def check_tokenizer_fingerprint(heldout: HeldoutSet, tokenizer: dict, where) -> None:
     if tokenizer.get("fingerprint") and tokenizer["fingerprint"] != heldout.tokenizer.get("fingerprint"):
         raise MixcError(f"{where}: trained with tokenizer '{tokenizer.get('name')}', the store's held-out shards use "
                         f"'{heldout.tokenizer.get('name')}' (another vocabulary): the figures would mean nothing")

@@ -46,6 +46,7 @@ MANIFEST = "manifest.json"
 TOKEN_SIZES = (2, 4)  # bytes per token id on disk
 SHARD_SUFFIXES = ("", ".index", ".metadata")  # NAME.ds, NAME.ds.index, NAME.ds.metadata
 INDEX_DTYPE = np.dtype("<u8")  # document ends, in tokens from the start of the .ds
+DOCUMENT_FACTS_DTYPE = np.dtype("<u8")  # a held-out shard's per-document UTF-8 byte counts (.ds.bytes) and content hashes (.ds.hash)
 
 
 def token_size_for(vocab_size: int) -> int:

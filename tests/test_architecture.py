@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("loader",),
     ("streams",),
     ("shards",),
-    ("memory",),
+    ("memory", "eval"),
     ("train",),
     ("interop",),
     ("report",),

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MixcError
+from ..store import DOCUMENT_FACTS_DTYPE, INDEX_DTYPE, token_dtype
 
 PERSON = b"mixc.heldout/1"  # blake2b personalization: a new rule gets a new one (and new store keys)
 ESTIMATED_BYTES_PER_DOCUMENT = 1024
@@ -93,7 +94,6 @@ class HeldoutWriter:
 
     def take(self, batch: list, tokenizer, source: str) -> list:
         """The training documents of `batch`; the held-out ones are tokenized and written here."""
-        from ..store import token_dtype
         from .tokenize import encode_documents, join_pieces, split_documents
 
         hashes = [content_hash(doc.text) for doc in batch]
@@ -114,8 +114,8 @@ class HeldoutWriter:
         start = 0
         for f in files:
             n = f.documents
-            np.asarray(self.bytes[start:start + n], dtype="<u8").tofile(self.folder / f"{f.path}.bytes")
-            np.asarray(self.hashes[start:start + n], dtype="<u8").tofile(self.folder / f"{f.path}.hash")
+            np.asarray(self.bytes[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tofile(self.folder / f"{f.path}.bytes")
+            np.asarray(self.hashes[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tofile(self.folder / f"{f.path}.hash")
             start += n
         return {"documents": len(self.bytes), "tokens": sum(f.tokens for f in files), "bytes": sum(self.bytes),
                 "files": [f.to_dict() for f in files]}
@@ -159,7 +159,6 @@ def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents:
     """The evaluated held-out documents of a source: (tokens incl. EOS, UTF-8 bytes of the text),
     the `documents` with the smallest hashes (all when None), in hash order, and of those only as
     many whole documents as fit in `tokens` (at least one)."""
-    from ..store import token_dtype
 
     info = manifest.get("heldout") or {}
     docs = []
@@ -167,9 +166,9 @@ def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents:
         path = Path(folder) / f["path"]
         try:
             ids = np.fromfile(path, dtype=token_dtype(token_size))
-            ends = np.fromfile(f"{path}.index", dtype="<u8").astype(np.int64)
-            sizes = np.fromfile(f"{path}.bytes", dtype="<u8")
-            hashes = np.fromfile(f"{path}.hash", dtype="<u8")
+            ends = np.fromfile(f"{path}.index", dtype=INDEX_DTYPE).astype(np.int64)
+            sizes = np.fromfile(f"{path}.bytes", dtype=DOCUMENT_FACTS_DTYPE)
+            hashes = np.fromfile(f"{path}.hash", dtype=DOCUMENT_FACTS_DTYPE)
         except OSError as exc:
             raise MixcError(f"{path}: cannot read held-out shard ({exc.strerror or exc}); run mixc verify") from None
         if not (len(ends) == len(sizes) == len(hashes) == f["documents"]) or (len(ends) and ends[-1] != len(ids)):

@@ -14,11 +14,16 @@ costs AUTO_OVERHEAD; and at least AUTO_MIN_EVALS evaluations fit in a run (phase
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from ..eval import HeldoutSet, evaluate_model, has_heldout, load_heldout
+from ..errors import MixcError
+from ..eval import HeldoutSet, check_tokenizer_fingerprint, evaluate_model, has_heldout, load_heldout
 from ..store import phase_manifest, phase_share
+from . import checkpoint
+from .export import model_from_checkpoint
 
 AUTO_OVERHEAD = 0.03
 AUTO_MIN_EVALS = 10
@@ -97,3 +102,25 @@ def heldout_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _brief(ev: dict[str, Any]) -> dict[str, Any]:
     return {"mix_bpb": ev["mix"]["bpb"] if ev.get("mix") else None,
             "categories": {name: c["bpb"] for name, c in ev["categories"].items()}}
+
+
+def eval_checkpoint(path: str | Path, *, step: int | None = None, shards: str | Path | None = None,
+                    phase: str | None = None, warn: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """`mixc eval RUN [--step N]`: a run's checkpoint (its newest, or step N) on its store's held-out set.
+
+    Here, not in mixc/eval.py: it loads a checkpoint (the train package), which sits above eval."""
+    path = Path(path)
+    if step is not None:
+        candidates = [d for d in checkpoint.checkpoint_dirs(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+                      if checkpoint.step_of(d) == step]
+        if not candidates:
+            raise MixcError(f"{path}: no checkpoint of step {step}")
+        path = candidates[0]
+    model, config, meta = model_from_checkpoint(path, warn=warn)
+    store = Path(shards or meta.get("shards") or "")
+    if not store.is_dir():
+        raise MixcError(f"{path}: its store {store} is not there; give --shards DIR")
+    heldout = load_heldout(store, meta["recipe_name"], phase or meta.get("phase"),
+                           sequence_length=None if phase else meta.get("sequence_length"))
+    check_tokenizer_fingerprint(heldout, meta.get("tokenizer") or {}, path)
+    return evaluate_model(model, heldout, step=meta.get("step"))
