@@ -445,6 +445,9 @@ def test_ablate_cli_runs_annealed_variants_and_reruns_nothing(built, tmp_path):
     assert "baseline-s0: done" in proc.stdout and "code-0.5-s0: done" in proc.stdout
     metrics = read_table(tmp_path / "abl" / "metrics.csv")
     assert metrics.ids == ["baseline-s0", "code-0.5-s0"] and "loss/train" in metrics.columns
+    # the runs' in-loop held-out evaluation: per source, per category and for the mix
+    assert {"bpb/web-a", "bpb/code-a", "bpb/web", "bpb/code", "bpb/mix"} <= set(metrics.columns)
+    assert np.all(np.isfinite(metrics.select(["bpb/web-a", "bpb/code"])))
     assert read_table(tmp_path / "abl" / "ratios.csv").select(["code-a"])[1][0] == pytest.approx(0.5)
     again = _mixc(*args)
     assert again.returncode == 0 and "done" not in again.stdout.replace("done (skipped)", "")
