@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("train",),
     ("interop",),
     ("report",),
+    ("experiments",),
     ("cli",),
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

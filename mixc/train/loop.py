@@ -76,7 +76,7 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
           keep: int = 3, device: str = "cpu", attention: str = "sdpa", seed: int | None = None, fsdp: bool = False,
           threads: int | None = None, peak_flops: float | None = None, num_workers: int = 0, log_every: int = 1,
           verify_store: bool = False, activation_checkpointing: bool | None = None, log: Callable[[str], Any] = _print,
-          on_step: Callable[[dict], Any] | None = None) -> dict[str, Any]:
+          on_step: Callable[[dict], Any] | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
     """Train a recipe on a shard store; returns the run summary (also written to out/summary.json).
 
     Under torchrun every process calls this; each trains on its slice of every global batch.
@@ -93,7 +93,7 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
                           max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
                           fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
                           verify_store=verify_store, activation_checkpointing=activation_checkpointing,
-                          log=log if world.main else (lambda _msg: None), on_step=on_step)
+                          log=log if world.main else (lambda _msg: None), on_step=on_step, init_from=init_from)
         return trainer.run()
     finally:
         distributed.teardown(world)
@@ -111,7 +111,7 @@ class Trainer:
                  micro_batch_size: int | None, max_steps: int | None, checkpoint_every: int, keep: int, attention: str,
                  seed: int | None, fsdp: bool, peak_flops: float | None, num_workers: int, log_every: int,
                  verify_store: bool, log: Callable[[str], Any], on_step: Callable[[dict], Any] | None,
-                 activation_checkpointing: bool | None = None):
+                 activation_checkpointing: bool | None = None, init_from: str | Path | None = None):
         self.recipe_path, self.store, self.out, self.world = recipe_path, store, out, world
         self.resume, self.micro_batch_size, self.max_steps = resume, micro_batch_size, max_steps
         self.checkpoint_every, self.keep, self.attention, self.seed, self.fsdp = checkpoint_every, keep, attention, seed, fsdp
@@ -119,6 +119,7 @@ class Trainer:
         self.verify_store, self.log, self.on_step = verify_store, log, on_step
         self.activation_checkpointing = activation_checkpointing  # None: where a phase would not fit without it
         self.ckpt_root = out / "checkpoints"
+        self.init_from = init_from  # a fresh run starts from these checkpoint weights (an annealed ablation)
         self.after_step: list[Callable[[Trainer, dict], Any]] = []
 
     def run(self) -> dict[str, Any]:
@@ -197,6 +198,8 @@ class Trainer:
         # The model: same init on every rank (same seed), then the checkpoint's state if any.
         checkpoint.seed_everything(self.seed)
         self.model = SmolLM3.build(config, world.device, self.seed, attention=self.attention)  # meta device, then init in place
+        if state is None and self.init_from is not None:
+            self._init_weights(config)
         self.engine = distributed.wrap(self.model, world, self.fsdp)
         opt = recipe.optimizer
         self.optimizer = self.model.configure_optimizer(lr=0.0, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2),
@@ -213,6 +216,18 @@ class Trainer:
         self.metrics = MetricsLog(self.out, resume_step=self.start_step) if world.main else None
         if world.main:
             self._announce()
+
+    def _init_weights(self, config: SmolLM3Config) -> None:
+        """--init-from: another run's checkpoint weights; optimizer, schedule, data order and step start fresh."""
+        found, state, meta = checkpoint.load_given(self.init_from, warn=self.log)
+        # rope_theta is set by each phase as it starts: it is no part of the weights' shape
+        if {**(meta.get("model_config") or {}), "rope_theta": None} != {**config.to_dict(), "rope_theta": None}:
+            raise MixcError(f"{found} holds a model of another shape than recipe model '{self.recipe.model}' with this tokenizer")
+        theirs, ours = (meta.get("tokenizer") or {}).get("fingerprint"), (self.tokenizer or {}).get("fingerprint")
+        if theirs != ours:
+            raise MixcError(f"{found} was trained with tokenizer {theirs}, this store has {ours}: token ids would mean other things")
+        self.model.load_state_dict(checkpoint.load_model_weights(state, self.model.state_dict()))
+        self.log(f"weights from {found} (step {meta['step']}); optimizer, schedule and data order start fresh")
 
     def _restore(self, state: dict[str, Any], parts: tuple[str, ...] = ("model", "optimizer", "rng", "loader", "guard",
                                                                            "step")) -> None:
