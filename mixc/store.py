@@ -92,7 +92,16 @@ def write_atomic(path: str | Path, data: str | bytes, *, fsync: bool = True) -> 
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it, then put it back
+    """The process's umask, read without changing it where Linux reports it: setting it to read
+    it would, for an instant, let another thread create files without its protection."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)  # elsewhere the only portable way: set it, then put it back
     os.umask(mask)
     return mask
 
