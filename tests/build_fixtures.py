@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,15 @@ def write_project(root: Path, sources: dict[str, dict], phases: dict[str, dict[s
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+def wait_for(predicate, proc, timeout: float = 60) -> bool:
+    """Poll `predicate` until it holds (True), the process `proc` ends or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False

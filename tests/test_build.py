@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from build_fixtures import texts, train_tokenizer, write_jsonl, write_parquet, write_project
+from build_fixtures import texts, train_tokenizer, wait_for, write_jsonl, write_parquet, write_project
 from click.testing import CliRunner
 
 from mixc.cli import main
@@ -274,16 +274,6 @@ def _run_build(recipe, store, *extra):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _wait_for(predicate, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    return False
-
 
 @pytest.mark.slow
 def test_sigkill_at_any_point_then_rerun_gives_identical_bytes(tmp_path, tokenizer_path):
@@ -300,7 +290,7 @@ def test_sigkill_at_any_point_then_rerun_gives_identical_bytes(tmp_path, tokeniz
     for label, reached in points.items():
         store = tmp_path / label.replace(" ", "-")
         proc = _run_build(recipe, store)
-        hit = _wait_for(lambda s=store, r=reached: r(s), proc)
+        hit = wait_for(lambda s=store, r=reached: r(s), proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         assert hit, f"the build ended before '{label}'"

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from build_fixtures import texts, train_tokenizer, write_jsonl, write_parquet, write_project
+from build_fixtures import texts, train_tokenizer, wait_for, write_jsonl, write_parquet, write_project
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,16 +94,6 @@ def _start(recipe, store, *extra, cwd=None, quiet=True, workers=2):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=cwd)
 
 
-def _wait_for(predicate, proc, timeout=60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    return False
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [2, 1])  # 1: no pool, but still datatrove's Manager process
@@ -113,7 +103,7 @@ def test_killing_only_the_main_process_leaves_no_lock_and_no_process(tmp_path, t
     assert ref.wait(180) == 0, ref.stderr.read().decode()
     store = tmp_path / "store"
     proc = _start(recipe, store, workers=workers)
-    hit = _wait_for(lambda: any(store.rglob(".work/shards/*.ds")), proc)
+    hit = wait_for(lambda: any(store.rglob(".work/shards/*.ds")), proc)
     assert hit and len(_group(proc.pid)) >= 2, "the build ended before its tasks wrote a shard"
     os.kill(proc.pid, signal.SIGKILL)  # the main `mixc build` only, as `kill -9 <pid>` does
     proc.wait()
@@ -166,7 +156,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tokenizer_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = _start(recipe, store, cwd=cwd, quiet=False)  # as typed: with the progress display
-    assert _wait_for(lambda: any(store.rglob(".work/shards/*.ds")), proc)
+    assert wait_for(lambda: any(store.rglob(".work/shards/*.ds")), proc)
     time.sleep(1)  # workers deep in encoding
     assert proc.poll() is None, "the build ended before Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
@@ -509,7 +499,7 @@ def test_a_worker_killed_by_the_system_ends_the_build_in_one_line(tmp_path, toke
                     return pid
         return None
 
-    assert _wait_for(lambda: a_busy_worker() is not None, proc)
+    assert wait_for(lambda: a_busy_worker() is not None, proc)
     victim = a_busy_worker()
     os.kill(victim, signal.SIGKILL)
     assert proc.wait(60) == 1

@@ -7,27 +7,13 @@ import contextlib
 
 import pytest
 import torch
-from loader_fixtures import MIX_ONE, MIX_TWO, RECIPE
-from test_loader import make_source
+from test_loader import curriculum as loader_curriculum  # noqa: F401  (test_loader's fixture: plan and streams of a, b, c)
 from test_train import recipe_store as train_store  # noqa: F401  (test_train's fixture, as train_store)
 
 from mixc.loader import CurriculumLoader, CurriculumStream
-from mixc.plan import plan_recipe
-from mixc.spec import load_recipe
 from mixc.train.dist import World
 from mixc.train.loop import micro_step
 from mixc.train.model import SmolLM3, get_config
-
-
-@pytest.fixture
-def curriculum(tmp_path):
-    (tmp_path / "recipe.yaml").write_text(RECIPE)
-    (tmp_path / "one.yaml").write_text(MIX_ONE)
-    (tmp_path / "two.yaml").write_text(MIX_TWO)
-    plan = plan_recipe(load_recipe(tmp_path / "recipe.yaml"))
-    streams = {n: make_source(tmp_path / "shards", n, seed=i, n_docs=n_docs, base=1 + 20000 * i)[0]
-               for i, (n, n_docs) in enumerate([("a", 400), ("b", 15), ("c", 300)])}
-    return plan, streams
 
 
 def _step_gradient(model, plan, streams, step: int, world_size: int, micro_batch_size: int) -> dict[str, torch.Tensor]:
@@ -48,8 +34,8 @@ def _step_gradient(model, plan, streams, step: int, world_size: int, micro_batch
 
 
 @pytest.mark.parametrize("step", [0, 12])  # 16 samples per step (5/5/6 over 3 ranks), 4 (1/1/2 + a padding row)
-def test_three_unequal_ranks_give_the_single_rank_gradient(curriculum, step):
-    plan, streams = curriculum
+def test_three_unequal_ranks_give_the_single_rank_gradient(loader_curriculum, step):  # noqa: F811
+    plan, streams = loader_curriculum
     torch.manual_seed(0)
     model = SmolLM3(get_config("smollm3-test", vocab_size=72000))
     one = _step_gradient(model, plan, streams, step, 1, 4)
