@@ -239,7 +239,7 @@ def batch_from(tokens: np.ndarray, doc_starts: Sequence[np.ndarray], sources: np
     }
 
 
-IGNORE_INDEX = -100  # mixc/train/model.py's: labels never counted in the loss
+IGNORE_INDEX = -100  # a label never counted in the loss (padding); mixc/train/model.py reads it from here
 
 
 class PackedPhaseStream(PhaseStream):

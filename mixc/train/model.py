@@ -48,10 +48,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..errors import MixcError
+from ..loader import IGNORE_INDEX  # the loader labels padding with it
 from .configs import CONFIGS, SmolLM3Config, get_config  # noqa: F401  (the model's names; dimensions live in configs.py)
-
-IGNORE_INDEX = -100
-
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
