@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class MixcGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
+            # A second interrupt while the build's pool shuts down (another Ctrl-C, or mixc's own
+            # dead-worker watcher) must not end in a traceback: from here on, SIGINT is ignored.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             click.echo("interrupted", err=True)
             sys.exit(130)
 

@@ -151,13 +151,13 @@ def test_a_forked_child_does_not_hold_the_lock(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, tokenizer_path):
-    recipe = _project(tmp_path, tokenizer_path, n=3000)
+    recipe = _project(tmp_path, tokenizer_path, n=15000)  # long enough that a quiet machine is still encoding
     store = tmp_path / "store"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = _start(recipe, store, cwd=cwd, quiet=False)  # as typed: with the progress display
     assert wait_for(lambda: any(store.rglob(".work/shards/*.ds")), proc)
-    time.sleep(1)  # workers deep in encoding
+    time.sleep(0.3)  # workers deep in encoding
     assert proc.poll() is None, "the build ended before Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
     assert proc.wait(60) == 130

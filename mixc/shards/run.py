@@ -537,6 +537,8 @@ def _run_tasks(executor: str, pipeline, n_tasks: int, workers: int, run_dir: Pat
             with contextlib.redirect_stderr(Discard()):
                 tasks.run()
     except KeyboardInterrupt:
+        if deaths is not None:
+            deaths.stop.set()  # no second interrupt from the watcher while the pool shuts down
         if deaths is not None and deaths.died is not None:
             label, pid = deaths.died
             raise MixcError(f"build task {label}: its worker process (pid {pid}) died without an error, killed by the "
