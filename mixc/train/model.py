@@ -107,7 +107,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: AttentionMask) -> torch.Tensor:
+    def project(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]):
+        """q [B, H, T, hd], k and v [B, KV, T, hd], rotated where this layer uses RoPE."""
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
                                      self.n_kv_head * self.head_dim], dim=-1)
@@ -117,8 +118,15 @@ class Attention(nn.Module):
         if self.use_rope:
             cos, sin = rope
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = mask.attend(q, k, v)
+        return q, k, v
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        """The attention kernel's [B, H, T, hd] output projected back to [B, T, hidden]."""
+        B, _, T, _ = y.shape
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: AttentionMask) -> torch.Tensor:
+        return self.output(mask.attend(*self.project(x, rope)))
 
 
 class MLP(nn.Module):
@@ -129,7 +137,11 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(SwiGLU.apply(self.gate_up(x)))
+        gate_up = self.gate_up(x)
+        if torch.compiler.is_compiling():  # inductor fuses both directions itself (SwiGLU's out= would break the graph)
+            gate, up = gate_up.chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(SwiGLU.apply(gate_up))
 
 
 class SwiGLU(torch.autograd.Function):
@@ -170,7 +182,17 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x, rope, mask):
-        x = x + self.self_attn(self.input_layernorm(x), rope, mask)
+        q, k, v = self.attention_inputs(x, rope)
+        return self.attention_output_and_mlp(x, mask.attend(q, k, v))
+
+    # The two halves around the attention kernel. `SmolLM3.compile_blocks` compiles these and
+    # leaves the kernel call between them eager: which kernel runs (and, on CPU, the calls per
+    # document) depends on the batch's document layout, which would otherwise recompile.
+    def attention_inputs(self, x, rope):
+        return self.self_attn.project(self.input_layernorm(x), rope)
+
+    def attention_output_and_mlp(self, x, y):
+        x = x + self.self_attn.output(y)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -424,6 +446,16 @@ class SmolLM3(nn.Module):
             else:
                 param.fill_(1.0)
         self.rotary.set_theta(self.config.rope_theta)
+
+    def compile_blocks(self) -> SmolLM3:
+        """torch.compile each decoder layer's two halves around its attention kernel (norms,
+        projections, rotary and SwiGLU, with their elementwise work fused), as torchtitan compiles
+        per block. The function is the same; float results differ by rounding only. Each new
+        shape (a phase's sequence length, a short last micro-batch) compiles once, on first use."""
+        for layer in self.layers:
+            layer.attention_inputs = torch.compile(layer.attention_inputs)
+            layer.attention_output_and_mlp = torch.compile(layer.attention_output_and_mlp)
+        return self
 
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
