@@ -368,7 +368,8 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True, help="Also checkpoint at every phase end.")
 @click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Checkpoints to keep.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--attention", type=click.Choice(["sdpa", "flex"]), default="sdpa", show_default=True)
+@click.option("--attention", type=click.Choice(["auto", "sdpa", "flex", "varlen"]), default="auto", show_default=True,
+              help="auto: varlen (flash) on a GPU that runs it, else compiled flex; sdpa on CPU.")
 @click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
 @click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
               help="Recompute each layer in backward (default: on for a phase that would not fit the GPU without it; off on CPU).")
