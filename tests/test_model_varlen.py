@@ -24,6 +24,8 @@ def reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *
     sequence i = rows cu[i]:cu[i+1], causal when window_size == (-1, 0)."""
     assert not any(v is not None for v in unused.values())
     assert cu_seq_q.dtype == torch.int32 and torch.equal(cu_seq_q, cu_seq_k)
+    assert query.dtype == key.dtype == value.dtype, "flash takes one dtype"
+    reference_varlen_attn.dtypes.add(query.dtype)
     bounds = cu_seq_q.tolist()
     assert bounds[0] == 0 and bounds[-1] == query.shape[0] == key.shape[0] == value.shape[0]
     assert max_q == max_k == max(e - s for s, e in zip(bounds, bounds[1:]))
@@ -40,7 +42,7 @@ def reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *
 
 @pytest.fixture
 def cpu_varlen(monkeypatch):
-    reference_varlen_attn.calls = 0
+    reference_varlen_attn.calls, reference_varlen_attn.dtypes = 0, set()
     monkeypatch.setattr(model_module, "_varlen_attn", lambda: reference_varlen_attn)
     return reference_varlen_attn
 
@@ -138,6 +140,24 @@ def test_varlen_model_matches_sdpa_model_loss_and_gradients(cpu_varlen):
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_varlen_under_autocast_hands_the_kernel_one_compute_dtype(cpu_varlen):
+    """Autocast casts SDPA's inputs but not a custom op's, and RoPE layers make q, k fp32 while v
+    is bf16: the varlen path casts them itself, and tracks the SDPA path within bf16 error."""
+    config = get_config("smollm3-test")
+    gen = torch.Generator().manual_seed(4)
+    ids = torch.randint(1, 512, (3, 40), generator=gen)
+    losses = []
+    for backend in ("sdpa", "varlen"):
+        torch.manual_seed(0)
+        model = SmolLM3(config, attention=backend)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, loss = model(ids, position_ids=_packed_positions(), labels=ids, return_logits=False)
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert cpu_varlen.calls == config.num_hidden_layers and cpu_varlen.dtypes == {torch.bfloat16}
+    assert abs(losses[1] - losses[0]) < 2e-2 * losses[0]
 
 
 def test_varlen_without_boundaries_is_plain_causal_attention(cpu_varlen):

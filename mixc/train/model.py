@@ -285,9 +285,13 @@ class AttentionMask:
         per document. Shared k/v heads are passed as they are (the kernel groups query heads
         j*g .. j*g+g-1 on kv head j, as SDPA does) unless the model asks for copies."""
         B, H, T, D = q.shape
+        # Autocast leaves a custom op's inputs alone (SDPA's it casts), and under autocast RoPE
+        # layers hand over fp32 q, k (the fp32 cos/sin tables) with a bf16 v: one dtype for flash.
+        device_type = q.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else q.dtype
 
         def flat(x: torch.Tensor) -> torch.Tensor:
-            return x.transpose(1, 2).reshape(B * T, x.shape[1], D)
+            return x.transpose(1, 2).reshape(B * T, x.shape[1], D).to(dtype)
 
         out = _varlen_attn()(flat(q), flat(k), flat(v), self.cu_seqlens, self.cu_seqlens, self.max_seqlen,
                              self.max_seqlen, window_size=(-1, 0), enable_gqa=k.shape[1] != H)
