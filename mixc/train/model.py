@@ -306,7 +306,7 @@ ATTENTION_BACKENDS = ("auto", "sdpa", "flex", "varlen")
 
 @functools.cache
 def _varlen_attn():
-    """torch's varlen_attn (torch >= 2.10), None when this torch has none. Imported on first use:
+    """torch's varlen_attn, or None when this torch has none. Imported on first use:
     the module pulls in torch._dynamo."""
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -320,7 +320,7 @@ def varlen_unavailable(device: torch.device, compute_dtype: torch.dtype, head_di
     if device.type != "cuda":
         return f"it needs a CUDA GPU (flash attention), not {device.type}"
     if _varlen_attn() is None:
-        return f"torch {torch.__version__} has no torch.nn.attention.varlen (torch >= 2.10 has)"
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen"
     if not torch.backends.cuda.is_flash_attention_available():
         return "this torch build has no flash attention kernels"
     major, minor = torch.cuda.get_device_capability(device)
