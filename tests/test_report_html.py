@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from spec_fixtures import REPO, run_cli, write_project
+from test_eval import store, trained  # noqa: F401  (the held-out tests' tiny store and its 4-step run)
 
+from mixc.errors import MixcError
 from mixc.plan import epochs_at_token, lr_at_token
 from mixc.project import load_plan
 from mixc.report import render
+from mixc.report.curves import run_curves
 from mixc.report.data import plan_data
+from mixc.report.ledger import run_plan, run_records
 
 RECIPE = REPO / "recipes" / "smollm3-3b.yaml"
 ARTIFACTS = REPO / "artifacts"
@@ -98,6 +102,74 @@ def test_png_has_the_same_charts_as_a_valid_deterministic_image(tmp_path, plan):
     again = tmp_path / "again.png"
     render(plan, "png", str(again))
     assert again.read_bytes() == raw
+
+
+# --------------------------------------------------------------------------- a run's timeline
+
+
+def test_run_curves_put_each_step_at_the_plan_token_where_it_ends(plan, tmp_path):
+    gbs = plan.phases[0].global_batch_tokens
+    decay = plan.phases[2]
+    ev = {"categories": {"code": {"loss": 1.4, "bpb": 2.0}, "web": {"loss": 1.0, "bpb": 1.5}}, "mix": {"bpb": 1.75}}
+    late = {"categories": {"math": {"loss": 0.9, "bpb": 1.25}, "web": {"loss": 0.8, "bpb": 1.125}}, "mix": None}
+    lines = [
+        {"step": 1, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 1, "loss": 10.5},
+        {"step": 2, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 2, "loss": None, "skipped": "nan"},
+        {"step": 3, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 3, "loss": 9.0, "eval": ev},
+        {"step": 1, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 1, "loss": 10.25},  # the later line wins
+        {"step": 4_198_005, "phase": "decay", "phase_index": 2, "run": "main", "run_step": decay.first_step + 4,
+         "loss": 3.25, "eval": late},
+    ]
+    run = tmp_path / "run"
+    run.mkdir()
+    text = "".join(json.dumps(r) + "\n" for r in lines)
+    (run / "metrics.jsonl").write_text(text + '{"step": 4198006, "pha')  # a line torn by a kill
+    curves = run_curves(plan, run_records(run), run)
+    decay_end = decay.start_token + 5 * gbs
+    assert curves["loss"] == {"step": [1, 3, 4_198_005], "token": [gbs, 3 * gbs, decay_end], "value": [10.25, 9.0, 3.25]}
+    assert curves["heldout"] == {"step": [3, 4_198_005], "token": [3 * gbs, decay_end], "mix": [1.75, None],
+                                 "categories": {"web": [1.5, 1.125], "code": [2.0, None], "math": [None, 1.25]}}
+    assert (curves["steps_done"], curves["total_steps"]) == (4_198_005, sum(p.steps for p in plan.phases))
+    # The page embeds exactly these columns, escaped as the rest of its data.
+    assert _embedded(render(plan, "html", run=curves))["run"] == json.loads(json.dumps(curves))
+    # A step recorded in another phase than the plan's: the recipe changed since the run.
+    lines[-1]["phase"] = "stable-2"
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(MixcError, match=r"metrics.jsonl: step 4198005 was trained in phase 'stable-2'.*recipe was changed"):
+        run_curves(plan, run_records(run), run)
+
+
+@pytest.fixture(scope="module")
+def run_page(trained, tmp_path_factory) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("runpage") / "run.html"
+    result = run_cli(["report", str(trained), "--format", "html", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_report_of_a_run_draws_its_loss_and_heldout_bpb_on_its_curriculum(trained, run_page, tmp_path):  # noqa: F811
+    _, _, plan = run_plan(trained)
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    data = _embedded(run_page.read_text(encoding="utf-8"))
+    assert data["report"] == json.loads(json.dumps(plan_data(plan)))  # the run's plan: store sizes, its recipe
+    run = data["run"]
+    gbs = plan.phases[0].global_batch_tokens
+    assert run["loss"] == {"step": [1, 2, 3, 4], "token": [gbs, 2 * gbs, 3 * gbs, 4 * gbs],
+                           "value": [r["loss"] for r in records]}
+    evals = [r for r in records if r.get("eval")]
+    assert run["heldout"]["step"] == [r["step"] for r in evals] and {2, 4} <= set(run["heldout"]["step"])
+    assert run["heldout"]["token"] == [r["step"] * gbs for r in evals]
+    assert run["heldout"]["mix"] == [r["eval"]["mix"]["bpb"] for r in evals]
+    assert run["heldout"]["categories"] == {c: [r["eval"]["categories"][c]["bpb"] for r in evals] for c in ("web", "code", "math")}
+    assert (run["steps_done"], run["total_steps"], run["path"]) == (4, 4, str(trained))
+    # table and json stay the ledger; html and png need a file; the recipe-only formats are refused.
+    assert json.loads(run_cli(["report", str(trained), "--format", "json"]).output)["steps_done"] == 4
+    png = tmp_path / "run.png"
+    assert run_cli(["report", str(trained), "--format", "png", "-o", str(png)]).exit_code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for args, message in ((["--format", "html"], "needs -o FILE"), (["--format", "markdown"], "table, json, html or png")):
+        result = run_cli(["report", str(trained), *args])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
 # --------------------------------------------------------------------------- in Chromium
