@@ -252,6 +252,7 @@ def test_scrubbing_the_timeline_shows_the_reports_numbers(browser, page_file, pl
     page.goto(page_file.as_uri())
     page.wait_for_selector('#app[data-ready="1"]', timeout=10_000)
     assert page.locator("#overview").text_content().count("end of pretraining · 11.14T") == 1
+    assert page.locator("#run-section").is_hidden()  # a recipe's page has no run to show
 
     starts = [p.start_token for p in plan.phases]
     page.keyboard.press("Tab")  # the slider is the first thing the keyboard reaches
@@ -333,4 +334,78 @@ def test_hostile_names_leave_the_page_working(browser, tmp_path):
     assert shown["epochs"] == {HOSTILE[0]: 0.0}  # the renamed web-en has a size in the catalog
     assert shown["phase"] == "a" + HOSTILE[1]
     assert not errors, errors
+    page.close()
+
+
+def _run_shown(page) -> dict:
+    """The run's readout at the cursor, read back from the DOM."""
+    return page.evaluate("""() => {
+        const a = (id, k) => document.getElementById(id).getAttribute(k);
+        const num = (v) => (v === "" || v === null ? null : Number(v));
+        return {
+            token: Number(a("cur-token", "data-token")), step: Number(a("cur-step", "data-step")),
+            loss: num(a("cur-loss", "data-loss")), lossStep: num(a("cur-loss", "data-step")),
+            lossText: document.getElementById("cur-loss").textContent,
+            bpb: num(a("cur-bpb", "data-bpb")), bpbStep: num(a("cur-bpb", "data-step")),
+            bpbText: document.getElementById("cur-bpb").textContent,
+            categories: Object.fromEntries([...document.querySelectorAll("#cur-bpb-categories li")].map(
+                (li) => [li.getAttribute("data-category"), [num(li.getAttribute("data-bpb")), li.querySelector(".share").textContent]])),
+        };
+    }""")
+
+
+@pytest.mark.browser
+def test_scrubbing_a_runs_timeline_shows_its_loss_and_heldout_bpb(browser, trained, run_page):  # noqa: F811
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    _, _, plan = run_plan(trained)
+    gbs = plan.phases[0].global_batch_tokens
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests, errors = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(run_page.as_uri())
+    page.wait_for_selector('#app[data-ready="1"]', timeout=10_000)
+    assert page.locator("#run-section").is_visible()
+    assert page.locator("#loss-chart polyline.loss-line").count() == 1
+    assert page.locator("#bpb-chart polyline.bpb-line").count() == 4  # web, code, math and the mix
+
+    def check(expect_token: int) -> dict:
+        """The readout against metrics.jsonl: the last step finished, and the last evaluation, by the cursor."""
+        shown = _run_shown(page)
+        assert shown["token"] == expect_token
+        done = [r for r in records if r["step"] * gbs <= expect_token]
+        if done:
+            assert (shown["loss"], shown["lossStep"]) == (done[-1]["loss"], done[-1]["step"])
+            assert shown["lossText"] == f"{done[-1]['loss']:.4f}"
+        else:
+            assert (shown["loss"], shown["lossText"]) == (None, "–")
+        evals = [r for r in done if r.get("eval")]
+        if evals:
+            ev = evals[-1]["eval"]
+            assert (shown["bpb"], shown["bpbStep"], shown["bpbText"]) == (ev["mix"]["bpb"], evals[-1]["step"], f"{ev['mix']['bpb']:.4f}")
+            assert shown["categories"] == {c: [v["bpb"], f"{v['bpb']:.4f}"] for c, v in ev["categories"].items()}
+        else:
+            assert shown["bpb"] is None and shown["categories"] == {c: [None, "–"] for c in ("web", "code", "math")}
+        return shown
+
+    page.keyboard.press("Tab")
+    check(0)  # nothing trained yet
+    # Dragging the slider to a quarter: one step of four done, no evaluation yet (the first is at phase one's end).
+    page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
+                  " s.dispatchEvent(new Event('input', {bubbles: true})); }", 2600)
+    assert check(gbs)["step"] == 2  # the cursor is on step 2; the loss shown is step 1's, the one finished
+    page.keyboard.press("2")  # phase two starts where phase one's last step and its evaluation ended
+    check(plan.phases[1].start_token)
+    page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
+                  " s.dispatchEvent(new Event('input', {bubbles: true})); }", 7600)
+    shown = check(3 * gbs)  # step 3's loss, and still phase one's last evaluation (step 2)
+    assert (shown["lossStep"], shown["bpbStep"]) == (3, 2)
+    page.keyboard.press("End")
+    shown = check(plan.total_tokens)
+    assert shown["lossStep"] == 4 and shown["bpbStep"] == 4
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "timeline-run.png"), full_page=True)
+    assert not errors, errors
+    assert requests and all(url.startswith("file://") for url in requests), requests
     page.close()
