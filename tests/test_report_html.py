@@ -150,7 +150,9 @@ def run_page(trained, tmp_path_factory) -> Path:  # noqa: F811
 def test_report_of_a_run_draws_its_loss_and_heldout_bpb_on_its_curriculum(trained, run_page, tmp_path):  # noqa: F811
     _, _, plan = run_plan(trained)
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
-    data = _embedded(run_page.read_text(encoding="utf-8"))
+    html = run_page.read_text(encoding="utf-8")
+    assert html == render(plan, "html", run=run_curves(plan, run_records(trained), trained)), "same run, same bytes"
+    data = _embedded(html)
     assert data["report"] == json.loads(json.dumps(plan_data(plan)))  # the run's plan: store sizes, its recipe
     run = data["run"]
     gbs = plan.phases[0].global_batch_tokens
@@ -166,7 +168,9 @@ def test_report_of_a_run_draws_its_loss_and_heldout_bpb_on_its_curriculum(traine
     assert json.loads(run_cli(["report", str(trained), "--format", "json"]).output)["steps_done"] == 4
     png = tmp_path / "run.png"
     assert run_cli(["report", str(trained), "--format", "png", "-o", str(png)]).exit_code == 0
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    render(plan, "png", str(tmp_path / "plan.png"))
+    heights = [struct.unpack(">II", f.read_bytes()[16:24])[1] for f in (png, tmp_path / "plan.png")]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and heights[0] > heights[1]  # the loss and bpb panels
     for args, message in ((["--format", "html"], "needs -o FILE"), (["--format", "markdown"], "table, json, html or png")):
         result = run_cli(["report", str(trained), *args])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

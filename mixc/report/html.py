@@ -4,7 +4,9 @@ The page is a template (timeline.html, .css, .js beside this module) with the re
 embedded as JSON. Everything a reader sees at the cursor (phase, step, learning rate,
 shares, epochs) is computed in the page's JavaScript from that JSON with the same
 formulas as `mixc.plan`, so the page needs no server and no network; the browser test
-checks the two agree. Phase-to-phase diff tables are static and rendered here.
+checks the two agree. Phase-to-phase diff tables are static and rendered here. A run's page
+(`mixc report RUN --format html`) also embeds the run's curves (mixc/report/curves.py): its
+training loss and held-out BPB, drawn on the same token axis and read off at the cursor.
 """
 
 from __future__ import annotations
