@@ -174,6 +174,13 @@ def test_report_of_a_run_draws_its_loss_and_heldout_bpb_on_its_curriculum(traine
     for args, message in ((["--format", "html"], "needs -o FILE"), (["--format", "markdown"], "table, json, html or png")):
         result = run_cli(["report", str(trained), *args])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    # A run whose recipe is not where run.json says (a relative path, read from elsewhere): located, nothing written.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "run.json").write_text(json.dumps({**json.loads((trained / "run.json").read_text()), "recipe": "recipes/r.yaml"}))
+    result = run_cli(["report", str(moved), "--format", "html", "-o", str(tmp_path / "moved.html")], cwd=tmp_path)
+    assert result.exit_code == 1 and "run.json: the run's recipe 'recipes/r.yaml' is not there" in result.output
+    assert not (tmp_path / "moved.html").exists()
 
 
 # --------------------------------------------------------------------------- in Chromium

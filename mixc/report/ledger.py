@@ -53,6 +53,11 @@ def run_plan(run: str | Path):
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise MixcError(f"{run}: not a run folder (run.json: {exc})") from None
+    for key in ("recipe", "shards"):
+        if not Path(info.get(key) or "").exists():
+            # run.json keeps the paths as `mixc train` was given them: relative ones from its directory.
+            raise MixcError(f"{run / 'run.json'}: the run's {key} {info.get(key)!r} is not there (a relative path is "
+                            "read from the current directory: run this where the run was trained)")
     resolved = load_recipe(info["recipe"])
     plan = plan_recipe(resolved, source_token_counts(Path(info["shards"]), resolved.recipe.name))
     return info, resolved, plan
