@@ -107,12 +107,12 @@ def test_png_has_the_same_charts_as_a_valid_deterministic_image(tmp_path, plan):
 # --------------------------------------------------------------------------- a run's timeline
 
 
-def test_run_curves_put_each_step_at_the_plan_token_where_it_ends(plan, tmp_path):
-    gbs = plan.phases[0].global_batch_tokens
+def _handwritten_metrics(plan) -> list[dict]:
+    """metrics.jsonl lines of a SmolLM3 run: evaluations in stable-1 (step 3) and in the decay."""
     decay = plan.phases[2]
     ev = {"categories": {"code": {"loss": 1.4, "bpb": 2.0}, "web": {"loss": 1.0, "bpb": 1.5}}, "mix": {"bpb": 1.75}}
     late = {"categories": {"math": {"loss": 0.9, "bpb": 1.25}, "web": {"loss": 0.8, "bpb": 1.125}}, "mix": None}
-    lines = [
+    return [
         {"step": 1, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 1, "loss": 10.5},
         {"step": 2, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 2, "loss": None, "skipped": "nan"},
         {"step": 3, "phase": "stable-1", "phase_index": 0, "run": "main", "run_step": 3, "loss": 9.0, "eval": ev},
@@ -120,6 +120,12 @@ def test_run_curves_put_each_step_at_the_plan_token_where_it_ends(plan, tmp_path
         {"step": 4_198_005, "phase": "decay", "phase_index": 2, "run": "main", "run_step": decay.first_step + 4,
          "loss": 3.25, "eval": late},
     ]
+
+
+def test_run_curves_put_each_step_at_the_plan_token_where_it_ends(plan, tmp_path):
+    gbs = plan.phases[0].global_batch_tokens
+    decay = plan.phases[2]
+    lines = _handwritten_metrics(plan)
     run = tmp_path / "run"
     run.mkdir()
     text = "".join(json.dumps(r) + "\n" for r in lines)
@@ -361,6 +367,8 @@ def _run_shown(page) -> dict:
             bpbText: document.getElementById("cur-bpb").textContent,
             categories: Object.fromEntries([...document.querySelectorAll("#cur-bpb-categories li")].map(
                 (li) => [li.getAttribute("data-category"), [num(li.getAttribute("data-bpb")), li.querySelector(".share").textContent]])),
+            deltas: Object.fromEntries([...document.querySelectorAll("#cur-bpb-categories li")].map(
+                (li) => [li.getAttribute("data-category"), num(li.getAttribute("data-delta"))])),
         };
     }""")
 
@@ -396,6 +404,12 @@ def test_scrubbing_a_runs_timeline_shows_its_loss_and_heldout_bpb(browser, train
             ev = evals[-1]["eval"]
             assert (shown["bpb"], shown["bpbStep"], shown["bpbText"]) == (ev["mix"]["bpb"], evals[-1]["step"], f"{ev['mix']['bpb']:.4f}")
             assert shown["categories"] == {c: [v["bpb"], f"{v['bpb']:.4f}"] for c, v in ev["categories"].items()}
+            # Beside each, the change over the phase of that evaluation's step, from the phase's
+            # start as the ledger has it (its heldout_start).
+            start = [r for r in evals if r["step"] * gbs <= plan.phases[evals[-1]["phase_index"]].start_token] or evals[:1]
+            since = None if start[-1] is evals[-1] else start[-1]["eval"]
+            assert shown["deltas"] == {c: None if since is None else v["bpb"] - since["categories"][c]["bpb"]
+                                       for c, v in ev["categories"].items()}
         else:
             assert shown["bpb"] is None and shown["categories"] == {c: [None, "–"] for c in ("web", "code", "math")}
         return shown
@@ -407,16 +421,46 @@ def test_scrubbing_a_runs_timeline_shows_its_loss_and_heldout_bpb(browser, train
                   " s.dispatchEvent(new Event('input', {bubbles: true})); }", 2600)
     assert check(gbs)["step"] == 2  # the cursor is on step 2; the loss shown is step 1's, the one finished
     page.keyboard.press("2")  # phase two starts where phase one's last step and its evaluation ended
-    check(plan.phases[1].start_token)
+    assert check(plan.phases[1].start_token)["bpbStep"] == 2
     page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
                   " s.dispatchEvent(new Event('input', {bubbles: true})); }", 7600)
     shown = check(3 * gbs)  # step 3's loss, and still phase one's last evaluation (step 2)
     assert (shown["lossStep"], shown["bpbStep"]) == (3, 2)
     page.keyboard.press("End")
     shown = check(plan.total_tokens)
-    assert shown["lossStep"] == 4 and shown["bpbStep"] == 4
+    assert shown["lossStep"] == 4 and shown["bpbStep"] == 4 and None not in shown["deltas"].values()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "timeline-run.png"), full_page=True)
     assert not errors, errors
     assert requests and all(url.startswith("file://") for url in requests), requests
+    page.close()
+
+
+@pytest.mark.browser
+def test_the_bpb_change_is_over_the_phase_the_evaluation_measured(browser, plan, tmp_path):
+    """At the start of a phase the latest evaluation is the previous phase's end: its change is that phase's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _handwritten_metrics(plan)))
+    page_file = tmp_path / "run.html"
+    page_file.write_text(render(plan, "html", run=run_curves(plan, run_records(run), run)), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_file.as_uri())
+    page.wait_for_selector('#app[data-ready="1"]', timeout=10_000)
+    page.keyboard.press("Tab")
+    page.keyboard.press("3")  # the decay's start: the latest evaluation (step 3) is stable-1's first, nothing to compare
+    shown = _run_shown(page)
+    assert (shown["lossStep"], shown["loss"], shown["bpbStep"], shown["bpb"]) == (3, 9.0, 3, 1.75)
+    assert shown["deltas"] == {"web": None, "code": None, "math": None}
+    assert shown["categories"] == {"web": [1.5, "1.5000"], "code": [2.0, "2.0000"], "math": [None, "–"]}
+    page.keyboard.press("4")  # the first long-context phase: the decay's evaluation, against the decay's start (step 3)
+    shown = _run_shown(page)
+    assert (shown["token"], shown["lossStep"], shown["bpbStep"], shown["bpb"], shown["bpbText"]) == (
+        plan.phases[3].start_token, 4_198_005, 4_198_005, None, "–")
+    assert shown["deltas"] == {"web": 1.125 - 1.5, "code": None, "math": None}
+    assert page.locator('#cur-bpb-categories li[data-category="web"] .delta.better').text_content() == "−0.3750"
+    assert "over phase decay (since step 3)" in page.locator("#cur-bpb-sub").text_content()
+    assert not errors, errors
     page.close()

@@ -94,13 +94,20 @@
 
   // What the run had measured when `token` tokens were trained: the loss of the last step
   // finished by then and the last held-out evaluation by then (null before the first).
+  // `since`: the evaluation at the start of the phase the latest one measured (its step's phase:
+  // an evaluation at a phase's end still shows that phase's effect), as the ledger picks it: the
+  // last one by the phase's first token, else the phase's first one; null when it is the latest.
   function runAtToken(token) {
     const L = RUN.loss, H = RUN.heldout;
     const i = lastAtOrBefore(L.token, token), j = lastAtOrBefore(H.token, token);
+    const phase = j < 0 ? null : PHASES[phaseIndexAt(H.token[j] - 1)];
+    const k = j < 0 ? -1 : Math.max(lastAtOrBefore(H.token, phase.start_token), 0);
+    const evalAt = (n) => ({ step: H.step[n], token: H.token[n], mix: H.mix[n], last: n === H.token.length - 1,
+      categories: Object.fromEntries(Object.entries(H.categories).map(([c, values]) => [c, values[n]])) });
     return {
       loss: i < 0 ? null : { step: L.step[i], token: L.token[i], value: L.value[i], last: i === L.token.length - 1 },
-      heldout: j < 0 ? null : { step: H.step[j], token: H.token[j], mix: H.mix[j], last: j === H.token.length - 1,
-        categories: Object.fromEntries(Object.entries(H.categories).map(([c, values]) => [c, values[j]])) },
+      heldout: j < 0 ? null : evalAt(j),
+      since: k < 0 || k === j ? null : { ...evalAt(k), phase: phase.name },
     };
   }
 
@@ -410,12 +417,20 @@
     setText("cur-loss-sub", lossSub);
     const ev = at.heldout;
     setText("cur-bpb", ev ? bpbText(ev.mix) : "–", { "data-bpb": ev && ev.mix != null ? ev.mix : "", "data-step": ev ? ev.step : "" });
-    setText("cur-bpb-sub", ev ? `evaluated after step ${grouped(ev.step)}` : "no evaluation yet");
+    const since = at.since;
+    setText("cur-bpb-sub", !ev ? "no evaluation yet" : `evaluated after step ${grouped(ev.step)}` +
+      (since ? `; beside each, the change over phase ${since.phase} (since step ${grouped(since.step)})` : ""));
     document.getElementById("cur-bpb-categories").replaceChildren(...Object.keys(RUN.heldout.categories).map((cat) => {
       const v = ev ? ev.categories[cat] : null;
-      const li = el("li", { "data-category": cat, "data-bpb": v == null ? "" : v });
+      const before = since ? since.categories[cat] : null;
+      const delta = v != null && before != null ? v - before : null;
+      const li = el("li", { "data-category": cat, "data-bpb": v == null ? "" : v, "data-delta": delta == null ? "" : delta });
       li.append(el("span", { class: "swatch", style: `background:${categoryColor(cat)}` }), document.createTextNode(cat + " "),
         el("span", { class: "share" }, bpbText(v)));
+      if (delta != null) {
+        li.append(el("span", { class: "delta " + (delta < 0 ? "better" : delta > 0 ? "worse" : "") },
+          (delta < 0 ? "−" : "+") + Math.abs(delta).toFixed(4)));
+      }
       return li;
     }));
     if (at.loss) {
