@@ -461,6 +461,6 @@ def test_the_bpb_change_is_over_the_phase_the_evaluation_measured(browser, plan,
         plan.phases[3].start_token, 4_198_005, 4_198_005, None, "–")
     assert shown["deltas"] == {"web": 1.125 - 1.5, "code": None, "math": None}
     assert page.locator('#cur-bpb-categories li[data-category="web"] .delta.better').text_content() == "−0.3750"
-    assert "over phase decay (since step 3)" in page.locator("#cur-bpb-sub").text_content()
+    assert "changes over decay (from step 3)" in page.locator("#cur-bpb-sub").text_content()
     assert not errors, errors
     page.close()

@@ -419,7 +419,7 @@
     setText("cur-bpb", ev ? bpbText(ev.mix) : "–", { "data-bpb": ev && ev.mix != null ? ev.mix : "", "data-step": ev ? ev.step : "" });
     const since = at.since;
     setText("cur-bpb-sub", !ev ? "no evaluation yet" : `evaluated after step ${grouped(ev.step)}` +
-      (since ? `; beside each, the change over phase ${since.phase} (since step ${grouped(since.step)})` : ""));
+      (since ? `; changes over ${since.phase} (from step ${grouped(since.step)})` : ""));
     document.getElementById("cur-bpb-categories").replaceChildren(...Object.keys(RUN.heldout.categories).map((cat) => {
       const v = ev ? ev.categories[cat] : null;
       const before = since ? since.categories[cat] : null;
