@@ -135,15 +135,13 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     """Explain a curriculum: per-phase shares, budgets, rollups, boundaries and epochs.
 
     PATHS is one recipe (default: recipes/smollm3-3b.yaml) or one or more mixes, or a run folder:
-    its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB).
+    its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB), or
+    with --format html or png its recipe's timeline with the run's loss and held-out BPB on it.
     """
     from pathlib import Path
 
     if len(paths) == 1 and (Path(paths[0]) / "run.json").is_file():  # a run folder (mixc train --out)
-        from .report.ledger import ledger, render_ledger
-
-        data = ledger(paths[0])
-        _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
+        _report_run(paths[0], fmt, output)
         return
     budget = _count_option(parse_count, tokens, "--tokens")
     if shards:  # the same sizes and refusals as `mixc plan --shards`
@@ -162,6 +160,27 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     if fmt == "table":
         for w in plan.warnings:
             click.echo(f"warning: {w}", err=True)
+
+
+def _report_run(run: str, fmt: str, output: str | None) -> None:
+    if fmt in ("table", "json"):
+        from .report.ledger import ledger, render_ledger
+
+        data = ledger(run)
+        _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
+        return
+    if fmt not in ("html", "png"):
+        raise click.UsageError(f"--format {fmt} is for recipes and mixes; a run folder's report is table, json, html or png")
+    if not output:
+        raise click.UsageError(f"--format {fmt} needs -o FILE")
+    from .report.curves import run_curves
+    from .report.ledger import run_plan, run_records
+
+    _, _, plan = run_plan(run)
+    curves = run_curves(plan, run_records(Path(run)), run)
+    result = render_report(plan, fmt, output, run=curves)
+    if result is not None:
+        _emit(result, output)
 
 
 def _count_option(parse, value: str | None, name: str) -> int | None:
