@@ -10,11 +10,14 @@ time-boxed, each recording its own error instead of stopping the run:
   env          torch, CUDA, device name and memory, the peak FLOP/s assumed for MFU, and
                measured matmul rates (bf16, fp32/TF32);
   correctness  a tiny config on the device (bf16: autocast, and FSDP2 on one rank) against the
-               CPU in fp32, unpacked and packed rows, SDPA and flex attention: loss relative
-               error and the worst gradient cosine, checked against bf16 tolerances;
+               CPU in fp32, unpacked and packed rows, SDPA, flex and varlen attention: loss
+               relative error and the worst gradient cosine, checked against bf16 tolerances;
   3b-4k        the 3B at sequence 4096 under FSDP2 on one rank in bf16: tokens/s, MFU, peak
-               memory; unpacked (SDPA) and packed rows (flex, and SDPA's dense mask);
+               memory; unpacked (SDPA) and packed rows (varlen, flex, and SDPA's dense mask);
   3b-32k       the 3B at 32768 with activation checkpointing: fits or not, tokens/s.
+
+varlen (torch's flash varlen kernel) runs on CUDA sm80+ only: elsewhere its runs are recorded
+as skipped, with the reason.
 
 Every step is the trainer's own (mixc.train.loop.micro_step, gradient clipping, fused AdamW),
 on random tokens: the data path is not what is measured here (bench/bench_loader.py is).
@@ -40,7 +43,7 @@ from mixc.memory import GPU_MEMORY, ModelShape, estimate  # noqa: E402
 from mixc.train import dist  # noqa: E402
 from mixc.train.loop import micro_step  # noqa: E402
 from mixc.train.metrics import attention_context, attention_flops_per_token, mfu, peak_flops_of  # noqa: E402
-from mixc.train.model import SmolLM3, get_config  # noqa: E402
+from mixc.train.model import SmolLM3, get_config, resolve_attention, varlen_unavailable  # noqa: E402
 
 TOTAL_BUDGET_S = 450  # the whole run stays under 8 minutes with compile time to spare
 BF16_LOSS_RTOL = 2e-2
@@ -91,7 +94,9 @@ def stage_env(rep: Reporter, device: torch.device, smoke: bool) -> None:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(name=props.name, memory_bytes=props.total_memory, capability=f"{props.major}.{props.minor}",
-                    peak_flops=peak_flops_of(props.name), flex_attention_compiled=True)
+                    peak_flops=peak_flops_of(props.name), flex_attention_compiled=True,
+                    varlen=varlen_unavailable(device, torch.bfloat16, 128) or "available",
+                    auto_attention=resolve_attention("auto", device, torch.bfloat16, 128))
     rep.emit(info)
     n = 256 if smoke else 8192
     for dtype in (torch.bfloat16, torch.float32):
@@ -136,9 +141,13 @@ def stage_correctness(rep: Reporter, device: torch.device, world: dist.World, sm
         batch = random_batch(rng, 2, 128 if smoke else 512, config.vocab_size, packed, mean_doc=40 if smoke else 120)
         reference = SmolLM3.build(config, "cpu", seed=7)
         ref_loss, ref_grads = _loss_and_grads(reference, reference, batch, cpu, torch.autocast("cpu", enabled=False))
-        for attention in ("sdpa", "flex"):
+        for attention in ("sdpa", "flex", "varlen"):
             for fsdp in fsdp_options:
                 name = {"stage": "correctness", "packed": packed, "attention": attention, "fsdp": fsdp}
+                unavailable = attention == "varlen" and varlen_unavailable(device, torch.bfloat16, config.head_dim)
+                if unavailable:
+                    rep.emit({**name, "skipped": f"varlen: {unavailable}"})
+                    continue
                 try:
                     model = SmolLM3.build(config, device, seed=7, attention=attention)
                     engine = dist.wrap(model, world, fsdp) if fsdp else model
@@ -169,6 +178,9 @@ def throughput(rep: Reporter, label: dict, config, device: torch.device, world: 
     model = optimizer = None
     if attention == "flex" and device.type == "cpu":
         return rep.emit({**record, "skipped": NO_CPU_FLEX_BACKWARD})
+    unavailable = attention == "varlen" and varlen_unavailable(device, torch.bfloat16, config.head_dim)
+    if unavailable:
+        return rep.emit({**record, "skipped": f"varlen: {unavailable}"})
     try:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -251,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         fitting = [(m, ckpt) for ckpt in (False, True) for m in (4, 2, 1)
                    if estimate(shape, seq_short, m, 1, fsdp=fsdp, activation_checkpointing=ckpt).fits(device_bytes)]
         micro, ckpt_short = fitting[0] if fitting else (1, True)
-        runs = [("3b-4k", seq_short, micro, False, "sdpa", ckpt_short), ("3b-4k", seq_short, micro, True, "flex", ckpt_short),
-                ("3b-4k", seq_short, micro, True, "sdpa", ckpt_short), ("3b-32k", seq_long, 1, True, "flex", True),
+        runs = [("3b-4k", seq_short, micro, False, "sdpa", ckpt_short), ("3b-4k", seq_short, micro, True, "varlen", ckpt_short),
+                ("3b-4k", seq_short, micro, True, "flex", ckpt_short), ("3b-4k", seq_short, micro, True, "sdpa", ckpt_short),
+                ("3b-32k", seq_long, 1, True, "varlen", True), ("3b-32k", seq_long, 1, True, "flex", True),
                 ("3b-32k", seq_long, 1, False, "sdpa", True)]
         for i, (stage, seq, mbs, packed, attention, ckpt) in enumerate(runs):
             if rep.left() < 20:

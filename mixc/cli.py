@@ -135,15 +135,13 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     """Explain a curriculum: per-phase shares, budgets, rollups, boundaries and epochs.
 
     PATHS is one recipe (default: recipes/smollm3-3b.yaml) or one or more mixes, or a run folder:
-    its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB).
+    its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB), or
+    with --format html or png its recipe's timeline with the run's loss and held-out BPB on it.
     """
     from pathlib import Path
 
     if len(paths) == 1 and (Path(paths[0]) / "run.json").is_file():  # a run folder (mixc train --out)
-        from .report.ledger import ledger, render_ledger
-
-        data = ledger(paths[0])
-        _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
+        _report_run(paths[0], fmt, output)
         return
     budget = _count_option(parse_count, tokens, "--tokens")
     if shards:  # the same sizes and refusals as `mixc plan --shards`
@@ -162,6 +160,27 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     if fmt == "table":
         for w in plan.warnings:
             click.echo(f"warning: {w}", err=True)
+
+
+def _report_run(run: str, fmt: str, output: str | None) -> None:
+    if fmt in ("table", "json"):
+        from .report.ledger import ledger, render_ledger
+
+        data = ledger(run)
+        _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
+        return
+    if fmt not in ("html", "png"):
+        raise click.UsageError(f"--format {fmt} is for recipes and mixes; a run folder's report is table, json, html or png")
+    if not output:
+        raise click.UsageError(f"--format {fmt} needs -o FILE")
+    from .report.curves import run_curves
+    from .report.ledger import run_plan, run_records
+
+    _, _, plan = run_plan(run)
+    curves = run_curves(plan, run_records(Path(run)), run)
+    result = render_report(plan, fmt, output, run=curves)
+    if result is not None:
+        _emit(result, output)
 
 
 def _count_option(parse, value: str | None, name: str) -> int | None:
@@ -368,7 +387,8 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True, help="Also checkpoint at every phase end.")
 @click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Checkpoints to keep.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--attention", type=click.Choice(["sdpa", "flex"]), default="sdpa", show_default=True)
+@click.option("--attention", type=click.Choice(["auto", "sdpa", "flex", "varlen"]), default="auto", show_default=True,
+              help="auto: varlen (flash) on a GPU that runs it, else compiled flex; sdpa on CPU.")
 @click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
 @click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
               help="Recompute each layer in backward (default: on for a phase that would not fit the GPU without it; off on CPU).")

@@ -57,7 +57,8 @@ def demo(out: str) -> None:
     run(mixc, "train", recipe, "--shards", shards, "--out", run_dir, "--resume", "--log-every", "10")
     run(mixc, "report", recipe, "--shards", shards)
     run(mixc, "eval", run_dir)  # held-out bits per byte per source and category (also in metrics.jsonl)
-    run(mixc, "report", recipe, "--shards", shards, "--format", "html", "-o", f"{out}/report.html")
+    # The run's timeline: its recipe's curriculum with its loss and held-out bpb over tokens.
+    run(mixc, "report", run_dir, "--format", "html", "-o", f"{out}/report.html")
     run(mixc, "export", run_dir, "--format", "hf", f"{out}/hf")
     run(mixc, "generate", f"{out}/hf")
     print(f"demo done in {time.monotonic() - started:.0f} s: {out}/report.html, {run_dir}/metrics.jsonl, {out}/hf", flush=True)

@@ -137,8 +137,12 @@ def test_gpu_check_smoke_runs_every_stage_on_cpu(tmp_path):
     assert [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()] == printed
     assert [r["stage"] for r in printed][0] == "env" and printed[-1]["stage"] == "done"
     assert not [r for r in printed if "error" in r]
-    correctness = [r for r in printed if r["stage"] == "correctness"]
+    correctness = [r for r in printed if r["stage"] == "correctness" and "skipped" not in r]
     assert len(correctness) == 4 and all(r["ok"] for r in correctness)
+    # varlen is flash (CUDA) only: on CPU each of its runs is recorded as skipped, with the reason
+    skipped = [r for r in printed if r["stage"] != "env" and "skipped" in r and r.get("attention") == "varlen"]
+    assert len(skipped) == 4 and all(r["skipped"] == "varlen: it needs a CUDA GPU (flash attention), not cpu"
+                                     for r in skipped)
     assert {r["matmul"] for r in printed if "matmul" in r} == {"bfloat16", "float32"}
     for stage in ("3b-4k", "3b-32k"):
         measured = [r for r in printed if r["stage"] == stage and "skipped" not in r]

@@ -302,12 +302,13 @@ def test_cli_trains_and_prints_the_summary(recipe_store, tmp_path):
     recipe, store = recipe_store
     result = _cli(recipe, "--shards", store, "--out", tmp_path / "run", "--max-steps", "2", "--threads", "1")
     assert result.exit_code == 0, result.output
+    assert "per rank per step, attention sdpa (auto)\n" in result.output  # --attention auto: SDPA on CPU
     assert "step  2/11 | one | loss" in result.output
     assert "step 2/11, 512 tokens" in result.output
     assert (tmp_path / "run" / "checkpoints" / "step-000000002" / "meta.json").is_file()
 
 
-@pytest.mark.parametrize("problem", ["missing store", "unbuilt phase", "unknown model", "fsdp on cpu"])
+@pytest.mark.parametrize("problem", ["missing store", "unbuilt phase", "unknown model", "fsdp on cpu", "varlen on cpu"])
 def test_cli_bad_input_is_one_line_and_exit_1(recipe_store, tmp_path, problem):
     recipe, store = recipe_store
     args = []
@@ -319,6 +320,8 @@ def test_cli_bad_input_is_one_line_and_exit_1(recipe_store, tmp_path, problem):
         expected = "phase 'two' of recipe 'train-test' is not built"
     elif problem == "fsdp on cpu":
         args, expected = ["--fsdp"], "--fsdp shards over GPUs"
+    elif problem == "varlen on cpu":
+        args, expected = ["--attention", "varlen"], "attention 'varlen' cannot run here: it needs a CUDA GPU"
     else:
         changed = tmp_path / "recipe.yaml"
         changed.write_text(RECIPE.replace("model: smollm3-test", "model: gpt-17"))
@@ -329,6 +332,8 @@ def test_cli_bad_input_is_one_line_and_exit_1(recipe_store, tmp_path, problem):
     assert result.exit_code == 1
     assert expected in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    if problem == "varlen on cpu":
+        assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ..plan import Plan
 from .data import plan_data
@@ -11,8 +12,9 @@ from .png import render_png
 from .text import render_csv, render_markdown, render_terminal
 
 
-def render(plan: Plan, fmt: str, output: str | None = None) -> str | None:
-    """Text for text formats; binary formats are written to `output` and return None."""
+def render(plan: Plan, fmt: str, output: str | None = None, run: dict[str, Any] | None = None) -> str | None:
+    """Text for text formats; binary formats are written to `output` and return None. `run`
+    (mixc.report.curves.run_curves) puts a trained run's loss and held-out BPB on the timeline."""
     data = plan_data(plan)
     if fmt == "table":
         return render_terminal(data)
@@ -23,8 +25,8 @@ def render(plan: Plan, fmt: str, output: str | None = None) -> str | None:
     if fmt == "csv":
         return render_csv(data)
     if fmt == "html":
-        return render_html(plan, data)
+        return render_html(plan, data, run)
     if fmt == "png":
-        render_png(plan, data, output)
+        render_png(plan, data, output, run)
         return None
     raise ValueError(f"unknown report format {fmt}")

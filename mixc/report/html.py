@@ -4,7 +4,9 @@ The page is a template (timeline.html, .css, .js beside this module) with the re
 embedded as JSON. Everything a reader sees at the cursor (phase, step, learning rate,
 shares, epochs) is computed in the page's JavaScript from that JSON with the same
 formulas as `mixc.plan`, so the page needs no server and no network; the browser test
-checks the two agree. Phase-to-phase diff tables are static and rendered here.
+checks the two agree. Phase-to-phase diff tables are static and rendered here. A run's page
+(`mixc report RUN --format html`) also embeds the run's curves (mixc/report/curves.py): its
+training loss and held-out BPB, drawn on the same token axis and read off at the cursor.
 """
 
 from __future__ import annotations
@@ -60,10 +62,14 @@ def run_segments(plan: Plan) -> list[dict[str, Any]]:
     return runs
 
 
-def timeline_payload(plan: Plan, data: dict[str, Any]) -> dict[str, Any]:
+def timeline_payload(plan: Plan, data: dict[str, Any], run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The page's data; `run` (mixc.report.curves.run_curves) adds a trained run's loss and held-out BPB."""
     if plan.recipe is None or not plan.total_tokens:
         raise MixcError("the timeline (--format html or png) needs a recipe; for bare mixes use --format table, markdown, csv or json")
-    return {"report": data, "runs": run_segments(plan), "slider_positions": SLIDER_POSITIONS}
+    payload = {"report": data, "runs": run_segments(plan), "slider_positions": SLIDER_POSITIONS}
+    if run is not None:
+        payload["run"] = run
+    return payload
 
 
 def _asset(name: str) -> str:
@@ -128,8 +134,8 @@ def _diff_section(plan: Plan, i: int) -> str:
     return "".join(parts)
 
 
-def render_html(plan: Plan, data: dict[str, Any]) -> str:
-    payload = timeline_payload(plan, data)
+def render_html(plan: Plan, data: dict[str, Any], run: dict[str, Any] | None = None) -> str:
+    payload = timeline_payload(plan, data, run)
     diffs = "".join(_diff_section(plan, i) for i in range(len(plan.phases) - 1)) or '<p class="muted">One phase: nothing to compare.</p>'
     values = {
         "/*MIXC_CSS*/": _asset("timeline.css"),

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import MixcError
 
 
-def _records(run: Path) -> list[dict[str, Any]]:
+def run_records(run: Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -41,23 +41,37 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
             "categories": {name: c["bpb"] for name, c in ev["categories"].items()}}
 
 
-def ledger(run: str | Path) -> dict[str, Any]:
-    from ..loader import CurriculumStream
+def run_plan(run: str | Path):
+    """A run folder's (run.json, resolved recipe, plan): the plan as the trainer made it, from
+    the recipe and its store's token counts."""
     from ..plan import plan_recipe
     from ..spec import load_recipe
     from ..store import source_token_counts
-    from ..streams import source_streams
 
     run = Path(run)
     try:
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise MixcError(f"{run}: not a run folder (run.json: {exc})") from None
-    store = Path(info["shards"])
+    for key in ("recipe", "shards"):
+        if not Path(info.get(key) or "").exists():
+            # run.json keeps the paths as `mixc train` was given them: relative ones from its directory.
+            raise MixcError(f"{run / 'run.json'}: the run's {key} {info.get(key)!r} is not there (a relative path is "
+                            "read from the current directory: run this where the run was trained)")
     resolved = load_recipe(info["recipe"])
-    plan = plan_recipe(resolved, source_token_counts(store, resolved.recipe.name))
+    plan = plan_recipe(resolved, source_token_counts(Path(info["shards"]), resolved.recipe.name))
+    return info, resolved, plan
+
+
+def ledger(run: str | Path) -> dict[str, Any]:
+    from ..loader import CurriculumStream
+    from ..streams import source_streams
+
+    run = Path(run)
+    info, resolved, plan = run_plan(run)
+    store = Path(info["shards"])
     stream = CurriculumStream(plan, source_streams(store, plan), seed=info.get("seed"))
-    records = _records(run)
+    records = run_records(run)
     trained = [r for r in records if not r.get("skipped")]
     last_step = max((r["step"] for r in records), default=0)
     evals = [r for r in trained if r.get("eval")]

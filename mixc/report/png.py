@@ -2,7 +2,8 @@
 
 For readers who never open a browser: the same charts as the HTML timeline, on the same
 x axis (each run a segment, linear in tokens inside; see `html.run_segments`), plus one
-row per phase with its category bar and its largest sources.
+row per phase with its category bar and its largest sources. A run's chart
+(`mixc report RUN --format png`) adds its training loss and held-out BPB per category.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SEGMENTS = [("web-en", "web (English)", "#4e79a7"), ("multilingual", "multilingu
             ("code", "code", "#f28e2b"), ("math", "math", "#59a14f"), ("reasoning", "reasoning", "#b07aa1")]
 PHASE_COLORS = ["#3d5a80", "#5b7fa6", "#7b6d8d", "#98c1d9", "#c9a227", "#6a994e", "#bc4749", "#386641"]
 ACCENT = "#c2185b"
+CATEGORY_COLORS = {"web": "#4e79a7", "multilingual": "#9cc3e6", "code": "#f28e2b", "math": "#59a14f", "reasoning": "#b07aa1"}
 TOP_SOURCES = 5
 
 
@@ -148,6 +150,32 @@ def _shares_panel(ax, plan: Plan, phases: list[dict[str, Any]], runs: list[dict[
     ax.legend(handles, [label for _, label, _ in SEGMENTS], ncol=5, loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
 
 
+def _series(ax, xof, tokens: list[int], values: list[float | None], **style) -> None:
+    """A line over the known values (a missing one breaks it)."""
+    y = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    ax.plot(xof(np.asarray(tokens, dtype=np.float64)), y, **style)
+
+
+def _run_panels(loss_ax, bpb_ax, plan: Plan, runs: list[dict[str, Any]], xof, run: dict[str, Any]) -> None:
+    """The run's training loss per step and held-out BPB per evaluation, on the plan's token axis."""
+    loss, heldout = run["loss"], run["heldout"]
+    _series(loss_ax, xof, loss["token"], loss["value"], color="#1d2330", lw=1.2)
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title(f"Training loss (run {run['path']}, step {run['steps_done']:,} of {run['total_steps']:,})",
+                      loc="left", fontsize=11)
+    for name, values in heldout["categories"].items():
+        _series(bpb_ax, xof, heldout["token"], values, color=CATEGORY_COLORS.get(name), lw=1.8, marker="o", ms=3, label=name)
+    _series(bpb_ax, xof, heldout["token"], heldout["mix"], color="#1d2330", lw=1.4, ls="--", label="mix (phase weights)")
+    bpb_ax.set_ylabel("bits per byte")
+    bpb_ax.set_title("Held-out bits per byte per category", loc="left", fontsize=11)
+    if heldout["step"]:
+        bpb_ax.legend(ncol=6, loc="upper left", bbox_to_anchor=(0, -0.12), frameon=False)
+    for ax in (loss_ax, bpb_ax):
+        _boundary_ticks(ax, plan, xof)
+        _run_separators(ax, runs)
+        ax.grid(axis="y", color="#eef0f4")
+
+
 def _mix_panel(ax, phases: list[dict[str, Any]]) -> None:
     """One row per phase: its mix by category, and its largest sources."""
     from matplotlib.ticker import PercentFormatter  # matplotlib: loaded by render_png
@@ -178,7 +206,7 @@ def _mix_panel(ax, phases: list[dict[str, Any]]) -> None:
     ax.set_position([pos.x0, pos.y0, pos.width * 0.36, pos.height])
 
 
-def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
+def render_png(plan: Plan, data: dict[str, Any], output: str | None, run: dict[str, Any] | None = None) -> None:
     import matplotlib  # heavy, optional: only for --format png
 
     matplotlib.use("Agg")
@@ -194,8 +222,9 @@ def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
     plt.rcParams.update({"font.family": "DejaVu Sans", "font.size": 9.5, "axes.edgecolor": "#9aa2b1",
                          "axes.labelcolor": "#1d2330", "xtick.color": "#5d6678", "ytick.color": "#5d6678"})
     rows = len(phases)
-    fig = plt.figure(figsize=(12, 8.6 + 0.42 * rows), dpi=110)
-    grid = fig.add_gridspec(4, 1, height_ratios=[0.5, 2.1, 2.0, 0.42 * rows + 0.5], hspace=0.5,
+    extra = [2.0, 2.1] if run is not None else []
+    fig = plt.figure(figsize=(12, 8.6 + 0.42 * rows + sum(extra)), dpi=110)
+    grid = fig.add_gridspec(4 + len(extra), 1, height_ratios=[0.5, 2.1, 2.0, *extra, 0.42 * rows + 0.5], hspace=0.5,
                             left=0.15, right=0.97, top=0.93, bottom=0.04)
     fig.suptitle(f"{plan.name}: {len(phases)} phases, {human_tokens(plan.total_tokens)} tokens "
                  f"(global batch {data['recipe']['global_batch_tokens']:,} tokens)", x=0.15, ha="left", fontsize=13, fontweight="bold")
@@ -203,7 +232,9 @@ def render_png(plan: Plan, data: dict[str, Any], output: str | None) -> None:
     _phases_panel(fig, fig.add_subplot(grid[0]), plan, runs, xof)
     _lr_panel(fig.add_subplot(grid[1]), plan, runs, xof)
     _shares_panel(fig.add_subplot(grid[2]), plan, phases, runs, xof)
-    _mix_panel(fig.add_subplot(grid[3]), phases)
+    if run is not None:
+        _run_panels(fig.add_subplot(grid[3]), fig.add_subplot(grid[4]), plan, runs, xof, run)
+    _mix_panel(fig.add_subplot(grid[3 + len(extra)]), phases)
 
     fig.savefig(output, format="png", metadata={"Software": None})
     plt.close(fig)

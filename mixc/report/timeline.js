@@ -1,6 +1,9 @@
 // The mixc curriculum timeline. Reads the report JSON embedded in the page and recomputes
 // everything shown at the cursor with the same formulas as mixc/plan.py (lr_at,
 // lr_at_token, epochs_at_token), so the page agrees with `mixc report --format json`.
+// A run's page (`mixc report RUN --format html`) also carries the run's measured curves
+// (mixc/report/curves.py): training loss per step and held-out bits per byte per evaluation,
+// each at the plan token where its step ends.
 "use strict";
 (function () {
   const DATA = JSON.parse(document.getElementById("timeline-data").textContent);
@@ -10,6 +13,7 @@
   const TOTAL = REPORT.total_tokens;
   const GBS = REPORT.recipe.global_batch_tokens;
   const POSITIONS = DATA.slider_positions;
+  const RUN = DATA.run || null;
   const SVG = "http://www.w3.org/2000/svg";
   // Stacking order of the category charts; multilingual is the non-English part of web.
   const SEGMENTS = [
@@ -20,6 +24,7 @@
     ["reasoning", "reasoning", "var(--reasoning)"],
   ];
   const CATEGORY_COLOR = { web: "var(--web)", code: "var(--code)", math: "var(--math)", reasoning: "var(--reasoning)" };
+  const EXTRA_COLORS = ["#76b7b2", "#e15759", "#9c755f", "#bab0ac"];
   const PHASE_COLORS = ["#3d5a80", "#5b7fa6", "#7b6d8d", "#98c1d9", "#c9a227", "#6a994e", "#bc4749", "#386641"];
   const TOP_SOURCES = 10;
   const MARGIN = { left: 62, right: 18 };
@@ -75,6 +80,35 @@
       }
     }
     return out;
+  }
+
+  // The last index of an ascending array whose value is at most `token`; -1 when there is none.
+  function lastAtOrBefore(tokens, token) {
+    let lo = 0, hi = tokens.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (tokens[mid] <= token) lo = mid + 1; else hi = mid;
+    }
+    return lo - 1;
+  }
+
+  // What the run had measured when `token` tokens were trained: the loss of the last step
+  // finished by then and the last held-out evaluation by then (null before the first).
+  // `since`: the evaluation at the start of the phase the latest one measured (its step's phase:
+  // an evaluation at a phase's end still shows that phase's effect), as the ledger picks it: the
+  // last one by the phase's first token, else the phase's first one; null when it is the latest.
+  function runAtToken(token) {
+    const L = RUN.loss, H = RUN.heldout;
+    const i = lastAtOrBefore(L.token, token), j = lastAtOrBefore(H.token, token);
+    const phase = j < 0 ? null : PHASES[phaseIndexAt(H.token[j] - 1)];
+    const k = j < 0 ? -1 : Math.max(lastAtOrBefore(H.token, phase.start_token), 0);
+    const evalAt = (n) => ({ step: H.step[n], token: H.token[n], mix: H.mix[n], last: n === H.token.length - 1,
+      categories: Object.fromEntries(Object.entries(H.categories).map(([c, values]) => [c, values[n]])) });
+    return {
+      loss: i < 0 ? null : { step: L.step[i], token: L.token[i], value: L.value[i], last: i === L.token.length - 1 },
+      heldout: j < 0 ? null : evalAt(j),
+      since: k < 0 || k === j ? null : { ...evalAt(k), phase: phase.name },
+    };
   }
 
   // ------------------------------------------------------------------ the x axis
@@ -144,6 +178,8 @@
   const overview = document.getElementById("overview");
   const lrChart = document.getElementById("lr-chart");
   const areaChart = document.getElementById("area-chart");
+  const lossChart = document.getElementById("loss-chart");
+  const bpbChart = document.getElementById("bpb-chart");
   const slider = document.getElementById("slider");
   let width = 800;
 
@@ -283,11 +319,133 @@
     }));
   }
 
+  // ------------------------------------------------------------------ the run's curves
+
+  const bpbText = (v) => (v == null ? "–" : v.toFixed(4));
+
+  function categoryColor(cat) {
+    if (cat === "multilingual") return "var(--multilingual)";
+    if (CATEGORY_COLOR[cat]) return CATEGORY_COLOR[cat];
+    const others = Object.keys(RUN.heldout.categories).filter((c) => !CATEGORY_COLOR[c] && c !== "multilingual");
+    return EXTRA_COLORS[others.indexOf(cat) % EXTRA_COLORS.length];
+  }
+
+  // A y axis over the finite values (no spread: a long run has more points than a call takes).
+  function valueScale(columns, top, bottom) {
+    let lo = Infinity, hi = -Infinity;
+    for (const values of columns) for (const v of values) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    if (lo > hi) { lo = 0; hi = 1; }
+    const pad = hi > lo ? (hi - lo) * 0.08 : Math.max(Math.abs(hi) * 0.05, 0.05);
+    lo -= pad; hi += pad;
+    return { lo, hi, y: (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top) };
+  }
+
+  function valueGrid(svg, scale, digits) {
+    for (let k = 0; k <= 4; k++) {
+      const v = scale.lo + ((scale.hi - scale.lo) * k) / 4;
+      svg.append(svgEl("line", { class: "grid", x1: MARGIN.left, x2: width - MARGIN.right, y1: scale.y(v), y2: scale.y(v), opacity: 0.6 }));
+      svg.append(svgEl("text", { x: MARGIN.left - 6, y: scale.y(v) + 4, "text-anchor": "end" }, v.toFixed(digits)));
+    }
+  }
+
+  // One polyline per stretch of known values (a missing value breaks the line).
+  function seriesLines(svg, tokens, values, y, attrs) {
+    let pts = [];
+    const flush = () => { if (pts.length) svg.append(svgEl("polyline", { ...attrs, points: pts.join(" ") })); pts = []; };
+    tokens.forEach((t, i) => {
+      if (values[i] == null) { flush(); return; }
+      pts.push(`${plotX(xOfToken(t)).toFixed(2)},${y(values[i]).toFixed(2)}`);
+    });
+    flush();
+  }
+
+  function drawRunCharts() {
+    const L = RUN.loss, H = RUN.heldout;
+    let h = 190, top = 10, bottom = 160;
+    lossChart.replaceChildren();
+    lossChart.setAttribute("viewBox", `0 0 ${width} ${h}`);
+    lossChart.setAttribute("height", h);
+    const loss = valueScale([L.value], top, bottom);
+    valueGrid(lossChart, loss, 2);
+    boundaryTicks(lossChart, top, bottom);
+    runSeparators(lossChart, top, bottom);
+    seriesLines(lossChart, L.token, L.value, loss.y, { class: "loss-line" });
+    lossChart.append(svgEl("text", { x: MARGIN.left + 4, y: top + 12 }, "training loss (nats per token)"));
+    state.lossCursor = cursorLine(lossChart, top, bottom);
+    state.lossDot = svgEl("circle", { r: 5, fill: "var(--accent)", stroke: "#fff", "stroke-width": 2, visibility: "hidden" });
+    lossChart.append(state.lossDot);
+    state.lossY = loss.y;
+
+    h = 210; top = 10; bottom = 180;
+    bpbChart.replaceChildren();
+    bpbChart.setAttribute("viewBox", `0 0 ${width} ${h}`);
+    bpbChart.setAttribute("height", h);
+    const cats = Object.entries(H.categories);
+    const bpb = valueScale([H.mix, ...cats.map(([, v]) => v)], top, bottom);
+    valueGrid(bpbChart, bpb, 3);
+    boundaryTicks(bpbChart, top, bottom);
+    runSeparators(bpbChart, top, bottom);
+    for (const [cat, values] of cats) {
+      seriesLines(bpbChart, H.token, values, bpb.y, { class: "bpb-line", stroke: categoryColor(cat), "data-category": cat });
+      H.token.forEach((t, i) => {
+        if (values[i] == null) return;
+        const dot = svgEl("circle", { cx: plotX(xOfToken(t)), cy: bpb.y(values[i]), r: 3, fill: categoryColor(cat) });
+        dot.append(svgEl("title", {}, `${cat} ${bpbText(values[i])} bpb at step ${grouped(H.step[i])}`));
+        bpbChart.append(dot);
+      });
+    }
+    seriesLines(bpbChart, H.token, H.mix, bpb.y, { class: "bpb-line mix", "data-category": "mix" });
+    bpbChart.append(svgEl("text", { x: MARGIN.left + 4, y: top + 12 }, "held-out bits per byte"));
+    state.bpbCursor = cursorLine(bpbChart, top, bottom);
+    const legend = document.getElementById("bpb-legend");
+    legend.replaceChildren(...cats.map(([cat]) => {
+      const li = el("li");
+      li.append(el("span", { class: "swatch", style: `background:${categoryColor(cat)}` }), document.createTextNode(cat));
+      return li;
+    }), (() => {
+      const li = el("li");
+      li.append(el("span", { class: "swatch", style: "background:var(--fg)" }), document.createTextNode("mix (the phase's weights; dashed)"));
+      return li;
+    })());
+  }
+
+  function renderRun(token) {
+    const at = runAtToken(token);
+    const lossSub = !at.loss ? "no step finished yet"
+      : `step ${grouped(at.loss.step)}` + (at.loss.last && at.loss.step < RUN.total_steps ? " (the run's last so far)" : "");
+    setText("cur-loss", at.loss ? at.loss.value.toFixed(4) : "–", { "data-loss": at.loss ? at.loss.value : "", "data-step": at.loss ? at.loss.step : "" });
+    setText("cur-loss-sub", lossSub);
+    const ev = at.heldout;
+    setText("cur-bpb", ev ? bpbText(ev.mix) : "–", { "data-bpb": ev && ev.mix != null ? ev.mix : "", "data-step": ev ? ev.step : "" });
+    const since = at.since;
+    setText("cur-bpb-sub", !ev ? "no evaluation yet" : `evaluated after step ${grouped(ev.step)}` +
+      (since ? `; changes over ${since.phase} (from step ${grouped(since.step)})` : ""));
+    document.getElementById("cur-bpb-categories").replaceChildren(...Object.keys(RUN.heldout.categories).map((cat) => {
+      const v = ev ? ev.categories[cat] : null;
+      const before = since ? since.categories[cat] : null;
+      const delta = v != null && before != null ? v - before : null;
+      const li = el("li", { "data-category": cat, "data-bpb": v == null ? "" : v, "data-delta": delta == null ? "" : delta });
+      li.append(el("span", { class: "swatch", style: `background:${categoryColor(cat)}` }), document.createTextNode(cat + " "),
+        el("span", { class: "share" }, bpbText(v)));
+      if (delta != null) {
+        li.append(el("span", { class: "delta " + (delta < 0 ? "better" : delta > 0 ? "worse" : "") },
+          (delta < 0 ? "−" : "+") + Math.abs(delta).toFixed(4)));
+      }
+      return li;
+    }));
+    if (at.loss) {
+      state.lossDot.setAttribute("cx", plotX(xOfToken(at.loss.token)));
+      state.lossDot.setAttribute("cy", state.lossY(at.loss.value));
+      state.lossDot.setAttribute("visibility", "visible");
+    } else state.lossDot.setAttribute("visibility", "hidden");
+  }
+
   function drawAll() {
     width = Math.max(Math.round(overview.getBoundingClientRect().width) || 800, 480);
     drawOverview();
     drawLr();
     drawArea();
+    if (RUN) drawRunCharts();
     // Line the slider's thumb up with the charts' plot area.
     const wrap = document.getElementById("slider-wrap");
     wrap.style.marginLeft = (MARGIN.left - 8) + "px";
@@ -386,7 +544,8 @@
 
     // Cursor marks on the charts and the slider.
     const px = plotX(x);
-    for (const line of [state.overviewCursor, state.lrCursor, state.areaCursor]) if (line) { line.setAttribute("x1", px); line.setAttribute("x2", px); }
+    if (RUN) renderRun(token);
+    for (const line of [state.overviewCursor, state.lrCursor, state.areaCursor, state.lossCursor, state.bpbCursor]) if (line) { line.setAttribute("x1", px); line.setAttribute("x2", px); }
     if (state.lrDot) { state.lrDot.setAttribute("cx", px); state.lrDot.setAttribute("cy", state.lrY(lr)); }
     for (const r of overview.querySelectorAll(".phase-rect")) r.classList.toggle("current", Number(r.dataset.phaseIndex) === index);
     slider.value = String(Math.round(x * POSITIONS));
@@ -430,7 +589,7 @@
     } else handled = false;
     if (handled) ev.preventDefault();
   });
-  for (const svg of [overview, lrChart, areaChart]) {
+  for (const svg of RUN ? [overview, lrChart, areaChart, lossChart, bpbChart] : [overview, lrChart, areaChart]) {
     svg.addEventListener("click", (ev) => {
       if (ev.target.classList && ev.target.classList.contains("phase-rect")) return;
       const box = svg.getBoundingClientRect();
@@ -447,10 +606,16 @@
 
   const runs = RUNS.length > 1 ? `, ${RUNS.length} runs` : "";
   setText("summary", `${PHASES.length} phases${runs} · ${human(TOTAL)} tokens · global batch ${grouped(GBS)} tokens · ` +
-    `tokenizer ${REPORT.recipe.tokenizer} · model ${REPORT.recipe.model}`);
+    `tokenizer ${REPORT.recipe.tokenizer} · model ${REPORT.recipe.model}` +
+    (RUN ? ` · run ${RUN.path}: step ${grouped(RUN.steps_done)} of ${grouped(RUN.total_steps)}` : ""));
+  if (RUN) {
+    document.getElementById("run-section").hidden = false;
+    setText("run-note", `${grouped(RUN.loss.step.length)} steps, ${grouped(RUN.heldout.step.length)} held-out evaluations; ` +
+      "each point at the token where its step ends");
+  }
   drawAll();
   document.getElementById("app").setAttribute("data-ready", "1");
 
   // For tests and the curious: the same numbers the page shows, by token position.
-  window.mixcTimeline = { setToken, lrAtToken, epochsAtToken, phaseIndexAt, tokenOfX, xOfToken, state };
+  window.mixcTimeline = { setToken, lrAtToken, epochsAtToken, phaseIndexAt, tokenOfX, xOfToken, runAtToken: RUN ? runAtToken : null, state };
 })();

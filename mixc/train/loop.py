@@ -63,7 +63,7 @@ from .metrics import (
     progress_line,
     summarize,
 )
-from .model import IGNORE_INDEX, SmolLM3, SmolLM3Config, document_start_loss_mask, get_config
+from .model import IGNORE_INDEX, SmolLM3, SmolLM3Config, document_start_loss_mask, get_config, resolve_attention
 
 CHECKPOINT_FORMAT = "mixc.checkpoint/1"
 DEFAULT_MICRO_BATCH_TOKENS = 8192  # per rank per forward pass, when --micro-batch-size is not given
@@ -73,7 +73,7 @@ _print = functools.partial(print, flush=True)
 
 def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resume: bool = False,
           micro_batch_size: int | None = None, max_steps: int | None = None, checkpoint_every: int = 100,
-          keep: int = 3, device: str = "cpu", attention: str = "sdpa", seed: int | None = None, fsdp: bool = False,
+          keep: int = 3, device: str = "cpu", attention: str = "auto", seed: int | None = None, fsdp: bool = False,
           threads: int | None = None, peak_flops: float | None = None, num_workers: int = 0, log_every: int = 1,
           verify_store: bool = False, activation_checkpointing: bool | None = None, log: Callable[[str], Any] = _print,
           on_step: Callable[[dict], Any] | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
@@ -197,7 +197,10 @@ class Trainer:
 
         # The model: same init on every rank (same seed), then the checkpoint's state if any.
         checkpoint.seed_everything(self.seed)
-        self.model = SmolLM3.build(config, world.device, self.seed, attention=self.attention)  # meta device, then init in place
+        # "auto": varlen (flash) on a GPU that runs it, else compiled flex; SDPA on CPU. Named in the start-up line.
+        compute_dtype = distributed.precision_policy(world.device.type, self.fsdp, world.world_size).compute_dtype
+        self.attention_backend = resolve_attention(self.attention, world.device, compute_dtype, config.head_dim)
+        self.model = SmolLM3.build(config, world.device, self.seed, attention=self.attention_backend)  # meta device, then init in place
         if state is None and self.init_from is not None:
             self._init_weights(config)
         self.engine = distributed.wrap(self.model, world, self.fsdp)
@@ -241,11 +244,11 @@ class Trainer:
             "recipe": str(self.recipe_path), "shards": str(self.store), "model": recipe.model, "parameters": self.params,
             "world_size": world.world_size, "micro_batch_size": self.micro_batch_size, "seed": self.seed,
             "device": str(world.device), "threads": torch.get_num_threads(), "steps": self.total,
-            "mixc_version": __version__}, indent=2) + "\n")
+            "attention": self.attention_backend, "mixc_version": __version__}, indent=2) + "\n")
         self.log(f"{recipe.name}: model {recipe.model} ({self.params / 1e6:.2f}M parameters), {self.total} steps in "
                  f"{len(self.plan.phases)} phases, {world.world_size} process(es) on {world.device}, "
                  f"{self.loader.batches.micro_per_step[0]} micro-batch(es) of {self.loader.batches.micro_sizes[0]} "
-                 "per rank per step")
+                 f"per rank per step, attention {self.attention_backend}" + (" (auto)" if self.attention == "auto" else ""))
 
     # -- one step -------------------------------------------------------------------------
 

@@ -19,8 +19,11 @@ Intra-document attention. The loader's `position_ids` restart at 0 at every docu
 document. On CPU this is SDPA with a block-diagonal causal boolean mask; a batch without
 boundaries uses plain causal SDPA (`is_causal=True`, no mask). `attention="flex"` uses
 flex_attention with a document block mask instead (meant for GPUs; it needs torch.compile
-to be fast). Without position_ids, `cu_seqlens` over the flattened batch gives the same
-boundaries.
+to be fast). `attention="varlen"` calls torch's flash varlen kernel on the batch flattened to
+[tokens, heads, head_dim], one causal sequence per document (CUDA, sm80+, fp16/bf16 only).
+`attention="auto"` picks, at the first forward: varlen where it can run, else flex on a GPU,
+SDPA on CPU (`resolve_attention`). Without position_ids, `cu_seqlens` over the flattened batch
+gives the same boundaries.
 
 Labels at document starts. The loader labels every position with the next token of the
 stream, so the EOS that closes document A is labelled with the first token of document B.
@@ -39,6 +42,7 @@ softmax normaliser near 1 (PaLM); SmolLM3 trained without it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -221,6 +225,18 @@ def document_start_loss_mask(input_ids: torch.Tensor, eos_token_id: int) -> torc
     return input_ids != eos_token_id
 
 
+def cu_seqlens_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(cu_seqlens int32 [N + 1], max_seqlen) over the flattened [B * T] batch: a sequence starts
+    at every position 0 and at every row start (a row may begin inside a document), as the
+    loader's own `cu_seqlens`. A varlen kernel then keeps each token within its sequence."""
+    B, T = position_ids.shape
+    starts = position_ids == 0
+    starts[:, 0] = True
+    flat = torch.nonzero(starts.flatten()).flatten()
+    cu = torch.cat([flat, flat.new_tensor([B * T])]).to(torch.int32)
+    return cu, int((cu[1:] - cu[:-1]).max())
+
+
 # Above this many documents in a row, one masked attention call beats a call per document.
 MAX_SEGMENTS_PER_ROW = 32
 
@@ -234,11 +250,16 @@ class AttentionMask:
         self.mask = None
         self.block_mask = None
         self.segments: list[list[tuple[int, int]]] | None = None
+        self.cu_seqlens: torch.Tensor | None = None
+        self.max_seqlen = 0
         # Boundaries inside a row = a position 0 after the first column.
         self.packed = bool((position_ids[:, 1:] == 0).any())
         if not self.packed:
-            return
+            return  # plain causal SDPA (a flash kernel on a GPU), whatever the backend
         B, T = position_ids.shape
+        if backend == "varlen":
+            self.cu_seqlens, self.max_seqlen = cu_seqlens_from_positions(position_ids)
+            return
         if backend == "sdpa" and not position_ids.is_cuda:
             # On CPU, attend within each document separately (causal SDPA per segment): a
             # masked full-row attention computes every cross-document score and throws it away.
@@ -269,6 +290,8 @@ class AttentionMask:
         if not self.gqa and k.shape[1] != q.shape[1]:
             group = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        if self.cu_seqlens is not None:
+            return self._varlen(q, k, v)
         if self.segments is not None:
             rows = []
             for b, segments in enumerate(self.segments):
@@ -278,6 +301,76 @@ class AttentionMask:
             return torch.cat(rows, dim=0)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, is_causal=self.mask is None,
                                               enable_gqa=self.gqa)
+
+    def _varlen(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """[B, H, T, hd] in and out; the kernel sees [B * T, heads, hd] and one causal sequence
+        per document. Shared k/v heads are passed as they are (the kernel groups query heads
+        j*g .. j*g+g-1 on kv head j, as SDPA does) unless the model asks for copies."""
+        B, H, T, D = q.shape
+        # Autocast leaves a custom op's inputs alone (SDPA's it casts), and under autocast RoPE
+        # layers hand over fp32 q, k (the fp32 cos/sin tables) with a bf16 v: one dtype for flash.
+        device_type = q.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else q.dtype
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.transpose(1, 2).reshape(B * T, x.shape[1], D).to(dtype)
+
+        out = _varlen_attn()(flat(q), flat(k), flat(v), self.cu_seqlens, self.cu_seqlens, self.max_seqlen,
+                             self.max_seqlen, window_size=(-1, 0), enable_gqa=k.shape[1] != H)
+        return out.reshape(B, T, H, D).transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the attention backend
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex", "varlen")
+
+
+@functools.cache
+def _varlen_attn():
+    """torch's varlen_attn, or None when this torch has none. Imported on first use:
+    the module pulls in torch._dynamo."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def varlen_unavailable(device: torch.device, compute_dtype: torch.dtype, head_dim: int) -> str | None:
+    """Why the varlen (flash) kernel cannot run on `device` at `compute_dtype`; None when it can."""
+    if device.type != "cuda":
+        return f"it needs a CUDA GPU (flash attention), not {device.type}"
+    if _varlen_attn() is None:
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen"
+    if not torch.backends.cuda.is_flash_attention_available():
+        return "this torch build has no flash attention kernels"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        return f"flash attention needs compute capability 8.0 or newer, {device} has {major}.{minor}"
+    if compute_dtype not in (torch.float16, torch.bfloat16):
+        return f"flash attention computes in fp16 or bf16, not {str(compute_dtype).replace('torch.', '')}"
+    if head_dim % 8 or head_dim > 256:
+        return f"flash attention takes head_dim a multiple of 8 up to 256, not {head_dim}"
+    return None
+
+
+def resolve_attention(requested: str, device: torch.device | str, compute_dtype: torch.dtype, head_dim: int) -> str:
+    """The backend a model computes with: `requested` checked, or for "auto" the fastest that runs
+    here: varlen on a GPU where flash runs, else compiled flex (still no dense T x T mask); SDPA
+    on CPU (a causal call per document, mixc's CPU path)."""
+    if requested not in ATTENTION_BACKENDS:
+        raise MixcError(f"unknown attention backend '{requested}' (expected one of {', '.join(ATTENTION_BACKENDS)})")
+    device = torch.device(device)
+    if requested == "varlen":
+        reason = varlen_unavailable(device, compute_dtype, head_dim)
+        if reason:
+            raise MixcError(f"attention 'varlen' cannot run here: {reason}; use --attention auto, flex or sdpa")
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "sdpa"
+    return "varlen" if varlen_unavailable(device, compute_dtype, head_dim) is None else "flex"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,8 +501,8 @@ class SmolLM3(nn.Module):
         generator = torch.Generator()
         generator.set_state(torch.get_rng_state())
         self.activation_checkpointing = activation_checkpointing
-        if attention not in ("sdpa", "flex"):
-            raise MixcError(f"unknown attention backend '{attention}' (expected 'sdpa' or 'flex')")
+        if attention not in ATTENTION_BACKENDS:
+            raise MixcError(f"unknown attention backend '{attention}' (expected one of {', '.join(ATTENTION_BACKENDS)})")
         self.config = config
         self.attention = attention
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
@@ -482,7 +575,7 @@ class SmolLM3(nn.Module):
                 position_ids = torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.embed_tokens(input_ids)
         rope = self.rotary(position_ids, x.dtype)
-        mask = AttentionMask(position_ids, self.attention, self.gqa_in_sdpa)
+        mask = AttentionMask(position_ids, self._attention_backend(x), self.gqa_in_sdpa)
         checkpointed = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
             if checkpointed:
@@ -499,6 +592,14 @@ class SmolLM3(nn.Module):
         if labels is None:
             return logits, None
         return logits, self.loss(logits, labels, loss_mask, z_loss)
+
+    def _attention_backend(self, x: torch.Tensor) -> str:
+        """"auto" resolved once, at the first forward, for its device and compute dtype."""
+        if self.attention == "auto":
+            device_type = x.device.type
+            dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+            self.attention = resolve_attention("auto", x.device, dtype, self.config.head_dim)
+        return self.attention
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor, loss_mask: torch.Tensor | None = None,
