@@ -11,8 +11,11 @@ batch (8 x 512 tokens), fp32 and 2 threads. A step is forward + loss + backward 
 - transformers: `model(input_ids, position_ids=..., labels=..., use_cache=False)` with its
   default attention (sdpa) and its own shifted-label loss, `torch.optim.AdamW` with defaults.
 
-The sides alternate within one process (the order flips every round), so machine load hits
-both alike; the figure is the median of the per-round ratios of step times. `--packed`
+The sides alternate within one process (the order rotates every round), so machine load hits
+both alike; the figure is the median of the per-round ratios of step times. `--compile` adds a
+third side, mixc with `compile_blocks()` (what `mixc train --compile` runs): its compilation
+(the first steps, until every shape has compiled) is timed and printed separately, then it
+takes its turn in every round like the others. `--packed`
 also times batches of several documents per row (position_ids restarting at 0; transformers
 then builds its document mask from them).
 
@@ -22,7 +25,7 @@ reported (VmHWM, the kernel's resident-set high-water mark of that process) alon
 RSS right after the imports, so the difference is what the model, activations and optimizer
 state cost.
 
-    .venv/bin/python bench/bench_train_step.py [--rounds 10] [--packed]
+    .venv/bin/python bench/bench_train_step.py [--rounds 10] [--packed] [--compile]
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def build(sides: list[str]):
     built = {}
     if "mixc" in sides:
         built["mixc"] = (ours, ours.configure_optimizer(LR, WD, BETAS, EPS))
+    if "mixc-compiled" in sides:
+        torch.manual_seed(0)
+        compiled = SmolLM3(get_config("smollm3-tiny", **CONFIG)).train().compile_blocks()
+        built["mixc-compiled"] = (compiled, compiled.configure_optimizer(LR, WD, BETAS, EPS))
     if "transformers" in sides:
         from transformers import AutoModelForCausalLM
 
@@ -86,7 +93,7 @@ def step(side: str, model, optimizer, batch, packed: bool) -> tuple[float, float
     """(wall seconds, process CPU seconds) of one training step."""
     input_ids, labels, position_ids = batch
     start, cpu_start = time.perf_counter(), time.process_time()
-    if side == "mixc":
+    if side.startswith("mixc"):
         _, loss = model(input_ids, position_ids=position_ids if packed else None, labels=labels, return_logits=False)
     else:
         # transformers shifts labels itself: pass the inputs, it predicts input_ids[t + 1] at t.
@@ -129,35 +136,43 @@ def measure_memory(side: str, packed: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def time_sides(rounds: int, packed: bool) -> None:
+def time_sides(rounds: int, packed: bool, compile: bool) -> None:
     torch.set_num_threads(2)
-    built = build(["mixc", "transformers"])
+    sides = ["mixc", "transformers"] + (["mixc-compiled"] if compile else [])
+    built = build(sides)
     batch = make_batch(packed)
     label = "packed (3-4 documents per row)" if packed else "plain causal (no document boundaries)"
     print(f"\n== {label}: batch {BATCH} x {SEQ}, fp32, 2 threads; max |logit diff| = {check_same_function(built, batch):.2e}")
     for side in ("mixc", "transformers"):  # warm up allocators and kernels
         step(side, *built[side], batch, packed)
-    ratios, cpu_ratios, times = [], [], {"mixc": [], "transformers": []}
+    if compile:  # compilation: the first two steps (forward + backward graphs), timed on their own
+        took = sum(step("mixc-compiled", *built["mixc-compiled"], batch, packed)[0] for _ in range(2))
+        print(f"compilation (first 2 compiled steps): {took:.1f} s")
+    ratios, cpu_ratios = {s: [] for s in sides if s != "transformers"}, {s: [] for s in sides if s != "transformers"}
+    times = {side: [] for side in sides}
     tokens = BATCH * SEQ
     for r in range(rounds):
-        order = ("mixc", "transformers") if r % 2 == 0 else ("transformers", "mixc")
+        order = sides[r % len(sides):] + sides[:r % len(sides)]  # rotated: each side takes each turn
         took = {side: step(side, *built[side], batch, packed) for side in order}
         for side in took:
             times[side].append(took[side][0])
-        ratios.append(took["transformers"][0] / took["mixc"][0])
-        cpu_ratios.append(took["transformers"][1] / took["mixc"][1])
-        print(f"round {r + 1:2d}: mixc {tokens / took['mixc'][0]:7.0f} tok/s   transformers "
-              f"{tokens / took['transformers'][0]:7.0f} tok/s   speedup {ratios[-1]:.2f}x (CPU time {cpu_ratios[-1]:.2f}x)")
+        for side in ratios:
+            ratios[side].append(took["transformers"][0] / took[side][0])
+            cpu_ratios[side].append(took["transformers"][1] / took[side][1])
+        print(f"round {r + 1:2d}: " + "   ".join(f"{side} {tokens / took[side][0]:7.0f} tok/s" for side in sides) + "   speedup "
+              + ", ".join(f"{side} {ratios[side][-1]:.2f}x" for side in ratios))
     med = {side: statistics.median(t) for side, t in times.items()}
-    print(f"median tokens/s: mixc {tokens / med['mixc']:.0f}, transformers {tokens / med['transformers']:.0f}")
-    print(f"median speedup (of per-round wall-time ratios): {statistics.median(ratios):.2f}x; "
-          f"of CPU-time ratios: {statistics.median(cpu_ratios):.2f}x")
+    print("median tokens/s: " + ", ".join(f"{side} {tokens / med[side]:.0f}" for side in sides))
+    for side in ratios:
+        print(f"median speedup of {side} over transformers (of per-round wall-time ratios): "
+              f"{statistics.median(ratios[side]):.2f}x; of CPU-time ratios: {statistics.median(cpu_ratios[side]):.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--packed", action="store_true", help="also time packed multi-document batches")
+    parser.add_argument("--compile", action="store_true", help="also time mixc with compiled layers (mixc train --compile)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-child", choices=["mixc", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
@@ -166,9 +181,9 @@ def main() -> None:
         memory_child(args.memory_child, args.steps, args.packed)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} -> 2 threads")
-    time_sides(args.rounds, packed=False)
+    time_sides(args.rounds, packed=False, compile=args.compile)
     if args.packed:
-        time_sides(args.rounds, packed=True)
+        time_sides(args.rounds, packed=True, compile=args.compile)
     if not args.no_memory:
         print("\n== peak memory: one child process per side, 3 plain steps; VmHWM (RSS high-water mark)")
         for side in ("mixc", "transformers"):

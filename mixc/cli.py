@@ -390,6 +390,8 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--attention", type=click.Choice(["auto", "sdpa", "flex", "varlen"]), default="auto", show_default=True,
               help="auto: varlen (flash) on a GPU that runs it, else compiled flex; sdpa on CPU.")
 @click.option("--fsdp", is_flag=True, help="Shard parameters with FSDP2 (GPUs, under torchrun).")
+@click.option("--compile", "compile_layers", is_flag=True,
+              help="torch.compile each layer around its attention kernel (faster steps; the first step of each sequence length compiles).")
 @click.option("--activation-checkpointing/--no-activation-checkpointing", default=None,
               help="Recompute each layer in backward (default: on for a phase that would not fit the GPU without it; off on CPU).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads per process.")
@@ -401,7 +403,8 @@ def tokenizer_train_command(vocab_size, out, source_name, catalog, sample, docum
 @click.option("--verify-store", is_flag=True, help="Also check every token file's checksum before step 1 (reads all the shards).")
 @click.option("--init-from", type=click.Path(exists=True), help="Start a new run from this checkpoint's weights (a folder, or a run: its newest).")
 def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, checkpoint_every, keep, device, attention, fsdp,
-                  threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing, init_from) -> None:
+                  threads, seed, peak_tflops, workers, log_every, verify_store, activation_checkpointing, init_from,
+                  compile_layers) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
     from .train.loop import train  # torch: heavy, imported only by the commands that need it
     from .train.metrics import render_summary
@@ -410,7 +413,7 @@ def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, chec
                     checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
                     threads=threads, seed=seed, peak_flops=peak_tflops * 1e12 if peak_tflops else None,
                     num_workers=workers, log_every=log_every, verify_store=verify_store,
-                    activation_checkpointing=activation_checkpointing, init_from=init_from)
+                    activation_checkpointing=activation_checkpointing, init_from=init_from, compile=compile_layers)
     if summary:
         click.echo(render_summary(summary))
 

@@ -76,14 +76,16 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
           keep: int = 3, device: str = "cpu", attention: str = "auto", seed: int | None = None, fsdp: bool = False,
           threads: int | None = None, peak_flops: float | None = None, num_workers: int = 0, log_every: int = 1,
           verify_store: bool = False, activation_checkpointing: bool | None = None, log: Callable[[str], Any] = _print,
-          on_step: Callable[[dict], Any] | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
+          on_step: Callable[[dict], Any] | None = None, init_from: str | Path | None = None,
+          compile: bool = False) -> dict[str, Any]:
     """Train a recipe on a shard store; returns the run summary (also written to out/summary.json).
 
     Under torchrun every process calls this; each trains on its slice of every global batch.
     `max_steps` stops after that many global steps of the curriculum (a checkpoint is written
     there); `verify_store` also reads every token file against its checksum before step 1 (the
     cheap checks of the store always run); `on_step(info)` is called on rank 0 after each step
-    with the step's record and the model (tests use it to look inside).
+    with the step's record and the model (tests use it to look inside). `compile` compiles each
+    decoder layer's halves around its attention kernel (`SmolLM3.compile_blocks`).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -93,7 +95,8 @@ def train(recipe_path: str | Path, shards: str | Path, out: str | Path, *, resum
                           max_steps=max_steps, checkpoint_every=checkpoint_every, keep=keep, attention=attention, seed=seed,
                           fsdp=fsdp, peak_flops=peak_flops, num_workers=num_workers, log_every=log_every,
                           verify_store=verify_store, activation_checkpointing=activation_checkpointing,
-                          log=log if world.main else (lambda _msg: None), on_step=on_step, init_from=init_from)
+                          log=log if world.main else (lambda _msg: None), on_step=on_step, init_from=init_from,
+                          compile=compile)
         return trainer.run()
     finally:
         distributed.teardown(world)
@@ -111,7 +114,7 @@ class Trainer:
                  micro_batch_size: int | None, max_steps: int | None, checkpoint_every: int, keep: int, attention: str,
                  seed: int | None, fsdp: bool, peak_flops: float | None, num_workers: int, log_every: int,
                  verify_store: bool, log: Callable[[str], Any], on_step: Callable[[dict], Any] | None,
-                 activation_checkpointing: bool | None = None, init_from: str | Path | None = None):
+                 activation_checkpointing: bool | None = None, init_from: str | Path | None = None, compile: bool = False):
         self.recipe_path, self.store, self.out, self.world = recipe_path, store, out, world
         self.resume, self.micro_batch_size, self.max_steps = resume, micro_batch_size, max_steps
         self.checkpoint_every, self.keep, self.attention, self.seed, self.fsdp = checkpoint_every, keep, attention, seed, fsdp
@@ -121,6 +124,7 @@ class Trainer:
         self.ckpt_root = out / "checkpoints"
         self.init_from = init_from  # a fresh run starts from these checkpoint weights (an annealed ablation)
         self.after_step: list[Callable[[Trainer, dict], Any]] = []
+        self.compile = compile
 
     def run(self) -> dict[str, Any]:
         self.setup()
@@ -203,6 +207,8 @@ class Trainer:
         self.model = SmolLM3.build(config, world.device, self.seed, attention=self.attention_backend)  # meta device, then init in place
         if state is None and self.init_from is not None:
             self._init_weights(config)
+        if self.compile:  # before wrapping, as torchtitan does: FSDP and DDP see the compiled layers
+            self.model.compile_blocks()
         self.engine = distributed.wrap(self.model, world, self.fsdp)
         opt = recipe.optimizer
         self.optimizer = self.model.configure_optimizer(lr=0.0, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2),
@@ -241,14 +247,16 @@ class Trainer:
     def _announce(self) -> None:
         recipe, world = self.recipe, self.world
         (self.out / "run.json").write_text(json.dumps({
-            "recipe": str(self.recipe_path), "shards": str(self.store), "model": recipe.model, "parameters": self.params,
+            # Absolute: `mixc report RUN` and `mixc eval RUN` read them from any working directory.
+            "recipe": str(self.recipe_path.resolve()), "shards": str(self.store.resolve()), "model": recipe.model, "parameters": self.params,
             "world_size": world.world_size, "micro_batch_size": self.micro_batch_size, "seed": self.seed,
             "device": str(world.device), "threads": torch.get_num_threads(), "steps": self.total,
-            "attention": self.attention_backend, "mixc_version": __version__}, indent=2) + "\n")
+            "attention": self.attention_backend, "compile": self.compile, "mixc_version": __version__}, indent=2) + "\n")
         self.log(f"{recipe.name}: model {recipe.model} ({self.params / 1e6:.2f}M parameters), {self.total} steps in "
                  f"{len(self.plan.phases)} phases, {world.world_size} process(es) on {world.device}, "
                  f"{self.loader.batches.micro_per_step[0]} micro-batch(es) of {self.loader.batches.micro_sizes[0]} "
-                 f"per rank per step, attention {self.attention_backend}" + (" (auto)" if self.attention == "auto" else ""))
+                 f"per rank per step, attention {self.attention_backend}" + (" (auto)" if self.attention == "auto" else "")
+                 + (", compiled layers" if self.compile else ""))
 
     # -- one step -------------------------------------------------------------------------
 
