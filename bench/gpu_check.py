@@ -13,7 +13,9 @@ time-boxed, each recording its own error instead of stopping the run:
                CPU in fp32, unpacked and packed rows, SDPA, flex and varlen attention: loss
                relative error and the worst gradient cosine, checked against bf16 tolerances;
   3b-4k        the 3B at sequence 4096 under FSDP2 on one rank in bf16: tokens/s, MFU, peak
-               memory; unpacked (SDPA) and packed rows (varlen, flex, and SDPA's dense mask);
+               memory; unpacked (SDPA) and packed rows (varlen, flex, and SDPA's dense mask),
+               then packed with the default attention and compiled layers (`train --compile`;
+               its first step, the compilation, is recorded apart);
   3b-32k       the 3B at 32768 with activation checkpointing: fits or not, tokens/s.
 
 varlen (torch's flash varlen kernel) runs on CUDA sm80+ only: elsewhere its runs are recorded
@@ -171,10 +173,10 @@ def stage_correctness(rep: Reporter, device: torch.device, world: dist.World, sm
 
 def throughput(rep: Reporter, label: dict, config, device: torch.device, world: dist.World, *, seq: int, micro: int,
                packed: bool, attention: str, checkpointing: bool, fsdp: bool, budget_s: float, peak: float | None,
-               max_steps: int) -> dict:
+               max_steps: int, compile: bool = False) -> dict:
     rng = np.random.default_rng(1)
     record = {**label, "sequence_length": seq, "micro_batch_size": micro, "packed": packed, "attention": attention,
-              "activation_checkpointing": checkpointing, "fsdp": fsdp}
+              "activation_checkpointing": checkpointing, "fsdp": fsdp, "compile": compile}
     model = optimizer = None
     if attention == "flex" and device.type == "cpu":
         return rep.emit({**record, "skipped": NO_CPU_FLEX_BACKWARD})
@@ -186,6 +188,8 @@ def throughput(rep: Reporter, label: dict, config, device: torch.device, world: 
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         model = SmolLM3.build(config, device, seed=0, attention=attention, activation_checkpointing=checkpointing)
+        if compile:
+            model.compile_blocks()
         engine = dist.wrap(model, world, fsdp) if fsdp else model
         optimizer = model.configure_optimizer(lr=1e-5, weight_decay=0.1)
         autocast = dist.precision_policy(device.type, fsdp, world.world_size).autocast(device.type)
@@ -263,22 +267,26 @@ def main(argv: list[str] | None = None) -> int:
         fitting = [(m, ckpt) for ckpt in (False, True) for m in (4, 2, 1)
                    if estimate(shape, seq_short, m, 1, fsdp=fsdp, activation_checkpointing=ckpt).fits(device_bytes)]
         micro, ckpt_short = fitting[0] if fitting else (1, True)
+        auto = resolve_attention("auto", device, torch.bfloat16, big.head_dim)
         runs = [("3b-4k", seq_short, micro, False, "sdpa", ckpt_short), ("3b-4k", seq_short, micro, True, "varlen", ckpt_short),
                 ("3b-4k", seq_short, micro, True, "flex", ckpt_short), ("3b-4k", seq_short, micro, True, "sdpa", ckpt_short),
+                ("3b-4k", seq_short, micro, True, auto, ckpt_short, True),
                 ("3b-32k", seq_long, 1, True, "varlen", True), ("3b-32k", seq_long, 1, True, "flex", True),
                 ("3b-32k", seq_long, 1, False, "sdpa", True)]
-        for i, (stage, seq, mbs, packed, attention, ckpt) in enumerate(runs):
+        for i, (stage, seq, mbs, packed, attention, ckpt, *compiled) in enumerate(runs):
+            compile = bool(compiled)
             if rep.left() < 20:
                 rep.emit({"stage": stage, "skipped": "time budget spent", "sequence_length": seq, "packed": packed})
                 continue
             budget = 0.1 if smoke else min(40.0, rep.left() / (len(runs) - i) / 2)
             label = {"stage": stage, "model": "smollm3-test" if smoke else "smollm3-3b"}
             result = throughput(rep, label, big, device, world, seq=seq, micro=mbs, packed=packed, attention=attention,
-                                checkpointing=ckpt, fsdp=fsdp, budget_s=budget, peak=peak, max_steps=max_steps)
+                                checkpointing=ckpt, fsdp=fsdp, budget_s=budget, peak=peak, max_steps=max_steps,
+                                compile=compile)
             if result.get("fits") is False and not ckpt and rep.left() > 60:
                 # Out of memory without checkpointing: the same run with it says what does fit.
                 throughput(rep, label, big, device, world, seq=seq, micro=mbs, packed=packed, attention=attention,
-                           checkpointing=True, fsdp=fsdp, budget_s=budget, peak=peak, max_steps=max_steps)
+                           checkpointing=True, fsdp=fsdp, budget_s=budget, peak=peak, max_steps=max_steps, compile=compile)
     finally:
         dist.teardown(world)
     rep.emit({"stage": "done", "total_s": round(time.perf_counter() - rep.started, 1)})

@@ -148,6 +148,8 @@ def test_gpu_check_smoke_runs_every_stage_on_cpu(tmp_path):
         measured = [r for r in printed if r["stage"] == stage and "skipped" not in r]
         assert measured and all(r["fits"] and r["tokens_per_s"] > 0 for r in measured)
     assert any(r["activation_checkpointing"] for r in printed if r["stage"] == "3b-32k" and "fits" in r)
+    # the compiled-layers run trains too, with its compilation timed apart from its steps
+    assert [r["attention"] for r in printed if r.get("compile") and r.get("fits")] == ["sdpa"]
 
 
 @pytest.mark.slow
