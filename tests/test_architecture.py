@@ -18,6 +18,7 @@ PACKAGE = REPO / "mixc"
 LAYERS: list[tuple[str, ...]] = [
     ("mixc", "errors", "text", "environ"),
     ("locyaml",),
+    ("schema",),
     ("spec",),
     ("plan", "sample"),
     ("project", "store", "validate", "diff"),
