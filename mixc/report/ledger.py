@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
+from ..loader import CurriculumStream
+from ..plan import plan_recipe
+from ..spec import load_recipe
+from ..store import source_token_counts
+from ..streams import source_streams
 
 
 def _records(run: Path) -> list[dict[str, Any]]:
@@ -42,12 +47,6 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def ledger(run: str | Path) -> dict[str, Any]:
-    from ..loader import CurriculumStream
-    from ..plan import plan_recipe
-    from ..spec import load_recipe
-    from ..store import source_token_counts
-    from ..streams import source_streams
-
     run = Path(run)
     try:
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
