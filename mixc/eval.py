@@ -148,8 +148,8 @@ def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, v
              batch_tokens: int = DEFAULT_BATCH_TOKENS, step: int | None = None) -> dict[str, Any]:
     """The evaluation of the model behind `score` (input ids [B, T] -> logits [B, T, V]) on `heldout`."""
     import torch  # heavy: only when a model is scored (the held-out set and the tables need no torch)
-    import torch.distributed as dist
-    import torch.nn.functional as F
+    import torch.distributed as dist  # (the same)
+    import torch.nn.functional as F  # (the same)
 
     if vocab_size:
         batch_tokens = max(heldout.sequence_length, min(batch_tokens, LOGIT_BUDGET // vocab_size))
