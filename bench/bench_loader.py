@@ -5,7 +5,8 @@ datatrove's `DatatroveFolderDataset` random access, on the same shards, in the s
 
 Shards: --tokens random uint32 tokens (vocabulary 128,256, as SmolLM3) split over --sources
 sources, documents of log-normal lengths (median ~600 tokens) each ending with EOS, written
-in mixc's store layout (datatrove's .ds/.ds.index/.ds.metadata plus manifests) in a temp dir.
+through mixc's shard writer and store (datatrove's .ds/.ds.index/.ds.metadata, the source and
+phase manifests), as a build writes them, in a temp dir.
 
 mixc: a one-phase recipe blending the sources (global batch 64 x 4096), read through
 `CurriculumLoader`'s micro-batches (8 samples): input_ids, labels, position_ids and cu_seqlens
@@ -23,7 +24,6 @@ of its samples/s over concat's per round.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import tempfile
 import time
@@ -34,8 +34,9 @@ import torch
 
 from mixc.loader import CurriculumStream, MicroBatches, to_torch
 from mixc.plan import plan_recipe
+from mixc.shards.writer import ShardWriter
 from mixc.spec import load_recipe
-from mixc.store import PHASE_FORMAT, SHARDS_FORMAT, write_json_atomic
+from mixc.store import finalize_source, token_size_for, write_phase_manifest
 from mixc.streams import source_streams
 
 SEQ = 4096
@@ -43,20 +44,17 @@ VOCAB = 128_256
 EOS = 128_001
 MICRO = 8
 FILE_TOKENS = 10_000_000  # tokens per .ds file (documents never cross files)
-
-
-def _sha(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+KEY = "bench0000000"  # the source folders' build key
 
 
 def write_source(store: Path, name: str, tokens: int, rng: np.random.Generator) -> dict:
-    folder = store / "sources" / name / "bench0000000"
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    written = k = 0
+    """One source written as a build writes it: ShardWriter's shards, then finalize_source's manifest."""
+    folder = store / "sources" / name / KEY
+    token_size = token_size_for(VOCAB)
+    writer = ShardWriter(folder / ".work" / "shards", token_size=token_size, tokenizer_name="bench", shard_tokens=FILE_TOKENS)
+    written = 0
     while written < tokens:
-        n = min(FILE_TOKENS, tokens - written)
+        n = min(FILE_TOKENS, tokens - written)  # one shard's worth: documents never cross files
         lengths = np.maximum(2, rng.lognormal(6.4, 1.0, n // 300 + 10).astype(np.int64))
         ends = np.cumsum(lengths)
         ends = ends[ends <= n]
@@ -64,20 +62,13 @@ def write_source(store: Path, name: str, tokens: int, rng: np.random.Generator) 
             ends = np.append(ends, n)
         toks = rng.integers(0, VOCAB - 1000, n, dtype=np.uint32)
         toks[ends - 1] = EOS
-        path = folder / f"{k:05d}.ds"
-        toks.astype("<u4").tofile(path)
-        ends.astype("<u8").tofile(f"{path}.index")
-        Path(f"{path}.metadata").write_text(f"bench|4\n{n}\n{n / 1e6:.1f}M")
-        files.append({"path": path.name, "tokens": int(n), "documents": int(ends.size), "sha256": _sha(path),
-                      "index_sha256": _sha(Path(f"{path}.index"))})
+        writer.write(toks, ends)
         written += n
-        k += 1
-    manifest = {"format": SHARDS_FORMAT, "source": name, "key": "bench0000000",
-                "tokenizer": {"name": "bench", "fingerprint": "0" * 64, "vocab_size": VOCAB, "eos_token": "<eos>", "eos_id": EOS},
-                "token_size": 4, "documents": sum(f["documents"] for f in files), "tokens": written, "files": files,
-                "input": {"location": f"bench://{name}", "fingerprint": name}, "options": {}, "seed": 0, "mixc_version": "bench"}
-    write_json_atomic(folder / "manifest.json", manifest)
-    return manifest
+    return finalize_source(folder, [{"files": [f.to_dict() for f in writer.close()]}], {
+        "source": name, "key": KEY, "tokenizer": {"name": "bench", "fingerprint": "0" * 64, "vocab_size": VOCAB,
+                                                 "eos_token": "<eos>", "eos_id": EOS},
+        "token_size": token_size, "input": {"location": f"bench://{name}", "fingerprint": name}, "options": {}, "seed": 0,
+        "mixc_version": "bench"})
 
 
 def make_store(root: Path, tokens: int, n_sources: int) -> tuple[Path, Path, list[float], list[str]]:
@@ -96,10 +87,10 @@ def make_store(root: Path, tokens: int, n_sources: int) -> tuple[Path, Path, lis
         "schedule: {type: constant, peak_lr: 1.0e-3}\n"
         f"phases:\n  - name: p\n    mix: mix.yaml\n    steps: {steps}\n    sequence_length: {SEQ}\n    rope_theta: 10000\n"
     )
-    write_json_atomic(store / "phases" / "bench-loader" / "p.json", {
-        "format": PHASE_FORMAT, "recipe": "bench-loader", "phase": "p", "stage": None,
-        "tokenizer": manifests[0]["tokenizer"], "token_size": 4, "sequence_length": SEQ, "budget_tokens": steps * SEQ * 64,
-        "sources": [{"name": n, "share": w, "folder": f"sources/{n}/bench0000000", "tokens": m["tokens"],
+    write_phase_manifest(store, "bench-loader", "p", {
+        "stage": None, "tokenizer": manifests[0]["tokenizer"], "token_size": manifests[0]["token_size"], "sequence_length": SEQ,
+        "budget_tokens": steps * SEQ * 64,
+        "sources": [{"name": n, "share": w, "folder": f"sources/{n}/{KEY}", "tokens": m["tokens"],
                      "documents": m["documents"]} for n, w, m in zip(names, weights, manifests)],
     })
     return store, root / "recipe.yaml", weights, names
@@ -151,7 +142,7 @@ def main() -> None:
                 packed = MicroBatches(CurriculumStream(plan, source_streams(store, plan), packing={"p": ("bestfit", 8192)}), MICRO)
                 print(f"bestfit set-up ({when}): {time.perf_counter() - t:.2f} s for {int(args.tokens):,} tokens")
             run_mixc(packed, 0, 256)
-        datasets = [DatatroveFolderDataset(str(store / "sources" / n / "bench0000000"), SEQ, token_size=4,
+        datasets = [DatatroveFolderDataset(str(store / "sources" / n / KEY), SEQ, token_size=token_size_for(VOCAB),
                                            return_positions=True, positions_from_eos_token_id=EOS) for n in names]
         # Warm the page cache and both code paths once.
         run_mixc(batches, 0, 256)

@@ -17,17 +17,24 @@ import click
 from . import __version__
 from .diff import diff_phases, render_diff
 from .errors import MixcError
+from .eval import eval_hf, format_table
+from .experiments.commands import COMMANDS as EXPERIMENT_COMMANDS
 from .interop.nanotron_import import import_nanotron
 from .interop.nanotron_write import export_nanotron, write_export
 from .locyaml import SpecError, SpecErrors
+from .memory import ModelShape, phase_memory, render_memory
 from .project import default_recipe, load_plan
 from .report import render as render_report
+from .report.curves import run_curves
 from .report.epochs import epochs_data, shard_plan
 from .report.epochs import render as render_epochs
+from .report.ledger import ledger, render_ledger, run_plan, run_records
 from .report.packing import packing_data, render_packing
 from .shards.tokenizer import sample_corpus, source_texts, train_tokenizer
 from .shards.verify import decode_document, inspect_path, verify_path
 from .spec import json_schemas, load_catalog, load_recipe, parse_count
+from .train.configs import get_config
+from .train.metrics import render_summary
 from .validate import validate_paths
 
 
@@ -138,8 +145,6 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
     its ledger (per phase and source, planned against consumed tokens, epochs, held-out BPB), or
     with --format html or png its recipe's timeline with the run's loss and held-out BPB on it.
     """
-    from pathlib import Path
-
     if len(paths) == 1 and (Path(paths[0]) / "run.json").is_file():  # a run folder (mixc train --out)
         _report_run(paths[0], fmt, output)
         return
@@ -164,8 +169,6 @@ def report(paths, fmt, output, tokens, epoch_warning, shards) -> None:
 
 def _report_run(run: str, fmt: str, output: str | None) -> None:
     if fmt in ("table", "json"):
-        from .report.ledger import ledger, render_ledger
-
         data = ledger(run)
         _emit(json.dumps(data, indent=1) + "\n" if fmt == "json" else render_ledger(data), output)
         return
@@ -173,9 +176,6 @@ def _report_run(run: str, fmt: str, output: str | None) -> None:
         raise click.UsageError(f"--format {fmt} is for recipes and mixes; a run folder's report is table, json, html or png")
     if not output:
         raise click.UsageError(f"--format {fmt} needs -o FILE")
-    from .report.curves import run_curves
-    from .report.ledger import run_plan, run_records
-
     _, _, plan = run_plan(run)
     curves = run_curves(plan, run_records(Path(run)), run)
     result = render_report(plan, fmt, output, run=curves)
@@ -228,9 +228,6 @@ def plan_command(recipe, shards, fmt, epoch_warning, stage, packing, gpus, gpu, 
         data["packing"] = packing_data(plan, shards, packing, stage)
     memory = None
     if gpus:
-        from .memory import ModelShape, phase_memory, render_memory
-        from .train.configs import get_config  # torch-free
-
         memory = phase_memory(plan, ModelShape.of(get_config(plan.recipe.model)), gpus, gpu, fsdp=fsdp,
                               activation_checkpointing=activation_checkpointing, micro_batch_size=micro_batch_size)
         if fmt == "json":
@@ -328,7 +325,8 @@ def build(stage, recipe, out, sample, sample_documents, executor, tasks, workers
     `mixc build --stage 3` after `--stage 2` only tokenizes what stage 3 adds.
     """
     from .shards.run import SlurmOptions  # datatrove: heavy, imported only to build
-    from .shards.run import build as run_build
+    from .shards.run import build as run_build  # datatrove
+
     shard_tokens = _count_option(parse_count, shard_tokens, "--shard-tokens")
     if shard_tokens is not None and shard_tokens < 1:
         raise click.BadParameter(f"{shard_tokens}: a shard holds at least 1 token", param_hint="--shard-tokens")
@@ -407,7 +405,6 @@ def train_command(recipe, shards, out, resume, micro_batch_size, max_steps, chec
                   compile_layers) -> None:
     """Train RECIPE's model through its phases on the shards (under torchrun: data parallel)."""
     from .train.loop import train  # torch: heavy, imported only by the commands that need it
-    from .train.metrics import render_summary
 
     summary = train(recipe, shards, out, resume=resume, micro_batch_size=micro_batch_size, max_steps=max_steps,
                     checkpoint_every=checkpoint_every, keep=keep, device=device, attention=attention, fsdp=fsdp,
@@ -479,7 +476,7 @@ def export_checkpoint_command(checkpoint, out, yarn_factor, dtype) -> None:
     model.safetensors that transformers' AutoModelForCausalLM loads."""
     import torch  # heavy: only for the commands that need it
 
-    from .train.export import export_checkpoint
+    from .train.export import export_checkpoint  # torch
 
     written = export_checkpoint(checkpoint, out, yarn_factor=yarn_factor, dtype=getattr(torch, dtype),
                                 warn=lambda msg: click.echo(msg, err=True))
@@ -527,221 +524,11 @@ def generate_command(hf_dir, prompts, tokenizer, max_new_tokens, sample) -> None
         click.echo(f"{prompt!r} -> {text!r}")
 
 
-# --------------------------------------------------------------------------- experiments: fit, propose
+# --------------------------------------------------------------------------- experiments: fit, propose, ablate, sweep, results
 
+for _command in EXPERIMENT_COMMANDS:
+    main.add_command(_command)
 
-@main.command(name="fit")
-@click.option("--ratios", required=True, type=click.Path(dir_okay=False), help="ratios.csv: run id, then one share column per source.")
-@click.option("--metrics", required=True, type=click.Path(dir_okay=False), help="metrics.csv: run id, then one column per metric.")
-@click.option("--target", required=True, help="The metrics column to predict (e.g. bpb/web, loss/mix).")
-@click.option("--model", "kind", type=click.Choice(["loglinear", "quadratic", "lightgbm"]), default="quadratic", show_default=True)
-@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="k of the k-fold cross-validation.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment (and inner CV) seed.")
-@click.option("--predict", type=click.Path(dir_okay=False), help="A ratios CSV of new mixtures to predict (columns matched by name).")
-@click.option("--predictions", "predict_out", type=click.Path(dir_okay=False), help="Write the predictions here (default: stdout with --format csv).")
-@click.option("--test-metrics", type=click.Path(dir_okay=False), help="Metrics of the --predict runs: report Spearman and MAE on them.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the fitted model as JSON (for --predict later and mixc propose).")
-def fit_command(ratios, metrics, target, kind, folds, seed, predict, predict_out, test_metrics, fmt, output) -> None:
-    """Fit a regression from mixture shares to a metric; print k-fold cross-validated Spearman and MAE."""
-    import json as _json
-
-    from .experiments.fitcli import fit_table, run_fit
-
-    if fmt == "csv" and not predict:
-        raise MixcError("--format csv prints predictions: give --predict NEW_RATIOS.csv")
-    result = run_fit(ratios, metrics, target, kind, folds, seed, predict, predict_out if fmt != "csv" else predict_out, test_metrics, output)
-    text = result.pop("predictions_csv", None)
-    if fmt == "json":
-        click.echo(_json.dumps(result, indent=1, sort_keys=True))
-    elif fmt == "csv":
-        if text is not None:
-            click.echo(text, nl=False)
-        click.echo(fit_table(result), err=True)
-    else:
-        click.echo(fit_table(result))
-        if text is not None:
-            click.echo(text, nl=False)
-
-
-@main.command(name="propose")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="A model from `mixc fit -o`.")
-@click.option("--target", help="Check that the model predicts this metric.")
-@click.option("--base", required=True, type=click.Path(exists=True, dir_okay=False), help="The recipe (with --phase) or mix whose sources and catalog the proposal uses.")
-@click.option("--phase", help="The recipe's phase (name or stage number).")
-@click.option("--min-share", "min_shares", multiple=True, help="NAME=SHARE floor for a source, category or language (repeatable).")
-@click.option("--max-share", "max_shares", multiple=True, help="NAME=SHARE cap for a source, category or language (repeatable).")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), help="Cap each source at this many epochs of its size.")
-@click.option("--shards", type=click.Path(file_okay=False), help="Source sizes from this store's manifests (else the catalog's tokens).")
-@click.option("--tokens", type=int, help="The phase's token budget (default: the recipe phase's).")
-@click.option("--prior", type=click.Path(exists=True, dir_okay=False), help="A mix to stay close to (with --max-distance).")
-@click.option("--max-distance", type=click.FloatRange(min=0, max=1), help="Largest total-variation distance from --prior.")
-@click.option("--candidates", type=click.IntRange(min=16), default=4000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The proposed mix YAML.")
-def propose_command(model_path, target, base, phase, min_shares, max_shares, max_epochs, shards, tokens, prior, max_distance,
-                    candidates, seed, fmt, output) -> None:
-    """The mix minimizing the model's predicted metric under the constraints, written as a mix YAML."""
-    import json as _json
-    from pathlib import Path as _Path
-
-    from .experiments.constraints import build_constraints
-    from .experiments.fitcli import load_fitted, mix_vector, proposal_result
-    from .experiments.mixes import load_base, write_mix
-    from .experiments.propose import propose
-
-    model = load_fitted(model_path, target)
-    based = load_base(base, phase)
-    missing = [s for s in model.sources if s not in based.sources]
-    if missing:
-        raise MixcError(f"{base}: the model's source{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])} not in mix '{based.mix.name}'")
-    sizes = None
-    if shards:
-        from .store import source_token_counts
-
-        sizes = source_token_counts(shards, based.recipe.recipe.name if based.recipe else None)
-    cons = build_constraints(based, model.sources, min_shares=min_shares, max_shares=max_shares, max_epochs=max_epochs,
-                             sizes=sizes, phase_tokens=tokens or based.phase_tokens,
-                             prior=mix_vector(prior, model.sources) if prior else None, max_distance=max_distance)
-    found = propose(model, cons, candidates=candidates, seed=seed)
-    shares = dict(zip(model.sources, found.shares))
-    out = write_mix(output, _Path(output).stem, shares, based, f"proposed by mixc propose: minimizes predicted {model.target}")
-    result = proposal_result(model, found, out)
-    if fmt == "json":
-        click.echo(_json.dumps(result, indent=1, sort_keys=True))
-        return
-    prior_text = f" (prior: {result['prior_predicted']:.6g})" if result["prior_predicted"] is not None else ""
-    click.echo(f"predicted {model.target}: {found.predicted:.6g}{prior_text}  ({found.evaluated} mixtures evaluated)")
-    click.echo("active constraints: " + ("; ".join(found.active) if found.active else "none"))
-    if found.warning:
-        click.echo(f"warning: {found.warning}", err=True)
-    click.echo(f"wrote {out}")
-
-
-# --------------------------------------------------------------------------- experiments: ablate, sweep, results
-
-
-def _experiment_options(f):
-    for option in reversed([
-        click.option("--out", required=True, type=click.Path(file_okay=False), help="The experiment folder (mixes/, recipes/, runs/, CSVs)."),
-        click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Runs per design, seeds 0..N-1."),
-        click.option("--steps", type=click.IntRange(min=1), help="Steps per proxy run (default: the phase's)."),
-        click.option("--from", "from_run", help="Annealed: start every run from RUN@STEP's checkpoint weights (RUN alone: its newest)."),
-        click.option("--shards", default="shards", show_default=True, type=click.Path(file_okay=False), help="The shard store."),
-        click.option("--sample", is_flag=True, help="Build from the offline sample data (mixc build --sample)."),
-        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads per run."),
-        click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True),
-        click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True, help="local: runs at once."),
-        click.option("--ray-cpus", type=float, default=1.0, show_default=True, help="ray: CPUs requested per run."),
-        click.option("--gpus", type=float, default=0.0, show_default=True, help="ray / slurm: GPUs per run."),
-        click.option("--slurm-partition"), click.option("--slurm-time", default="04:00:00", show_default=True),
-        click.option("--slurm-env", help="slurm: shell line activating mixc's environment (default: this venv's PATH)."),
-        click.option("--prepare-only", is_flag=True, help="Write the mixes, recipes and experiment.json; run nothing."),
-    ]):
-        f = option(f)
-    return f
-
-
-def _run_experiment(kind, base, designs, descriptions, o, catalog_sources=None) -> None:
-    from pathlib import Path as _Path
-
-    from .experiments.setup import launch, prepare, results, results_text
-
-    folder = _Path(o["out"])
-    build_args = ["--sample"] if o["sample"] else []
-    from .experiments.runner import checkpoint_of
-
-    init_from = checkpoint_of(o["from_run"]) if o["from_run"] else None
-    plan = prepare(kind, base, designs, folder, seeds=o["seeds"], steps=o["steps"], shards=o["shards"], build_args=build_args,
-                   train_args=["--threads", str(o["threads"])], descriptions=descriptions, catalog_sources=catalog_sources,
-                   init_from=init_from)
-    click.echo(f"{len(designs)} designs x {o['seeds']} seeds in {folder} (mixes/, recipes/, runs/)")
-    if o["prepare_only"]:
-        return
-    done = launch(plan, folder, o["executor"], o["parallel"], echo=click.echo,
-                  slurm={"partition": o["slurm_partition"], "time": o["slurm_time"], "gpus": int(o["gpus"]), "env": o["slurm_env"],
-                         "cpus": o["threads"]}, ray_resources={"cpus": o["ray_cpus"], "gpus": o["gpus"]})
-    if done is not None:
-        out = results(folder)
-        click.echo(results_text(out))
-        if out["failed"]:
-            raise MixcError(f"{len(out['failed'])} run(s) failed; see their run.log and FAILED files")
-
-
-@main.command(name="ablate")
-@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-@click.option("--phase", required=True, help="The phase whose mix is varied (name or stage number).")
-@click.option("--vary", "varies", multiple=True, required=True,
-              help="NAME=2x (scale), NAME=0.3 (set share), drop:NAME, swap:A=B; NAME a source, category or language. Repeatable.")
-@_experiment_options
-def ablate_command(recipe, phase, varies, **o) -> None:
-    """One proxy run per --vary (and the baseline) x seed; per-metric deltas against the baseline."""
-    from .experiments.designs import _catalog_sources, variants
-    from .experiments.mixes import load_base
-
-    base = load_base(recipe, phase)
-    if base.recipe is None:
-        raise MixcError(f"{recipe} is a mix; ablate takes a recipe (the proxy runs train its --phase)")
-    vs = variants(base, list(varies))
-    _run_experiment("ablate", base, {v.name: v.shares for v in vs},
-                    {v.name: f"ablation of {base.mix.name}: {v.vary or 'baseline'}" for v in vs}, o, _catalog_sources(base))
-
-
-@main.command(name="sweep")
-@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-@click.option("--phase", required=True, help="The phase whose mix is swept (name or stage number).")
-@click.option("--runs", type=click.IntRange(min=1), required=True, help="Number of random mixtures.")
-@click.option("--design", type=click.Choice(["dirichlet", "regmix"]), default="regmix", show_default=True)
-@click.option("--prior", help="Centre of the draws: 'tokens' (shares by source size) or a mix file (default: the phase's mix).")
-@click.option("--max-epochs", type=click.FloatRange(min=0, min_open=True), help="Cap each source at this many epochs of its size.")
-@click.option("--min-share", "min_shares", multiple=True, help="NAME=SHARE floor (source, category or language; repeatable).")
-@click.option("--max-share", "max_shares", multiple=True, help="NAME=SHARE cap (source, category or language; repeatable).")
-@click.option("--design-seed", type=int, default=0, show_default=True, help="Seed of the random designs.")
-@_experiment_options
-def sweep_command(recipe, phase, runs, design, prior, max_epochs, min_shares, max_shares, design_seed, **o) -> None:
-    """Random mixtures around a prior (RegMix-style), each a proxy run; results as ratios.csv + metrics.csv."""
-    from .experiments.constraints import build_constraints
-    from .experiments.designs import sweep_designs
-    from .experiments.mixes import load_base
-    from .experiments.setup import prior_vector
-
-    base = load_base(recipe, phase)
-    if base.recipe is None:
-        raise MixcError(f"{recipe} is a mix; sweep takes a recipe (the proxy runs train its --phase)")
-    sources = list(base.sources)
-    sizes = None
-    if max_epochs is not None or prior == "tokens":
-        from .store import source_token_counts
-
-        sizes = source_token_counts(o["shards"], base.recipe.recipe.name) if _Path_exists(o["shards"]) else None
-    centre = prior_vector(base, sources, prior, sizes)
-    cons = build_constraints(base, sources, min_shares=min_shares, max_shares=max_shares, max_epochs=max_epochs, sizes=sizes,
-                             phase_tokens=(o["steps"] * base.recipe.recipe.global_batch_tokens) if o["steps"] else base.phase_tokens)
-    draws = sweep_designs(cons, centre, runs, design, design_seed)
-    width = len(str(runs - 1))
-    designs = {f"d{i:0{width}d}": dict(zip(sources, x)) for i, x in enumerate(draws)}
-    _run_experiment("sweep", base, designs, {d: f"{design} design {d} around the prior (seed {design_seed})" for d in designs}, o)
-
-
-def _Path_exists(path) -> bool:
-    import os as _os
-
-    return _os.path.isdir(path)
-
-
-@main.command(name="results")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def results_command(folder, fmt) -> None:
-    """ratios.csv + metrics.csv of an experiment's finished runs (and an ablation's report)."""
-    import json as _json
-    from pathlib import Path as _Path
-
-    from .experiments.setup import results, results_text
-
-    out = results(_Path(folder))
-    click.echo(_json.dumps(out, indent=1) if fmt == "json" else results_text(out))
 
 # --------------------------------------------------------------------------- eval
 
@@ -756,9 +543,6 @@ def results_command(folder, fmt) -> None:
 def eval_command(target, step, shards, recipe, phase, fmt) -> None:
     """Held-out loss and bits per byte, per source and category, of TARGET: a run or checkpoint
     folder, or a Hugging Face causal LM folder (with --shards) whose tokenizer is the store's."""
-    from pathlib import Path
-
-    from .eval import eval_hf, format_table
     from .train.heldout_eval import eval_checkpoint  # torch: heavy, imported only by this command
 
     if (Path(target) / "config.json").is_file() and not (Path(target) / "meta.json").is_file():

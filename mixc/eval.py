@@ -25,6 +25,7 @@ order of a floating-point sum. Every rank runs the same number of forward passes
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from .errors import MixcError
 from .shards.heldout import read_heldout
@@ -145,8 +147,9 @@ def _batches(rows: list[tuple[int, np.ndarray]], batch_tokens: int) -> list[list
 def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, vocab_size: int | None = None,
              batch_tokens: int = DEFAULT_BATCH_TOKENS, step: int | None = None) -> dict[str, Any]:
     """The evaluation of the model behind `score` (input ids [B, T] -> logits [B, T, V]) on `heldout`."""
-    import torch
-    import torch.nn.functional as F
+    import torch  # heavy: only when a model is scored (the held-out set and the tables need no torch)
+    import torch.distributed as dist  # (the same)
+    import torch.nn.functional as F  # (the same)
 
     if vocab_size:
         batch_tokens = max(heldout.sequence_length, min(batch_tokens, LOGIT_BUDGET // vocab_size))
@@ -173,8 +176,6 @@ def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, v
                 index = torch.tensor([src for src, _ in batch], device=device)
                 ce.index_add_(0, index, losses)
     if size > 1:
-        import torch.distributed as dist
-
         dist.all_reduce(ce, op=dist.ReduceOp.SUM)
     return summarize(heldout, ce.cpu().tolist(), step=step)
 
@@ -234,8 +235,6 @@ def check_tokenizer_fingerprint(heldout: HeldoutSet, tokenizer: dict, where) -> 
 
 def _check_hf_tokenizer(model_dir: Path, store: Path, heldout: HeldoutSet) -> None:
     """The HF model's tokenizer must encode as the store's: same vocabulary, same ids on a probe."""
-    from tokenizers import Tokenizer
-
     theirs = model_dir / "tokenizer.json"
     if not theirs.is_file():
         raise MixcError(f"{model_dir}: no tokenizer.json, so it cannot be checked against the store's tokenizer; refusing")
@@ -251,9 +250,7 @@ def _check_hf_tokenizer(model_dir: Path, store: Path, heldout: HeldoutSet) -> No
 def eval_hf(model_dir: str | Path, shards: str | Path, *, recipe: str | None = None, phase: str | None = None,
             sequence_length: int | None = None) -> dict[str, Any]:
     """`mixc eval HF_MODEL_DIR --shards DIR`: any transformers causal LM with the store's tokenizer."""
-    import json
-
-    import torch
+    import torch  # heavy: only when a model is scored
 
     model_dir, store = Path(model_dir), Path(shards)
     config_path = model_dir / "config.json"
@@ -270,7 +267,7 @@ def eval_hf(model_dir: str | Path, shards: str | Path, *, recipe: str | None = N
                            sequence_length=sequence_length or mixc_info.get("trained_sequence_length"))
     _check_hf_tokenizer(model_dir, store, heldout)
     try:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # heavy, and only for a Hugging Face model
 
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32)
     except Exception as exc:

@@ -500,7 +500,7 @@ class CurriculumLoader:
         start = self.next_index
         indices = range(start, len(self.batches))
         if self.num_workers > 0:
-            import torch
+            import torch  # heavy: the loader is torch-free unless it runs worker processes
 
             it = iter(torch.utils.data.DataLoader(self.batches, batch_size=None, sampler=indices,
                                                   num_workers=self.num_workers, collate_fn=_identity,
@@ -534,7 +534,7 @@ def _identity(x):
 
 
 def to_torch(batch: dict) -> dict:
-    import torch
+    import torch  # heavy: only when batches are asked for as tensors
 
     out = dict(batch)
     for key in ("input_ids", "labels", "position_ids", "sources"):

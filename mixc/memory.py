@@ -48,6 +48,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import MixcError
+from .loader import check_split, micro_batch_sizes
+
 # Usable memory as nvidia-smi reports it (MiB), by the names `mixc plan --gpu` accepts.
 GPU_MEMORY = {"h100": 81559 * 2**20, "h200": 143771 * 2**20, "a100": 81920 * 2**20, "a100-40gb": 40960 * 2**20}
 FIT_FRACTION = 0.9
@@ -154,9 +157,6 @@ def phase_memory(plan, shape: ModelShape, gpus: int, gpu: str, *, activation_che
     """One row per phase of a plan: micro-batch, accumulation, checkpointing, the estimate and
     whether it fits. activation_checkpointing None is the trainer's default (on only for a phase
     that would not fit without it)."""
-    from .errors import MixcError
-    from .loader import check_split, micro_batch_sizes
-
     device = GPU_MEMORY[gpu]
     rows = []
     for p, micro in zip(plan.phases, micro_batch_sizes(plan, micro_batch_size)):

@@ -1,10 +1,13 @@
 """The shape of the code a newcomer relies on: every package is in the README's layout table,
-imports point down the passes, and the shard format's token-size rule has one definition."""
+imports point down the passes, the shard format's token-size rule has one definition, and no
+module or function outgrows a reader (500 lines of code, 80 lines)."""
 
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ PACKAGE = REPO / "mixc"
 LAYERS: list[tuple[str, ...]] = [
     ("mixc", "errors", "text", "environ"),
     ("locyaml",),
+    ("schema",),
     ("spec",),
     ("plan", "sample"),
     ("project", "store", "validate", "diff"),
@@ -174,3 +178,53 @@ def test_the_command_line_loads_without_torch_or_datatrove():
     code = "import sys, mixc.cli; print(' '.join(m for m in ('torch', 'datatrove', 'matplotlib') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.split() == [], f"importing mixc.cli loads {done.stdout.strip()}"
+
+
+# The target shape: a module a reader can hold in mind, functions that fit on a screen.
+MAX_MODULE_CODE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def _docstring_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                lines.update(range(first.lineno, first.end_lineno + 1))
+    return lines
+
+
+def code_lines(text: str) -> int:
+    """Lines holding code: not blank, not only a comment, not part of a docstring."""
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type not in skip:
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    return len(lines - _docstring_lines(ast.parse(text)))
+
+
+def long_functions(text: str, rel: str) -> list[str]:
+    """Functions (methods and nested ones too) longer than MAX_FUNCTION_LINES, from `def` to their last line."""
+    return [f"{rel}:{node.lineno} {node.name}() is {node.end_lineno - node.lineno + 1} lines"
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_no_module_is_over_500_lines_of_code():
+    big = [f"{path.relative_to(REPO)}: {n} lines of code" for _, path in _modules()
+           if (n := code_lines(path.read_text(encoding="utf-8"))) > MAX_MODULE_CODE_LINES]
+    assert not big, f"split these (at most {MAX_MODULE_CODE_LINES} lines of code each):\n" + "\n".join(big)
+
+
+def test_no_function_is_over_80_lines():
+    long = [f for _, path in _modules() for f in long_functions(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)))]
+    assert not long, "split these functions:\n" + "\n".join(long)
+
+
+def test_the_size_checks_count_code_and_see_a_long_function():
+    text = '"""A docstring\n\nover lines."""\n\n# a comment\nx = 1  # code\n\n\ndef f():\n    """Doc."""\n    return (1,\n            2)\n'
+    assert code_lines(text) == 4  # x = 1, def f(), and the two lines of the return
+    body = "\n".join(f"    y{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert long_functions(f"def short():\n    pass\n\n\ndef g():\n{body}\n", "m.py") == [f"m.py:5 g() is {MAX_FUNCTION_LINES + 1} lines"]

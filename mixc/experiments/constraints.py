@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import MixcError
+from .mixes import members
 
 TOL = 1e-6
 
@@ -185,8 +186,6 @@ def build_constraints(base, sources: list[str], *, min_shares: tuple[str, ...] =
                       max_epochs: float | None = None, sizes: dict[str, int] | None = None, phase_tokens: int | None = None,
                       prior: np.ndarray | None = None, max_distance: float | None = None) -> Constraints:
     """Constraints over `sources` from the command-line options; names resolved against the base mix."""
-    from .mixes import members
-
     c = Constraints.free(sources)
     index = {s: j for j, s in enumerate(sources)}
     for option, items in (("--min-share", min_shares), ("--max-share", max_shares)):

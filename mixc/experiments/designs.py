@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MixcError
+from ..spec import load_catalog
 from .constraints import Constraints
 from .mixes import Base, members
 
@@ -37,8 +38,6 @@ def _slug(text: str) -> str:
 def _catalog_sources(base: Base) -> dict:
     if base.catalog is None:
         return {}
-    from ..spec import load_catalog
-
     return load_catalog(base.catalog)[0]
 
 

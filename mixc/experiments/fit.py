@@ -120,7 +120,7 @@ def load_model(path: str) -> Model:
 
 def _lightgbm():
     try:
-        import lightgbm
+        import lightgbm  # optional: only for --model lightgbm (mixc[experiments])
     except ImportError:
         raise MixcError("--model lightgbm needs the lightgbm package: pip install 'mixc[experiments]' (or lightgbm>=4)") from None
     return lightgbm

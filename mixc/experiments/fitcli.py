@@ -12,7 +12,8 @@ import numpy as np
 from ..errors import MixcError
 from ..store import write_atomic
 from .csvio import format_table, read_table
-from .fit import Model, cross_validate, fit, score
+from .fit import Model, cross_validate, fit, load_model, score
+from .mixes import load_base
 
 
 def training_data(ratios: str, metrics: str, target: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
@@ -87,8 +88,6 @@ def fit_table(result: dict[str, Any]) -> str:
 
 def mix_vector(path: str, sources: list[str]) -> np.ndarray:
     """A mix file's normalized shares over `sources`; a source the model never saw is refused."""
-    from .mixes import load_base
-
     shares = load_base(path).shares
     unknown = [s for s in shares if s not in sources]
     if unknown:
@@ -101,8 +100,6 @@ def finite(x: float | None) -> float | None:
 
 
 def load_fitted(path: str, target: str | None) -> Model:
-    from .fit import load_model
-
     model = load_model(path)
     if target is not None and target != model.target:
         raise MixcError(f"{path} predicts '{model.target}', not '{target}'")

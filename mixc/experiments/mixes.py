@@ -12,7 +12,18 @@ import yaml
 from ..errors import MixcError
 from ..locyaml import load_file
 from ..plan import normalize
-from ..spec import ResolvedMix, ResolvedRecipe, Source, detect_kind, load_mix, load_recipe, phase_steps, relative_to_file
+from ..spec import (
+    ResolvedMix,
+    ResolvedRecipe,
+    Source,
+    detect_kind,
+    load_catalog,
+    load_mix,
+    load_recipe,
+    phase_steps,
+    relative_to_file,
+)
+from ..store import write_atomic
 
 CATEGORIES = ("web", "code", "math", "reasoning")
 
@@ -111,8 +122,6 @@ def write_mix(path: str | Path, name: str, shares: dict[str, float], base: Base,
     known = {**base.sources, **(catalog_sources or {})}
     in_catalog = set()
     if base.catalog is not None:
-        from ..spec import load_catalog
-
         in_catalog = set(load_catalog(base.catalog)[0])
     entries: dict[str, object] = {}
     for source, share in rounded_shares(shares).items():
@@ -131,7 +140,5 @@ def write_mix(path: str | Path, name: str, shares: dict[str, float], base: Base,
     doc["weights"] = "absolute"
     doc["sources"] = entries
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000)
-    from ..store import write_atomic
-
     write_atomic(path, text.encode())
     return path

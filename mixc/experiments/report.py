@@ -79,11 +79,11 @@ def report_png(report: dict[str, Any], path, metrics: list[str] | None = None) -
     """One panel per metric: each variant's delta against the baseline, whiskers at 2 x the pooled seed
     standard deviation (the effect rule), called effects filled. False when matplotlib is not installed."""
     try:
-        import matplotlib
+        import matplotlib  # optional and heavy: only for the report's PNG
     except ImportError:
         return False
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use('Agg'): no display needed
 
     names = metrics or sorted({r["metric"] for v in report["variants"] for r in v["metrics"]})
     if not names or not report["variants"]:

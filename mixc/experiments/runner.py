@@ -27,6 +27,7 @@ import yaml
 from ..errors import MixcError
 from ..locyaml import load_file
 from ..store import write_atomic
+from ..train import checkpoint
 from .csvio import write_table
 from .mixes import Base
 
@@ -76,8 +77,6 @@ def derived_recipe(base: Base, design: str, mix_path: Path, out: Path, steps: in
 
 def checkpoint_of(spec: str) -> str:
     """RUN@STEP (a run folder and one of its checkpoint steps) or RUN (its newest checkpoint) as a checkpoint folder."""
-    from ..train import checkpoint
-
     run, _, step = spec.partition("@")
     root = Path(run) / "checkpoints"
     if not step:
@@ -209,7 +208,7 @@ def slurm_script(plan: dict[str, Any], folder: Path, partition: str | None, time
 def run_ray(plan: dict[str, Any], cpus: float, gpus: float, address: str | None = None, echo=print,
             mixc: list[str] | None = None) -> dict[str, str]:
     """One Ray task per unfinished run, with its resource request; the same commands as locally."""
-    import ray
+    import ray  # optional: only for --executor ray
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

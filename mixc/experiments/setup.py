@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import MixcError
 from ..store import write_atomic
 from . import runner
+from .fitcli import mix_vector
 from .mixes import Base, rounded_shares, write_mix
 from .report import ablation_report, report_png, report_table
 
@@ -99,6 +100,4 @@ def prior_vector(base: Base, sources: list[str], prior: str | None, sizes: dict[
             raise MixcError(f"--prior tokens: no size known for {', '.join(lacking[:5])} (pass --shards, or give 'tokens' in the catalog)")
         v = np.array([float((sizes or {}).get(s, base.sources[s].tokens)) for s in sources])
         return v / v.sum()
-    from .fitcli import mix_vector
-
     return mix_vector(prior, sources)

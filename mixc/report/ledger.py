@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MixcError
+from ..loader import CurriculumStream
+from ..plan import plan_recipe
+from ..spec import load_recipe
+from ..store import source_token_counts
+from ..streams import source_streams
 
 
 def run_records(run: Path) -> list[dict[str, Any]]:
@@ -44,10 +49,6 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
 def run_plan(run: str | Path):
     """A run folder's (run.json, resolved recipe, plan): the plan as the trainer made it, from
     the recipe and its store's token counts."""
-    from ..plan import plan_recipe
-    from ..spec import load_recipe
-    from ..store import source_token_counts
-
     run = Path(run)
     try:
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
@@ -64,9 +65,6 @@ def run_plan(run: str | Path):
 
 
 def ledger(run: str | Path) -> dict[str, Any]:
-    from ..loader import CurriculumStream
-    from ..streams import source_streams
-
     run = Path(run)
     info, resolved, plan = run_plan(run)
     store = Path(info["shards"])

@@ -132,7 +132,7 @@ def _lr_panel(ax, plan: Plan, runs: list[dict[str, Any]], xof) -> None:
 def _shares_panel(ax, plan: Plan, phases: list[dict[str, Any]], runs: list[dict[str, Any]], xof) -> None:
     """Category shares, stacked over tokens."""
     from matplotlib.patches import Rectangle  # matplotlib: loaded by render_png
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import PercentFormatter  # (the same)
 
     for p, pd in zip(plan.phases, phases):
         x0, x1 = float(xof(p.start_token)), float(xof(p.end_token))
@@ -210,7 +210,7 @@ def render_png(plan: Plan, data: dict[str, Any], output: str | None, run: dict[s
     import matplotlib  # heavy, optional: only for --format png
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use('Agg'): no display needed
 
     if not output:
         raise ValueError("the PNG report needs an output file")

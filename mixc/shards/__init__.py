@@ -20,6 +20,6 @@ if TYPE_CHECKING:
 
 def build(*args: Any, **kwargs: Any) -> BuildResult:
     """See `mixc.shards.run.build`."""
-    from .run import build as run_build
+    from .run import build as run_build  # datatrove: heavy, only when a build runs (see above)
 
     return run_build(*args, **kwargs)

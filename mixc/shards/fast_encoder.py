@@ -41,6 +41,8 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import tiktoken
+import tokenizers
 from tokenizers import Tokenizer
 
 from ..errors import MixcError
@@ -124,9 +126,6 @@ def choose_encoder(spec: TokenizerSpec, *, cache_dir: Path | None = None) -> tup
     Deterministic in the tokenizer's definition (and the two libraries' versions), so it is
     decided once, at lowering, and cached on disk per fingerprint.
     """
-    import tiktoken
-    import tokenizers
-
     versions = {"sweep": SWEEP_VERSION, "tiktoken": tiktoken.__version__, "tokenizers": tokenizers.__version__}
     # Keyed by the definition's own hash: the verdict belongs to these exact bytes.
     digest = hashlib.sha256(spec.definition.encode()).hexdigest()[:32]
@@ -268,8 +267,6 @@ def _tiktoken_merge(ranks: dict[bytes, int], piece: bytes) -> list[int]:
 
 
 def _build(spec: TokenizerSpec, plan: _Plan) -> FastEncoder:
-    import tiktoken
-
     try:
         encoding = tiktoken.Encoding(f"mixc-{spec.fingerprint[:12]}", pat_str=plan.pattern,
                                      mergeable_ranks=plan.ranks, special_tokens={})

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import MixcError
 from ..store import DOCUMENT_FACTS_DTYPE, INDEX_DTYPE, token_dtype
+from .writer import ShardWriter
 
 PERSON = b"mixc.heldout/1"  # blake2b personalization: a new rule gets a new one (and new store keys)
 ESTIMATED_BYTES_PER_DOCUMENT = 1024
@@ -82,8 +83,6 @@ class HeldoutWriter:
     """Inside a tokenize task: takes the held-out documents out of each batch and writes them."""
 
     def __init__(self, work: str | Path, rank: int, fraction: float, ref, shard_tokens: int):
-        from .writer import ShardWriter
-
         self.limit = threshold(fraction)
         self.folder = Path(work) / HELDOUT
         self.writer = ShardWriter(self.folder, token_size=ref.token_size, tokenizer_name=ref.name,
@@ -94,6 +93,7 @@ class HeldoutWriter:
 
     def take(self, batch: list, tokenizer, source: str) -> list:
         """The training documents of `batch`; the held-out ones are tokenized and written here."""
+        # tokenize imports this module (a cycle) and datatrove (heavy for eval, which reads held-out shards)
         from .tokenize import encode_documents, join_pieces, split_documents
 
         hashes = [content_hash(doc.text) for doc in batch]

@@ -143,7 +143,7 @@ class StrictParquetReader(_Strict, ParquetReader):
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
         import pyarrow as pa  # heavy: only for parquet sources
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # (the same)
 
         try:
             with self.data_folder.open(filepath, "rb") as f, pq.ParquetFile(f) as pqf:

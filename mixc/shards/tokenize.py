@@ -32,6 +32,7 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
+from tokenizers import Tokenizer
 
 from ..environ import scoped_env
 from ..errors import MixcError
@@ -64,8 +65,6 @@ def load_encoder(ref: TokenizerRef):
     """The HF tokenizer of `ref`, ready to encode documents without special tokens."""
     key = f"{ref.file}:{ref.fingerprint}"
     if key not in _LOADED:
-        from tokenizers import Tokenizer
-
         try:
             tokenizer = Tokenizer.from_file(ref.file)
         except Exception as exc:

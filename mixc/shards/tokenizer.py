@@ -29,6 +29,7 @@ from tokenizers.processors import TemplateProcessing
 
 from ..environ import scoped_env
 from ..errors import MixcError
+from ..spec import Source
 from ..store import token_size_for, write_atomic
 
 SAMPLE_BPE = re.compile(r"sample:bpe-(\d+)")
@@ -221,7 +222,6 @@ SAMPLE_CORPUS = [
 def sample_corpus() -> Iterable[str]:
     """The fixed texts sample:bpe tokenizers are trained on (~2 MB)."""
     from ..sample import sample_documents  # the sample package imports datatrove: heavy
-    from ..spec import Source
 
     for name, category, language, programming_language, documents in SAMPLE_CORPUS:
         source = Source(name=name, category=category, language=language, programming_language=programming_language,

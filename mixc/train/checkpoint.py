@@ -32,8 +32,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import MixcError
+from ..shards.verify import tokenizer_file_problem
 from ..store import write_atomic
+
+# TORCH: torch is imported inside the functions that save, load or seed, so that finding a run's
+# checkpoints (the experiments' --from RUN@STEP, `mixc generate`'s tokenizer lookup) never pays for it.
 
 PREFIX = "step-"
 STATE_FILE = "state.pt"
@@ -62,7 +68,7 @@ def latest(root: str | Path) -> Path | None:
 
 def save(root: str | Path, step: int, state: dict[str, Any], meta: dict[str, Any], keep: int = 3) -> Path:
     """Write checkpoint `step` atomically, then drop all but the newest `keep` (one process)."""
-    import torch
+    import torch  # heavy (see TORCH)
 
     final, tmp = _begin(root, step, f"{os.getpid()}")
     torch.save(state, tmp / STATE_FILE)
@@ -73,13 +79,13 @@ def save_train_state(root: str | Path, step: int, train: TrainState, meta: dict[
     """Every rank calls this. A full state is gathered on rank 0, which writes it; a sharded
     state is written by every rank into one shared folder (torch.distributed.checkpoint).
     Returns the checkpoint folder on rank 0, None elsewhere."""
-    import torch
+    import torch  # heavy (see TORCH)
 
     world = train.world
     state = train.state_dict()  # collective: every rank's loader position
     if not train.sharded:
         return save(root, step, state, meta, keep=keep) if world.main else None
-    import torch.distributed.checkpoint as dcp
+    import torch.distributed.checkpoint as dcp  # heavy (see TORCH)
 
     final, tmp = _begin(root, step, "sharded") if world.main else (None, _tmp_name(root, step, "sharded"))
     if world.distributed:
@@ -128,7 +134,7 @@ def _commit(tmp: Path, final: Path, meta: dict[str, Any], keep: int) -> Path:
 
 def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(state, meta) of one checkpoint folder; a MixcError naming the file when it is damaged."""
-    import torch
+    import torch  # heavy (see TORCH)
 
     path = Path(path)
     if not (path / "meta.json").is_file() or not (path / "state.pt").is_file():
@@ -156,7 +162,7 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def nonfinite_tensors(tree: Any, prefix: str = "") -> Iterator[str]:
     """Names of the tensors holding a NaN or an infinity anywhere in a (nested) state."""
-    import torch
+    import torch  # heavy (see TORCH)
 
     if isinstance(tree, torch.Tensor):
         if tree.is_floating_point() or tree.is_complex():
@@ -243,11 +249,11 @@ class TrainState:
         self.sharded, self.micro_batch_size, self.step = sharded, micro_batch_size, step
 
     def state_dict(self) -> dict[str, Any]:
-        from . import dist as distributed
+        from . import dist as distributed  # imports torch (see TORCH)
 
         loader = distributed.gather_objects(self.loader.state_dict(), self.world)
         if self.sharded:
-            from torch.distributed.checkpoint.state_dict import get_state_dict
+            from torch.distributed.checkpoint.state_dict import get_state_dict  # heavy (see TORCH)
 
             model, optimizer = get_state_dict(self.model, self.optimizer)
         else:
@@ -281,8 +287,8 @@ class TrainState:
                 self.loader.seek_step(int(state["step"]))
 
     def _load_sharded(self, folder: Path, *, optimizer: bool) -> None:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        import torch.distributed.checkpoint as dcp  # heavy (see TORCH)
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict  # heavy (see TORCH)
 
         # The templates say which tensors (and which of their shards) this rank reads.
         model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
@@ -301,7 +307,7 @@ def load_model_weights(state: dict[str, Any], template: dict[str, Any]) -> dict[
     one's read into `template` (a plain model's state_dict, filled in place)."""
     if "sharded" not in state:
         return state["model"]
-    import torch.distributed.checkpoint as dcp
+    import torch.distributed.checkpoint as dcp  # heavy (see TORCH)
 
     wanted = {"model": template}
     try:
@@ -324,7 +330,7 @@ def _load_full_model(model, weights: dict, sharded: bool) -> None:
     if not sharded:
         model.load_state_dict(weights)
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict  # heavy (see TORCH)
 
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
 
@@ -333,14 +339,13 @@ def _load_full_optimizer(optimizer, model, state: dict, sharded: bool) -> None:
     if not sharded:
         optimizer.load_state_dict(state)
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict  # heavy (see TORCH)
 
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
+    import torch  # heavy (see TORCH)
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -348,8 +353,7 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
+    import torch  # heavy (see TORCH)
 
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -358,8 +362,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
+    import torch  # heavy (see TORCH)
 
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -382,7 +385,6 @@ def tokenizer_file(meta: dict[str, Any], where: str | Path) -> Path:
     found = Path(meta["shards"]) / info["file"]
     if not found.is_file():
         raise TokenizerMissing(f"{found}: the run's tokenizer is missing (was the shard store moved?)")
-    from ..shards.verify import tokenizer_file_problem
 
     if (problem := tokenizer_file_problem(Path(meta["shards"]), info)) is not None:
         raise MixcError(f"{found}: {problem}; refusing to use it for the checkpoint {where}")

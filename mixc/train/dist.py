@@ -14,14 +14,17 @@ otherwise (DDP all-reduces the fp32 gradients). On CPU everything stays fp32.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import MixcError
+from ..memory import ModelShape, needs_checkpointing
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,11 @@ class Precision:
     reduce_dtype: torch.dtype = torch.float32  # gradient reductions across ranks
 
     def mp_policy(self):
-        from torch.distributed.fsdp import MixedPrecisionPolicy
+        from torch.distributed.fsdp import MixedPrecisionPolicy  # ~1 s to import: only under --fsdp
 
         return MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=self.reduce_dtype)
 
     def autocast(self, device_type: str):
-        import contextlib
-
         if self.method != "autocast":
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.compute_dtype)
@@ -60,8 +61,6 @@ def activation_checkpointing_for(config, seq_len: int, micro_batch: int, world: 
     (mixc/memory.py), off on CPU, where memory is rarely the limit and recomputing costs time."""
     if world.device.type != "cuda":
         return False
-    from ..memory import ModelShape, needs_checkpointing
-
     total = torch.cuda.get_device_properties(world.device).total_memory
     return needs_checkpointing(ModelShape.of(config), seq_len, micro_batch, world.world_size, total, fsdp)
 
@@ -120,7 +119,7 @@ def wrap(model: nn.Module, world: World, fsdp: bool = False) -> nn.Module:
     """DDP over the ranks, or FSDP2 (`fully_shard` per decoder layer, then the root) when asked,
     also on one GPU: the precision is FSDP2's policy there too (`precision_policy`)."""
     if fsdp:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard  # ~1 s to import: only under --fsdp
 
         if world.device.type != "cuda":
             raise MixcError("--fsdp shards over GPUs; on CPU use plain data parallelism (DDP)")
@@ -131,8 +130,6 @@ def wrap(model: nn.Module, world: World, fsdp: bool = False) -> nn.Module:
         return model
     if not world.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     # The rotary tables are recomputed identically on every rank: no buffer broadcast needed.
     ids = [world.device.index] if world.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
@@ -140,8 +137,6 @@ def wrap(model: nn.Module, world: World, fsdp: bool = False) -> nn.Module:
 
 def sync_gradients(model: nn.Module, enabled: bool):
     """Context that skips the gradient all-reduce on all but a step's last micro-batch."""
-    import contextlib
-
     if hasattr(model, "no_sync") and not enabled:
         return model.no_sync()
     if hasattr(model, "set_requires_gradient_sync"):  # FSDP2

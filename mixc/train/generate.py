@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from ..errors import MixcError
 from . import checkpoint
 
@@ -31,9 +33,8 @@ def tokenizer_file(path: str | Path) -> Path:
 
 def load(model_dir: str | Path, tokenizer: str | Path):
     """(transformers model, tokenizers.Tokenizer), loaded once for any number of prompts."""
-    from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM  # transformers and torch: heavy, only to generate
-    from transformers.utils import logging
+    from transformers.utils import logging  # (the same)
 
     logging.disable_progress_bar()
     tok = Tokenizer.from_file(str(tokenizer_file(tokenizer)))
@@ -43,7 +44,7 @@ def load(model_dir: str | Path, tokenizer: str | Path):
 
 def continue_text(model, tok, prompt: str, *, max_new_tokens: int = 20, sample: bool = False, seed: int = 0) -> str:
     """The prompt and its continuation, greedy by default (deterministic)."""
-    import torch  # heavy
+    import torch  # heavy: `mixc generate` loads it through transformers, not at import
 
     # No special tokens: the post-processor appends EOS, which would end the prompt's document.
     ids = tok.encode(prompt, add_special_tokens=False).ids

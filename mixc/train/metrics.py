@@ -29,6 +29,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..store import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
@@ -47,7 +49,7 @@ def default_peak_flops(device) -> float | None:
     """The peak FLOP/s assumed for one `device` (a torch.device), or None when unknown."""
     if getattr(device, "type", None) != "cuda":
         return None
-    import torch
+    import torch  # heavy: the summary `mixc train` prints is rendered without it
 
     return peak_flops_of(torch.cuda.get_device_name(device))
 
@@ -59,8 +61,6 @@ def peak_flops_of(name: str) -> float | None:
 
 def attention_context(cu_seqlens) -> int:
     """Keys attended in all, summed over the documents of a batch: n (n + 1) / 2 each."""
-    import numpy as np
-
     n = np.diff(np.asarray(cu_seqlens, dtype=np.int64))
     return int((n * (n + 1) // 2).sum())
 
@@ -132,7 +132,7 @@ class MetricsLog:
 
 def _tensorboard(folder: Path):
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(str(folder))
