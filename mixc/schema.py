@@ -182,9 +182,9 @@ class Heldout(Strict):
 class SourceFields(Strict):
     """What a source is and where its data lives (shared by catalog and inline entries)."""
 
-    category: Literal["web", "code", "math", "reasoning"]
+    category: Literal[CATEGORIES]
     language: str = DEFAULT_LANGUAGE
-    format: Literal["parquet", "jsonl", "hf"] = "parquet"
+    format: Literal[FORMATS] = "parquet"
     path: str | None = Field(None, description="local path, file://, hf://datasets/... or sample://...")
     dataset: str | None = Field(None, description="Hugging Face dataset id")
     config: str | None = None

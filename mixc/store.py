@@ -36,7 +36,7 @@ import humanize
 import numpy as np
 
 from .errors import MixcError
-from .spec import check_name
+from .schema import check_name
 
 SHARDS_FORMAT = "mixc.shards/1"
 PHASE_FORMAT = "mixc.phase/1"
