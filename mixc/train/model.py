@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from ..errors import MixcError
 from ..loader import IGNORE_INDEX  # the loader labels padding with it
@@ -270,8 +271,6 @@ class AttentionMask:
                 return
         doc = document_ids(position_ids)
         if backend == "flex":
-            from torch.nn.attention.flex_attention import create_block_mask
-
             def same_document_causal(b, h, q, kv):
                 return (q >= kv) & (doc[b, q] == doc[b, kv])
 
@@ -471,8 +470,6 @@ _compiled_flex = None
 def _flex_attention(on_gpu: bool):
     """flex_attention, compiled on GPUs (uncompiled it materialises the whole score matrix)."""
     global _compiled_flex
-    from torch.nn.attention.flex_attention import flex_attention
-
     if not on_gpu:
         return flex_attention
     if _compiled_flex is None:
