@@ -253,6 +253,39 @@ def test_export_points_at_the_built_store_folders_and_imports_back(tmp_path):
     assert_same_curriculum(again, recipe, categories=False)
 
 
+def test_export_names_each_phases_own_folder_for_a_source(tmp_path):
+    """A source built into another folder for a later phase (its mix defines it differently):
+    each data stage points at the folder its own phase trains on, not the first phase's."""
+    import shutil
+
+    from store_fixtures import make_store
+
+    from mixc.store import phase_manifest_path, read_phase_manifest, write_phase_manifest
+
+    write_project(tmp_path)
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    plan = plan_recipe(recipe)
+    rng = np.random.default_rng(0)
+    docs = {n: [rng.integers(1, 50, 10) for _ in range(3)] for n in sorted({s.name for p in plan.phases for s in p.sources})}
+    store = make_store(tmp_path, recipe.recipe.name, {p.name: {s.name: s.weight for s in p.sources} for p in plan.phases}, docs)
+    first, second = plan.phases[0], plan.phases[1]
+    assert first.run == second.run  # two data stages of one exported run
+    manifest = read_phase_manifest(phase_manifest_path(store, recipe.recipe.name, second.name))
+    entry = manifest["sources"][0]
+    moved = str(Path(entry["folder"]).parent / "0123456789ab")
+    shutil.copytree(store / entry["folder"], store / moved)
+    entry["folder"] = moved
+    write_phase_manifest(store, recipe.recipe.name, second.name, {k: v for k, v in manifest.items() if k != "format"})
+    result = run_cli(["export", "nanotron", "recipe.yaml", "--shards", str(store), "-o", "nt"], cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    stages = yaml.safe_load(sorted((tmp_path / "nt").glob("*.yaml"))[0].read_text())["data_stages"]
+    by_stage = {st["name"]: dict(zip([s.name for s in p.sources], st["data"]["dataset"]["dataset_folder"]))
+                for st, p in zip(stages, plan.phases)}
+    assert by_stage[second.name][entry["name"]] == f"{store}/{moved}"
+    if entry["name"] in by_stage[first.name]:
+        assert by_stage[first.name][entry["name"]] != f"{store}/{moved}"
+
+
 def test_round_trip_without_a_catalog(tmp_path):
     """Inline sources: the same curriculum (categories are guessed, so they may differ)."""
     write_project(tmp_path)

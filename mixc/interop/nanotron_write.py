@@ -39,15 +39,15 @@ def shard_folder(shards: str, source: str, built: dict[str, str] | None = None) 
     return f"{shards.rstrip('/')}/{source}"
 
 
-def _built(shards: str, recipe_name: str) -> tuple[dict[str, str], int | None]:
-    """From the phase manifests of a built store, if any: source -> folder (relative to the
-    store), and the vocabulary size of the tokenizer the shards were written with."""
-    folders: dict[str, str] = {}
+def _built(shards: str, recipe_name: str) -> tuple[dict[str, dict[str, str]], int | None]:
+    """From the phase manifests of a built store, if any: phase -> source -> folder (relative
+    to the store; per phase, since a mix may define a source differently and so build it into
+    another folder), and the vocabulary size of the tokenizer the shards were written with."""
+    folders: dict[str, dict[str, str]] = {}
     vocab_size = None
     for path in recipe_phase_manifests(shards, recipe_name):
         manifest = read_phase_manifest(path)
-        for s in manifest["sources"]:
-            folders.setdefault(s["name"], s["folder"])
+        folders[manifest["phase"]] = {s["name"]: s["folder"] for s in manifest["sources"]}
         if vocab_size is None:
             vocab_size = int(manifest["tokenizer"]["vocab_size"])
     return folders, vocab_size if folders else None
@@ -122,7 +122,7 @@ def export_nanotron(resolved: ResolvedRecipe, shards: str = "shards", dp: int = 
                 "start_training_step": p.first_step,
                 "data": {
                     "dataset": {
-                        "dataset_folder": [shard_folder(shards, s.name, built) for s in p.sources],
+                        "dataset_folder": [shard_folder(shards, s.name, built.get(p.name)) for s in p.sources],
                         "dataset_weights": [s.weight for s in p.sources],
                         **dataset_extra,
                     },
