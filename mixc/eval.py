@@ -40,6 +40,7 @@ from .store import phase_manifest, phase_share, read_manifest, read_phase_manife
 CATEGORIES = ("web", "multilingual", "code", "math", "reasoning")
 DEFAULT_BATCH_TOKENS = 8192
 LOGIT_BUDGET = 1 << 26  # floats of logits per forward pass (256 MB): bounds the batch for a large vocabulary
+CE_CHUNK_FLOATS = 1 << 22  # logits whose softmax is taken at once (16 MB): no second [B, T, V] buffer
 
 
 @dataclass
@@ -68,6 +69,9 @@ class HeldoutSet:
     tokenizer: dict
     weights: dict[str, float]
     sources: list[HeldoutSource]
+    # The forward passes of each layout, made at the first evaluation (prepared_batches); not
+    # copied by dataclasses.replace, so a set with another sequence length gets its own.
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, sequence_length: int | None = None
@@ -127,13 +131,31 @@ def _rows(heldout: HeldoutSet) -> list[tuple[int, np.ndarray]]:
     return rows
 
 
-def _batches(rows: list[tuple[int, np.ndarray]], batch_tokens: int) -> list[list[tuple[int, np.ndarray]]]:
+def _packed_rows(windows: list[tuple[int, np.ndarray]], length: int) -> list[list[tuple[int, np.ndarray]]]:
+    """The windows packed into rows of at most `length` inputs, first fit, longest first (a
+    window's inputs are its row minus the last target). Deterministic: ties keep window order."""
+    order = sorted(range(len(windows)), key=lambda k: (-len(windows[k][1]), k))
+    rows: list[list[tuple[int, np.ndarray]]] = []
+    room: list[int] = []
+    for k in order:
+        n = len(windows[k][1]) - 1
+        slot = next((r for r, free in enumerate(room) if free >= n), None)
+        if slot is None:
+            rows.append([])
+            room.append(length)
+            slot = len(rows) - 1
+        rows[slot].append(windows[k])
+        room[slot] -= n
+    return rows
+
+
+def _batches(rows: list, batch_tokens: int, width=lambda row: len(row[1]) - 1) -> list[list]:
     """Rows grouped longest first (little padding), at most `batch_tokens` (padded) per batch."""
-    order = sorted(range(len(rows)), key=lambda k: (-len(rows[k][1]), k))
+    order = sorted(range(len(rows)), key=lambda k: (-width(rows[k]), k))
     batches, current = [], []
     for k in order:
-        width = len(rows[current[0]][1]) - 1 if current else len(rows[k][1]) - 1
-        if current and (len(current) + 1) * width > batch_tokens:
+        w = width(rows[current[0]]) if current else width(rows[k])
+        if current and (len(current) + 1) * w > batch_tokens:
             batches.append(current)
             current = []
         current.append(k)
@@ -142,36 +164,90 @@ def _batches(rows: list[tuple[int, np.ndarray]], batch_tokens: int) -> list[list
     return [[rows[k] for k in batch] for batch in batches]
 
 
-def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, vocab_size: int | None = None,
-             batch_tokens: int = DEFAULT_BATCH_TOKENS, step: int | None = None) -> dict[str, Any]:
-    """The evaluation of the model behind `score` (input ids [B, T] -> logits [B, T, V]) on `heldout`."""
+@dataclass(frozen=True)
+class _Batch:
+    """One forward pass of an evaluation: inputs, targets (-100: not scored), the source of each
+    target, and for packed rows the position of each input inside its window (None: one window
+    per row, positions from 0)."""
+
+    inputs: Any
+    targets: Any
+    sources: Any
+    positions: Any = None
+
+
+def _tensors(rows: list[list[tuple[int, np.ndarray]]], eos_id: int, packed: bool) -> _Batch:
+    import torch
+
+    width = max(sum(len(seq) - 1 for _, seq in row) for row in rows)
+    inputs = torch.full((len(rows), width), eos_id, dtype=torch.long)
+    targets = torch.full((len(rows), width), -100, dtype=torch.long)
+    sources = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long) if packed else None
+    for j, row in enumerate(rows):
+        at = 0
+        for source, seq in row:
+            n = len(seq) - 1
+            inputs[j, at:at + n] = torch.from_numpy(seq[:-1])
+            targets[j, at:at + n] = torch.from_numpy(seq[1:])
+            sources[j, at:at + n] = source
+            if packed:
+                positions[j, at:at + n] = torch.arange(n)
+            at += n
+        if packed and at < width:
+            positions[j, at:] = torch.arange(width - at)  # padding: a window of its own, never scored
+    return _Batch(inputs, targets, sources, positions)
+
+
+def prepared_batches(heldout: HeldoutSet, batch_tokens: int, packed: bool) -> list[_Batch]:
+    """The evaluation's forward passes, made once per held-out set and layout and reused by every
+    later evaluation (the held-out sequences are fixed, so are the batches)."""
+    key = (heldout.sequence_length, heldout.eos_id, batch_tokens, packed)
+    if key not in heldout.cache:
+        windows = _rows(heldout)
+        if packed:
+            rows = _packed_rows(windows, heldout.sequence_length)
+            groups = _batches(rows, batch_tokens, width=lambda row: sum(len(seq) - 1 for _, seq in row))
+        else:
+            groups = [[[window] for window in batch] for batch in _batches(windows, batch_tokens)]
+        heldout.cache[key] = [_tensors(group, heldout.eos_id, packed) for group in groups]
+    return heldout.cache[key]
+
+
+def _token_losses(logits, targets, chunk_tokens: int):
+    """Cross-entropy (nats, float64) of every target position, 0 where not scored; the logits'
+    softmax is taken a chunk of positions at a time, not over the whole batch at once."""
     import torch
     import torch.nn.functional as F
+
+    flat, labels = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    parts = [F.cross_entropy(flat[s:s + chunk_tokens].float(), labels[s:s + chunk_tokens], ignore_index=-100,
+                             reduction="none") for s in range(0, labels.shape[0], chunk_tokens)]
+    return torch.cat(parts).double()
+
+
+def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, vocab_size: int | None = None,
+             batch_tokens: int = DEFAULT_BATCH_TOKENS, step: int | None = None, packed: bool = False) -> dict[str, Any]:
+    """The evaluation of the model behind `score` on `heldout`: `score(input_ids [B, T])` -> logits
+    [B, T, V]; with `packed`, several windows share a row and `score(input_ids, position_ids)`
+    must keep each window to itself (positions restart at 0 at each window's start)."""
+    import torch
 
     if vocab_size:
         batch_tokens = max(heldout.sequence_length, min(batch_tokens, LOGIT_BUDGET // vocab_size))
     rank, size = (world.rank, world.world_size) if world is not None and world.distributed else (0, 1)
-    batches = _batches(_rows(heldout), batch_tokens)
+    batches = prepared_batches(heldout, batch_tokens, packed)
     ce = torch.zeros(len(heldout.sources), dtype=torch.float64, device=device)
     rounds = -(-len(batches) // size)
-    with torch.no_grad():
+    with torch.inference_mode():
         for r in range(rounds):
             k = r * size + rank
-            batch = batches[k] if k < len(batches) else batches[0][:1]  # a pass whose result is dropped: same count per rank
-            width = len(batch[0][1]) - 1
-            inputs = torch.full((len(batch), width), heldout.eos_id, dtype=torch.long)
-            targets = torch.full((len(batch), width), -100, dtype=torch.long)
-            for j, (_, seq) in enumerate(batch):
-                n = len(seq) - 1
-                inputs[j, :n] = torch.from_numpy(seq[:-1])
-                targets[j, :n] = torch.from_numpy(seq[1:])
-            inputs, targets = inputs.to(device), targets.to(device)
-            logits = score(inputs)
-            losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                     ignore_index=-100, reduction="none").reshape(targets.shape).double().sum(dim=1)
+            batch = batches[k] if k < len(batches) else batches[-1]  # a pass whose result is dropped: same count per rank
+            inputs = batch.inputs.to(device)
+            logits = score(inputs) if batch.positions is None else score(inputs, batch.positions.to(device))
+            losses = _token_losses(logits, batch.targets.to(device), max(1, CE_CHUNK_FLOATS // logits.shape[-1]))
             if k < len(batches):
-                index = torch.tensor([src for src, _ in batch], device=device)
-                ce.index_add_(0, index, losses)
+                ce.index_add_(0, batch.sources.to(device).reshape(-1), losses)
     if size > 1:
         import torch.distributed as dist
 
@@ -202,9 +278,10 @@ def summarize(heldout: HeldoutSet, ce: list[float], step: int | None = None) -> 
 
 
 def mixc_scorer(model) -> Callable:
-    """`score` for a mixc SmolLM3 (or its DDP/FSDP wrapper): one document per row, positions from 0."""
-    def score(input_ids):
-        logits, _ = model(input_ids)
+    """`score` for a mixc SmolLM3 (or its DDP/FSDP wrapper), packed rows: the model restarts
+    positions and attention at every position 0, as for training's packed documents."""
+    def score(input_ids, position_ids=None):
+        logits, _ = model(input_ids, position_ids=position_ids)
         return logits
     return score
 
@@ -218,7 +295,8 @@ def evaluate_model(model, heldout: HeldoutSet, *, world=None, step: int | None =
     try:
         device = next(inner.parameters()).device
         return evaluate(mixc_scorer(model), heldout, world=world, device=device, step=step,
-                        vocab_size=getattr(getattr(inner, "config", None), "vocab_size", None), batch_tokens=batch_tokens)
+                        vocab_size=getattr(getattr(inner, "config", None), "vocab_size", None), batch_tokens=batch_tokens,
+                        packed=True)
     finally:
         model.train(was_training)
 
