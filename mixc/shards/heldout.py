@@ -111,14 +111,18 @@ class HeldoutWriter:
 
     def close(self) -> dict:
         files = self.writer.close()
-        start = 0
+        start, entries = 0, []
         for f in files:
             n = f.documents
-            np.asarray(self.bytes[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tofile(self.folder / f"{f.path}.bytes")
-            np.asarray(self.hashes[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tofile(self.folder / f"{f.path}.hash")
+            entry = f.to_dict()
+            for suffix, values in ((".bytes", self.bytes), (".hash", self.hashes)):
+                raw = np.asarray(values[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tobytes()
+                (self.folder / f"{f.path}{suffix}").write_bytes(raw)
+                entry[f"{suffix[1:]}_sha256"] = hashlib.sha256(raw).hexdigest()  # checked by mixc verify
+            entries.append(entry)
             start += n
         return {"documents": len(self.bytes), "tokens": sum(f.tokens for f in files), "bytes": sum(self.bytes),
-                "files": [f.to_dict() for f in files]}
+                "files": entries}
 
 
 def clear_task(work: str | Path, rank: int) -> None:
@@ -126,7 +130,8 @@ def clear_task(work: str | Path, rank: int) -> None:
         path.unlink()
 
 
-SUFFIXES = ("", ".index", ".metadata", ".bytes", ".hash")
+FACTS_SUFFIXES = (".bytes", ".hash")  # per document: UTF-8 bytes of the text, content hash (uint64 each)
+SUFFIXES = ("", ".index", ".metadata", *FACTS_SUFFIXES)
 
 
 def finalize(folder: str | Path, summaries: list[dict], policy: dict, category: str) -> dict:
