@@ -15,8 +15,11 @@ The figures. For a source, with CE the summed natural-log cross-entropy of every
     loss = CE / tokens          bpb = CE / ln 2 / B
 
 A category (web, multilingual, code, math, reasoning) sums CE, tokens and bytes over its sources
-(token-weighted loss, byte-weighted bpb). "mix" is the phase's mix-weighted average of the
-sources' figures (weights renormalized over the sources evaluated).
+(token-weighted loss, byte-weighted bpb) and says how many it covers ("sources") and how many of
+its sources have no held-out document ("no_heldout"). "mix" is the phase's mix-weighted average
+of the sources' figures (weights renormalized over the sources evaluated; "weight_covered" is the
+share of the phase's weight they hold). A source with no held-out document (too small, or none
+fell under the hash threshold) is listed in "no_heldout" with the reason, never silently dropped.
 
 Distributed: the batches are made identically on every rank; rank r scores batches r, r+W, ...
 and the per-source CE sums are all-reduced, so the result is the one-process result up to the
@@ -34,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MixcError
-from .shards.heldout import read_heldout
+from .shards.heldout import missing_reason, read_heldout
 from .store import phase_manifest, phase_share, read_manifest, read_phase_manifest, recipe_phase_manifests
 
 CATEGORIES = ("web", "multilingual", "code", "math", "reasoning")
@@ -69,6 +72,8 @@ class HeldoutSet:
     tokenizer: dict
     weights: dict[str, float]
     sources: list[HeldoutSource]
+    # The recipe's sources with no held-out document: name -> {"category", "reason"} (reported, not scored).
+    missing: dict[str, dict[str, str | None]] = field(default_factory=dict)
     # The forward passes of each layout, made at the first evaluation (prepared_batches); not
     # copied by dataclasses.replace, so a set with another sequence length gets its own.
     cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -93,11 +98,12 @@ def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, se
     for m in sorted(manifests, key=lambda m: (m.get("stage") or 0, m["phase"])):
         for s in m["sources"]:
             folders.setdefault(s["name"], s["folder"])
-    sources = []
+    sources, missing = [], {}
     for name, rel in folders.items():
         m = read_manifest(store / rel)
         info = m.get("heldout")
-        if not info or not info.get("documents"):
+        if (reason := missing_reason(m)) is not None:
+            missing[name] = {"category": (info or {}).get("category"), "reason": reason[1]}
             continue
         docs = read_heldout(store / rel, m, int(m["token_size"]), int(info.get("evaluate") or 0) or None,
                             info.get("evaluate_tokens"))
@@ -107,7 +113,7 @@ def load_heldout(store: str | Path, recipe: str, phase: str | None = None, *, se
                         "`heldout: {documents: N}` above 0 (the default holds out 64 per source)")
     tokenizer = chosen["tokenizer"]
     return HeldoutSet(recipe, chosen["phase"], int(sequence_length or chosen["sequence_length"]), int(tokenizer["eos_id"]),
-                      tokenizer, {s["name"]: phase_share(s) for s in chosen["sources"]}, sources)
+                      tokenizer, {s["name"]: phase_share(s) for s in chosen["sources"]}, sources, missing)
 
 
 def has_heldout(store: str | Path, recipe: str) -> bool:
@@ -262,19 +268,25 @@ def summarize(heldout: HeldoutSet, ce: list[float], step: int | None = None) -> 
         tokens, nbytes = source.tokens, source.bytes
         sources[source.name] = {"category": source.category, "loss": total / tokens, "bpb": total / math.log(2) / nbytes,
                                 "tokens": tokens, "bytes": nbytes, "documents": len(source.documents)}
-        c = categories.setdefault(source.category, {"ce": 0.0, "tokens": 0, "bytes": 0})
+        c = categories.setdefault(source.category, {"ce": 0.0, "tokens": 0, "bytes": 0, "sources": 0})
         c["ce"] += total
         c["tokens"] += tokens
         c["bytes"] += nbytes
+        c["sources"] += 1
+    uncovered: dict[str, int] = {}
+    for entry in heldout.missing.values():
+        uncovered[entry.get("category") or ""] = uncovered.get(entry.get("category") or "", 0) + 1
     cats = {name: {"loss": c["ce"] / c["tokens"], "bpb": c["ce"] / math.log(2) / c["bytes"], "tokens": c["tokens"],
-                   "bytes": c["bytes"]}
+                   "bytes": c["bytes"], "sources": c["sources"], "no_heldout": uncovered.get(name, 0)}
             for name in CATEGORIES if (c := categories.get(name))}
     weighted = {n: w for n, w in heldout.weights.items() if n in sources and w > 0}
     total_weight = sum(weighted.values())
+    phase_weight = sum(w for w in heldout.weights.values() if w > 0)
     mix = ({"loss": sum(w * sources[n]["loss"] for n, w in weighted.items()) / total_weight,
-            "bpb": sum(w * sources[n]["bpb"] for n, w in weighted.items()) / total_weight} if total_weight else None)
+            "bpb": sum(w * sources[n]["bpb"] for n, w in weighted.items()) / total_weight,
+            "weight_covered": total_weight / phase_weight} if total_weight else None)
     return {"step": step, "recipe": heldout.recipe, "phase": heldout.phase, "sequence_length": heldout.sequence_length,
-            "sources": sources, "categories": cats, "mix": mix}
+            "sources": sources, "categories": cats, "mix": mix, "no_heldout": dict(heldout.missing)}
 
 
 def mixc_scorer(model) -> Callable:
@@ -369,8 +381,15 @@ def format_table(result: dict[str, Any]) -> str:
     for name, s in result["sources"].items():
         lines.append(f"{name:<24} {s['category']:<13} {s['documents']:>5} {s['tokens']:>9} {s['bytes']:>10} "
                      f"{s['loss']:>8.4f} {s['bpb']:>8.4f}")
+    for name, entry in (result.get("no_heldout") or {}).items():
+        lines.append(f"{name:<24} {entry.get('category') or '?':<13} no held-out: {entry['reason']}")
     for name, c in result["categories"].items():
-        lines.append(f"{'[' + name + ']':<24} {'':<13} {'':>5} {c['tokens']:>9} {c['bytes']:>10} {c['loss']:>8.4f} {c['bpb']:>8.4f}")
+        covers = f"  {c['sources']} source(s)" + (f", {c['no_heldout']} without held-out" if c.get("no_heldout") else "") \
+            if "sources" in c else ""
+        lines.append(f"{'[' + name + ']':<24} {'':<13} {'':>5} {c['tokens']:>9} {c['bytes']:>10} {c['loss']:>8.4f} "
+                     f"{c['bpb']:>8.4f}{covers}")
     if result.get("mix"):
-        lines.append(f"{'[mix of ' + result['phase'] + ']':<63} {result['mix']['loss']:>8.4f} {result['mix']['bpb']:>8.4f}")
+        mix = result["mix"]
+        covered = f"  {mix['weight_covered']:.1%} of the phase's weight" if mix.get("weight_covered", 1) < 1 else ""
+        lines.append(f"{'[mix of ' + result['phase'] + ']':<63} {mix['loss']:>8.4f} {mix['bpb']:>8.4f}{covered}")
     return "\n".join(lines)
