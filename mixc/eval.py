@@ -205,10 +205,10 @@ def _tensors(rows: list[list[tuple[int, np.ndarray]]], eos_id: int, packed: bool
     return _Batch(inputs, targets, sources, positions)
 
 
-def prepared_batches(heldout: HeldoutSet, batch_tokens: int, packed: bool) -> list[_Batch]:
-    """The evaluation's forward passes, made once per held-out set and layout and reused by every
-    later evaluation (the held-out sequences are fixed, so are the batches)."""
-    key = (heldout.sequence_length, heldout.eos_id, batch_tokens, packed)
+def prepared_batches(heldout: HeldoutSet, batch_tokens: int, packed: bool, device=None) -> list[_Batch]:
+    """The evaluation's forward passes, made once per held-out set, layout and device and reused
+    by every later evaluation (the held-out sequences are fixed, so are the batches)."""
+    key = (heldout.sequence_length, heldout.eos_id, batch_tokens, packed, str(device))
     if key not in heldout.cache:
         windows = _rows(heldout)
         if packed:
@@ -216,7 +216,11 @@ def prepared_batches(heldout: HeldoutSet, batch_tokens: int, packed: bool) -> li
             groups = _batches(rows, batch_tokens, width=lambda row: sum(len(seq) - 1 for _, seq in row))
         else:
             groups = [[[window] for window in batch] for batch in _batches(windows, batch_tokens)]
-        heldout.cache[key] = [_tensors(group, heldout.eos_id, packed) for group in groups]
+        batches = [_tensors(group, heldout.eos_id, packed) for group in groups]
+        if device is not None:
+            batches = [_Batch(*(t if t is None else t.to(device) for t in (b.inputs, b.targets, b.sources, b.positions)))
+                       for b in batches]
+        heldout.cache[key] = batches
     return heldout.cache[key]
 
 
@@ -242,18 +246,19 @@ def evaluate(score: Callable, heldout: HeldoutSet, *, world=None, device=None, v
     if vocab_size:
         batch_tokens = max(heldout.sequence_length, min(batch_tokens, LOGIT_BUDGET // vocab_size))
     rank, size = (world.rank, world.world_size) if world is not None and world.distributed else (0, 1)
-    batches = prepared_batches(heldout, batch_tokens, packed)
+    batches = prepared_batches(heldout, batch_tokens, packed, device)
     ce = torch.zeros(len(heldout.sources), dtype=torch.float64, device=device)
     rounds = -(-len(batches) // size)
-    with torch.inference_mode():
+    # no_grad, not inference_mode: an FSDP2 engine unshards its parameters inside this forward, and
+    # buffers made under inference_mode would be unusable by the next training step's autograd.
+    with torch.no_grad():
         for r in range(rounds):
             k = r * size + rank
             batch = batches[k] if k < len(batches) else batches[-1]  # a pass whose result is dropped: same count per rank
-            inputs = batch.inputs.to(device)
-            logits = score(inputs) if batch.positions is None else score(inputs, batch.positions.to(device))
-            losses = _token_losses(logits, batch.targets.to(device), max(1, CE_CHUNK_FLOATS // logits.shape[-1]))
+            logits = score(batch.inputs) if batch.positions is None else score(batch.inputs, batch.positions)
+            losses = _token_losses(logits, batch.targets, max(1, CE_CHUNK_FLOATS // logits.shape[-1]))
             if k < len(batches):
-                ce.index_add_(0, batch.sources.to(device).reshape(-1), losses)
+                ce.index_add_(0, batch.sources.reshape(-1), losses)
     if size > 1:
         import torch.distributed as dist
 

@@ -260,3 +260,27 @@ def test_the_run_and_its_ledger_mark_a_source_without_heldout(trained):
     tiny_row = next(line for line in table.splitlines() if line.strip().startswith("tiny"))
     assert tiny_row.endswith("no held-out")
     assert "(1 source(s), 1 without held-out)" in table
+
+
+def test_packed_rows_and_cached_batches_give_the_one_document_per_row_figures(store):
+    """The trainer's evaluation packs several windows in a row (positions restart at each) and
+    reuses its batches: the figures stay those of one window per row, padded."""
+    from dataclasses import replace
+
+    from mixc.eval import evaluate_model, mixc_scorer, prepared_batches
+    from mixc.train.model import SmolLM3, get_config
+
+    _, shards, _ = store
+    torch.manual_seed(3)
+    model = SmolLM3(get_config("smollm3-test")).eval()
+    for length in (64, 256):
+        heldout = replace(load_heldout(shards, "build-test"), sequence_length=length)
+        plain = evaluate(mixc_scorer(model), heldout, vocab_size=512, batch_tokens=1024)
+        packed = evaluate_model(model, heldout, batch_tokens=1024)
+        rows = sum(b.inputs.shape[0] for b in prepared_batches(heldout, 1024, True))
+        assert rows < len(_rows(heldout))  # windows really share rows
+        for name, s in plain["sources"].items():
+            assert packed["sources"][name]["tokens"] == s["tokens"]
+            assert packed["sources"][name]["bpb"] == pytest.approx(s["bpb"], abs=1e-6)
+        again = evaluate_model(model, heldout, batch_tokens=1024)
+        assert again == packed and prepared_batches(heldout, 1024, True) is prepared_batches(heldout, 1024, True)
