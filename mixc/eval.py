@@ -311,9 +311,12 @@ def evaluate_model(model, heldout: HeldoutSet, *, world=None, step: int | None =
     model.eval()
     try:
         device = next(inner.parameters()).device
+        # Packed rows attend per window: on a CPU one causal call per window, with flex a block
+        # mask; a GPU's plain SDPA would need a [T, T] mask per row (4 GiB at 64k), so it pads.
+        packed = device.type == "cpu" or getattr(inner, "attention", None) == "flex"
         return evaluate(mixc_scorer(model), heldout, world=world, device=device, step=step,
                         vocab_size=getattr(getattr(inner, "config", None), "vocab_size", None), batch_tokens=batch_tokens,
-                        packed=True)
+                        packed=packed)
     finally:
         model.train(was_training)
 
