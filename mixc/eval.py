@@ -7,7 +7,10 @@ document has in a packed training sequence: inputs EOS, t_1..t_{n-1}, targets t_
 document longer than the sequence length is scored in consecutive windows of that length, each
 from a fresh context. Every window is a row of its own (one document per row, padded at the end,
 padding never scored), which is document masking with no need for a mask: a causal model cannot
-see the padding after a position.
+see the padding after a position. A mixc model (evaluate_model, on a CPU or with flex attention)
+instead packs several windows into a row, each starting at position 0, which the model treats as
+a document boundary (attention and RoPE restart): the same figures, without scoring padding.
+The batches are made once per held-out set and reused by every later evaluation.
 
 The figures. For a source, with CE the summed natural-log cross-entropy of every scored token
 (the EOS included) and B the UTF-8 bytes of the documents' texts (no byte for EOS):
