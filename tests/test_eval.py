@@ -16,7 +16,8 @@ import yaml
 from build_fixtures import texts, train_tokenizer, write_jsonl, write_project
 
 from mixc.errors import MixcError
-from mixc.eval import HeldoutSet, HeldoutSource, _rows, evaluate, load_heldout
+from mixc.eval import HeldoutSet, HeldoutSource, _rows, evaluate, format_table, load_heldout
+from mixc.shards.heldout import is_heldout, missing_reason
 from mixc.shards.run import build
 
 
@@ -73,11 +74,14 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalstore")
     tok = train_tokenizer(root / "tok" / "tokenizer.json")
     write_jsonl(root / "data" / "web" / "a.jsonl", texts(1, 300))
+    # "tiny": two documents, neither under the hash threshold of max_fraction 0.2: no held-out set
+    write_jsonl(root / "data" / "tiny" / "a.jsonl", [t for t in texts(7, 40) if not is_heldout(t, 0.2)][:2])
     sources = {"web": {"category": "web", "format": "jsonl", "path": str(root / "data" / "web")},
                "code": {"category": "code", "path": "sample://code/eng_Latn/python"},
-               "math": {"category": "math", "path": "sample://math/eng_Latn/math"}}
-    recipe = write_project(root, sources, {"one": {"web": 2, "code": 1}, "two": {"web": 1, "code": 1, "math": 1}},
-                           tokenizer=str(tok))
+               "math": {"category": "math", "path": "sample://math/eng_Latn/math"},
+               "tiny": {"category": "web", "format": "jsonl", "path": str(root / "data" / "tiny")}}
+    recipe = write_project(root, sources, {"one": {"web": 2, "code": 1},
+                                           "two": {"web": 1, "code": 1, "math": 1, "tiny": 0.2}}, tokenizer=str(tok))
     data = yaml.safe_load(recipe.read_text())
     data.update(model="smollm3-test", heldout={"documents": 12, "max_fraction": 0.2})
     for phase in data["phases"]:
@@ -209,3 +213,74 @@ def test_the_run_ledger_counts_consumed_tokens_through_the_blend(store, trained)
     assert two["heldout_start"]["step"] == 2  # phase one's end is phase two's start
     table = _cli("report", trained)
     assert table.returncode == 0 and "phase two: 2/2 steps" in table.stdout and "held-out bpb (mix)" in table.stdout
+
+
+# --------------------------------------------------------------------------- sources with no held-out set
+
+
+def test_why_a_source_has_no_heldout_document():
+    chance = missing_reason({"documents": 200, "heldout": {"fraction": 0.01, "max_fraction": 0.05, "documents": 0}})
+    assert chance[0] == "chance" and "fraction 0.01 of its 200 documents expects 2.0" in chance[1] and "(probability 13%)" in chance[1]
+    small = missing_reason({"documents": 8, "heldout": {"fraction": 0.05, "max_fraction": 0.05, "documents": 0}})
+    assert small == ("small", "too small: max_fraction 0.05 of its 8 documents expects 0.40")
+    assert missing_reason({"documents": 8})[0] == "off"
+    assert missing_reason({"documents": 8, "heldout": {"fraction": 0.05, "documents": 1}}) is None
+
+
+def test_a_source_without_heldout_documents_is_named_in_the_build_summary_and_the_evaluation(store):
+    recipe, shards, _ = store
+    summary = build(recipe, out=shards, sample_documents=100, shard_tokens=3000, workers=1, progress=False).summary()
+    assert "held-out: 1 of 4 source(s) have no held-out document" in summary
+    assert "  1 too small for its max_fraction (less than one document expected): tiny" in summary
+    heldout = load_heldout(shards, "build-test")
+    assert sorted(s.name for s in heldout.sources) == ["code", "math", "web"]
+    assert heldout.missing == {"tiny": {"category": "web", "reason": "too small: max_fraction 0.2 of its 2 documents expects 0.40"}}
+    result = evaluate(lambda ids: torch.zeros(*ids.shape, 400), heldout)
+    assert result["no_heldout"] == heldout.missing and "tiny" not in result["sources"]
+    # the web category covers one source and says one more has no held-out set; the mix covers 3 of 3.2 weight
+    assert (result["categories"]["web"]["sources"], result["categories"]["web"]["no_heldout"]) == (1, 1)
+    assert (result["categories"]["code"]["sources"], result["categories"]["code"]["no_heldout"]) == (1, 0)
+    assert result["mix"]["weight_covered"] == pytest.approx(3 / 3.2)
+    table = format_table(result)
+    assert "no held-out: too small: max_fraction 0.2 of its 2 documents expects 0.40" in table
+    assert "1 source(s), 1 without held-out" in table and "93.8% of the phase's weight" in table
+
+
+def test_the_run_and_its_ledger_mark_a_source_without_heldout(trained):
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval"] for r in records if "eval" in r]
+    assert evals and all(set(e["no_heldout"]) == {"tiny"} for e in evals)
+    assert set(json.loads((trained / "summary.json").read_text())["heldout"]["no_heldout"]) == {"tiny"}
+    done = _cli("report", trained, "--format", "json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = {s["name"]: s for s in json.loads(done.stdout)["phases"][1]["sources"]}
+    assert two["tiny"]["no_heldout"].startswith("too small") and two["tiny"]["heldout_end_bpb"] is None
+    assert two["web"]["heldout_end_bpb"] > 0 and "no_heldout" not in two["web"]
+    table = _cli("report", trained).stdout
+    tiny_row = next(line for line in table.splitlines() if line.strip().startswith("tiny"))
+    assert tiny_row.endswith("no held-out")
+    assert "(1 source(s), 1 without held-out)" in table
+
+
+def test_packed_rows_and_cached_batches_give_the_one_document_per_row_figures(store):
+    """The trainer's evaluation packs several windows in a row (positions restart at each) and
+    reuses its batches: the figures stay those of one window per row, padded."""
+    from dataclasses import replace
+
+    from mixc.eval import evaluate_model, mixc_scorer, prepared_batches
+    from mixc.train.model import SmolLM3, get_config
+
+    _, shards, _ = store
+    torch.manual_seed(3)
+    model = SmolLM3(get_config("smollm3-test")).eval()
+    for length in (64, 256):
+        heldout = replace(load_heldout(shards, "build-test"), sequence_length=length)
+        plain = evaluate(mixc_scorer(model), heldout, vocab_size=512, batch_tokens=1024)
+        packed = evaluate_model(model, heldout, batch_tokens=1024)
+        rows = sum(b.inputs.shape[0] for b in prepared_batches(heldout, 1024, True))
+        assert rows < len(_rows(heldout))  # windows really share rows
+        for name, s in plain["sources"].items():
+            assert packed["sources"][name]["tokens"] == s["tokens"]
+            assert packed["sources"][name]["bpb"] == pytest.approx(s["bpb"], abs=1e-6)
+        again = evaluate_model(model, heldout, batch_tokens=1024)
+        assert again == packed and prepared_batches(heldout, 1024, True) is prepared_batches(heldout, 1024, True)

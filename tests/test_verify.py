@@ -268,3 +268,128 @@ def test_inspect_decodes_a_document_with_the_recorded_tokenizer(store):
     assert second.stdout.split() == [str(t) for t in _docs(1, 120)[55]] + ["0"]
     out_of_range = CliRunner().invoke(main, ["inspect", str(folder), "--doc", "30"])
     assert out_of_range.exit_code == 1 and "no document 30" in out_of_range.stderr
+
+
+# --------------------------------------------------------------------------- held-out shards
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A store built by `mixc build` with a held-out split (about 18 of 300 documents)."""
+    from build_fixtures import texts, train_tokenizer, write_jsonl, write_project
+
+    from mixc.shards.run import build
+
+    root = tmp_path_factory.mktemp("heldout-verify")
+    tok = train_tokenizer(root / "tok" / "tokenizer.json")
+    write_jsonl(root / "data" / "a.jsonl", texts(1, 300))
+    recipe = write_project(root, {"web": {"category": "web", "format": "jsonl", "path": str(root / "data")}},
+                           {"one": {"web": 1}}, tokenizer=str(tok))
+    recipe.write_text(recipe.read_text() + "heldout: {documents: 20, max_fraction: 0.2}\n")
+    build(recipe, out=root / "store", workers=1, progress=False)
+    return root / "store"
+
+
+@pytest.fixture
+def held(built, tmp_path) -> tuple[Path, Path, dict]:
+    """A fresh copy of the built store: (store, its source folder, the manifest's held-out record)."""
+    import shutil
+
+    store = shutil.copytree(built, tmp_path / "store")
+    folder = _folder(store, "web")
+    return store, folder, json.loads((folder / "manifest.json").read_text())["heldout"]
+
+
+def _first_heldout(folder: Path, info: dict) -> Path:
+    entry = next(f for f in info["files"] if f["documents"] > 1)
+    return folder / entry["path"]
+
+
+def test_a_clean_heldout_split_passes_and_is_counted(held):
+    store, _, info = held
+    assert info["files"] and info["documents"] > 2
+    result = _verify(store)
+    assert result.exit_code == 0, result.output
+    assert f"(and {info['documents']} held-out documents in {len(info['files'])} file(s))" in result.stdout
+
+
+def test_a_truncated_or_out_of_vocabulary_heldout_shard_is_caught(held):
+    _, folder, info = held
+    ds = _first_heldout(folder, info)
+    original = ds.read_bytes()
+    ds.write_bytes(original[:-2])
+    result = _verify(folder)
+    assert result.exit_code == 1
+    assert f"{ds}: " in result.stderr and "bytes, expected" in result.stderr
+    assert f"{ds}: sha256 does not match the manifest" in result.stderr
+    tokens = np.frombuffer(original, dtype=np.uint16).copy()
+    tokens[2] = 60_000  # the tokenizer has 400 ids
+    tokens.tofile(ds)
+    result = _verify(folder)
+    assert f"{ds}: 1 token(s) >= vocabulary size 400 (first at token 2: id 60000)" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_damaged_heldout_index_or_metadata_is_caught(held):
+    _, folder, info = held
+    ds = _first_heldout(folder, info)
+    index = Path(f"{ds}.index")
+    raw = bytearray(index.read_bytes())
+    raw[2] ^= 0x10
+    index.write_bytes(bytes(raw))
+    meta = Path(f"{ds}.metadata")
+    size, count = meta.read_text().splitlines()[:2]
+    meta.write_text(f"{size}\n{int(count) + 5}\n")
+    result = _verify(folder)
+    assert result.exit_code == 1
+    assert f"{index}: sha256 does not match the manifest" in result.stderr
+    assert f"{index}: document ends are not increasing" in result.stderr
+    assert f"{meta}: says {int(count) + 5} tokens of 2 bytes" in result.stderr
+
+
+def test_damaged_bytes_and_hash_files_are_caught(held):
+    _, folder, info = held
+    ds = _first_heldout(folder, info)
+    sizes, hashes = Path(f"{ds}.bytes"), Path(f"{ds}.hash")
+    # A byte count changed: its checksum, and the manifest's total.
+    values = np.fromfile(sizes, dtype="<u8")
+    values[1] += 3
+    values.tofile(sizes)
+    result = _verify(folder)
+    assert result.exit_code == 1
+    assert f"{sizes}: sha256 does not match the manifest" in result.stderr
+    assert f"{folder / 'manifest.json'}: held-out bytes {info['bytes']}, but its files add up to {info['bytes'] + 3}" \
+        in result.stderr
+    # A truncated one: its length, located.
+    sizes.write_bytes(sizes.read_bytes()[:-4])
+    docs = next(f["documents"] for f in info["files"] if folder / f["path"] == ds)
+    assert f"{sizes}: {8 * docs - 4} bytes, expected {docs} documents x 8 = {8 * docs} bytes" in _verify(folder).stderr
+    # A hash above the split's threshold (checksum repaired: the deeper check fires), then a missing file.
+    h = np.fromfile(hashes, dtype="<u8")
+    h[1] = np.uint64(2**64 - 5)
+    h.tofile(hashes)
+    m = json.loads((folder / "manifest.json").read_text())
+    for f in m["heldout"]["files"]:
+        f["hash_sha256"] = hashlib.sha256((folder / (f["path"] + ".hash")).read_bytes()).hexdigest()
+    write_json_atomic(folder / "manifest.json", m)
+    result = _verify(folder)
+    assert f"{hashes}: 1 document hash(es) not below the split's threshold for fraction {info['fraction']} " \
+           f"(first: document 1, byte offset 8: 0xfffffffffffffffb)" in result.stderr
+    assert f"{hashes}: sha256" not in result.stderr
+    hashes.unlink()
+    assert f"{hashes}: missing" in _verify(folder).stderr
+
+
+def test_an_unlisted_heldout_shard_is_caught_and_training_refuses_a_damaged_split(held):
+    from mixc.errors import MixcError
+    from mixc.shards.verify import check_store_for_training
+
+    store, folder, info = held
+    stray = folder / "heldout" / "00099.ds"
+    stray.write_bytes(b"\0\0")
+    result = _verify(store)
+    assert result.exit_code == 1 and f"{stray}: held-out shard file not listed in the manifest" in result.stderr
+    stray.unlink()
+    Path(f"{_first_heldout(folder, info)}.bytes").write_bytes(b"\1")
+    with pytest.raises(MixcError, match=r"source 'web': .*heldout/\d+\.ds\.bytes: 1 bytes, expected"):
+        check_store_for_training(store, "build-test", ["one"])

@@ -8,7 +8,8 @@
   samples drawn x the phase's sequence length (a bestfit phase's samples include padding);
 - epochs: the source's cumulative epochs at the end of what was trained of the phase;
 - held-out BPB of the phase's mix average at its start (the last evaluation before its first step,
-  else its first one) and at its end (its last evaluation), and per category.
+  else its first one) and at its end (its last evaluation), per category (with how many sources it
+  covers) and per source; a source with no held-out document says so and why ("no_heldout").
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     ev = record["eval"]
     return {"step": record["step"], "mix_bpb": (ev.get("mix") or {}).get("bpb"),
-            "categories": {name: c["bpb"] for name, c in ev["categories"].items()}}
+            "categories": {name: c["bpb"] for name, c in ev["categories"].items()},
+            "coverage": {name: [c["sources"], c.get("no_heldout", 0)] for name, c in ev["categories"].items() if "sources" in c},
+            "sources": {name: s["bpb"] for name, s in (ev.get("sources") or {}).items()},
+            "no_heldout": {name: s.get("reason") for name, s in (ev.get("no_heldout") or {}).items()}}
 
 
 def run_plan(run: str | Path):
@@ -85,10 +89,15 @@ def ledger(run: str | Path) -> dict[str, Any]:
                             "consumed_tokens": ep.draws * p.sequence_length, "epochs": ep.cumulative_epochs})
         before = [r for r in evals if r["step"] < first]
         inside = [r for r in evals if first <= r["step"] <= last]
-        start = before[-1] if before else (inside[0] if inside else None)
+        start, end = _brief(before[-1] if before else (inside[0] if inside else None)), _brief(inside[-1] if inside else None)
+        for s in sources:
+            for key, brief in (("heldout_start_bpb", start), ("heldout_end_bpb", end)):
+                s[key] = (brief or {}).get("sources", {}).get(s["name"])
+            if (why := ((end or start) or {}).get("no_heldout", {}).get(s["name"])) is not None:
+                s["no_heldout"] = why
         phases.append({"name": p.name, "steps": p.steps, "steps_done": steps_done, "planned_tokens": p.tokens,
                        "consumed_tokens": samples * p.sequence_length, "sources": sources,
-                       "heldout_start": _brief(start), "heldout_end": _brief(inside[-1] if inside else None)})
+                       "heldout_start": start, "heldout_end": end})
     return {"run": str(run), "recipe": resolved.recipe.name, "steps_done": last_step, "total_steps": stream.total_steps,
             "phases": phases}
 
@@ -107,9 +116,14 @@ def render_ledger(data: dict[str, Any]) -> str:
         for c in cats:
             a = (p["heldout_start"] or {}).get("categories", {}).get(c)
             b = (p["heldout_end"] or {}).get("categories", {}).get(c)
-            lines.append(f"  {c:<13} bpb {'-' if a is None else f'{a:.4f}'} -> {'-' if b is None else f'{b:.4f}'}")
-        lines.append(f"  {'source':<40} {'share':>7} {'planned':>12} {'consumed':>12} {'epochs':>7}")
+            covered = ((p["heldout_end"] or p["heldout_start"] or {}).get("coverage") or {}).get(c)
+            over = "" if not covered else f"  ({covered[0]} source(s)" + (f", {covered[1]} without held-out)" if covered[1] else ")")
+            lines.append(f"  {c:<13} bpb {'-' if a is None else f'{a:.4f}'} -> {'-' if b is None else f'{b:.4f}'}{over}")
+        lines.append(f"  {'source':<40} {'share':>7} {'planned':>12} {'consumed':>12} {'epochs':>7}  held-out bpb")
         for s in p["sources"]:
+            a, b = s.get("heldout_start_bpb"), s.get("heldout_end_bpb")
+            held = "no held-out" if "no_heldout" in s else "" if a is None and b is None else \
+                f"{'-' if a is None else f'{a:.4f}'} -> {'-' if b is None else f'{b:.4f}'}"
             lines.append(f"  {s['name'][:40]:<40} {s['share']:>7.4f} {s['planned_tokens']:>12,} {s['consumed_tokens']:>12,} "
-                         f"{s['epochs']:>7.3f}")
+                         f"{s['epochs']:>7.3f}  {held}".rstrip())
     return "\n".join(lines) + "\n"

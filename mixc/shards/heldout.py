@@ -111,14 +111,18 @@ class HeldoutWriter:
 
     def close(self) -> dict:
         files = self.writer.close()
-        start = 0
+        start, entries = 0, []
         for f in files:
             n = f.documents
-            np.asarray(self.bytes[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tofile(self.folder / f"{f.path}.bytes")
-            np.asarray(self.hashes[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tofile(self.folder / f"{f.path}.hash")
+            entry = f.to_dict()
+            for suffix, values in ((".bytes", self.bytes), (".hash", self.hashes)):
+                raw = np.asarray(values[start:start + n], dtype=DOCUMENT_FACTS_DTYPE).tobytes()
+                (self.folder / f"{f.path}{suffix}").write_bytes(raw)
+                entry[f"{suffix[1:]}_sha256"] = hashlib.sha256(raw).hexdigest()  # checked by mixc verify
+            entries.append(entry)
             start += n
         return {"documents": len(self.bytes), "tokens": sum(f.tokens for f in files), "bytes": sum(self.bytes),
-                "files": [f.to_dict() for f in files]}
+                "files": entries}
 
 
 def clear_task(work: str | Path, rank: int) -> None:
@@ -126,10 +130,12 @@ def clear_task(work: str | Path, rank: int) -> None:
         path.unlink()
 
 
-SUFFIXES = ("", ".index", ".metadata", ".bytes", ".hash")
+FACTS_SUFFIXES = (".bytes", ".hash")  # per document: UTF-8 bytes of the text, content hash (uint64 each)
+SUFFIXES = ("", ".index", ".metadata", *FACTS_SUFFIXES)
 
 
-def finalize(folder: str | Path, summaries: list[dict], policy: dict, category: str) -> dict:
+def finalize(folder: str | Path, summaries: list[dict], policy: dict, category: str,
+             max_fraction: float | None = None) -> dict:
     """Move the tasks' held-out shards to `folder/heldout/00000.ds`, ...; the manifest's "heldout" entry.
 
     A pure function of the task summaries, so a finalize killed halfway redoes the same renames."""
@@ -149,9 +155,33 @@ def finalize(folder: str | Path, summaries: list[dict], policy: dict, category: 
                                 f"delete {folder} and rebuild")
         out.append(dict(f, path=f"{HELDOUT}/{name}"))
     return {"rule": f"blake2b-64({PERSON.decode()}) < fraction", "fraction": policy["fraction"],
-            "evaluate": policy["documents"], "evaluate_tokens": policy.get("tokens"), "category": category,
+            "max_fraction": max_fraction, "evaluate": policy["documents"], "evaluate_tokens": policy.get("tokens"), "category": category,
             "documents": sum(f["documents"] for f in out), "tokens": sum(f["tokens"] for f in out),
             "bytes": sum(int((s.get("heldout") or {}).get("bytes", 0)) for s in summaries), "files": out}
+
+
+def missing_reason(manifest: dict) -> tuple[str, str] | None:
+    """Why a source folder has no held-out document: (kind, explanation), or None when it has some.
+
+    kind "off": no split was asked for (`heldout: {documents: 0}`, or a store from before splits);
+    "small": the fraction, capped by max_fraction, expects less than one of its documents;
+    "chance": about one or more was expected, but no document's content hash fell below the
+    threshold (a content hash cannot promise a count: with n documents at fraction f, none is
+    held out with probability (1 - f)^n)."""
+    info = manifest.get("heldout") or {}
+    if info.get("documents"):
+        return None
+    fraction = float(info.get("fraction") or 0)
+    if fraction <= 0:
+        return "off", "no held-out split (heldout documents: 0, or built before held-out splits)"
+    documents = int(manifest.get("documents", 0))
+    expected = fraction * documents
+    cap = info.get("max_fraction")
+    if expected < 1:
+        capped = f"max_fraction {cap}" if cap is not None and fraction >= float(cap) else f"fraction {fraction:.4g}"
+        return "small", f"too small: {capped} of its {documents:,} documents expects {expected:.2f}"
+    return "chance", (f"by chance: fraction {fraction:.4g} of its {documents:,} documents expects {expected:.1f}, "
+                      f"but no content hash fell below the threshold (probability {(1 - fraction) ** documents:.0%})")
 
 
 def read_heldout(folder: str | Path, manifest: dict, token_size: int, documents: int | None = None,

@@ -77,6 +77,7 @@ class SourceBuild:
     pipeline: list = field(repr=False)
     rebuild: bool = False  # `mixc build --rebuild`: tokenize afresh beside the folder, then swap it in
     category: str = ""  # web, multilingual, code, math, reasoning: recorded with the held-out split
+    heldout_max_fraction: float | None = None  # the policy's cap, recorded to explain a source left without held-out documents
 
     def path(self, store: str | Path) -> Path:
         return Path(store) / self.folder
@@ -258,8 +259,10 @@ def lower_source(source: Source, tokenizer: TokenizerRef, store: str | Path, opt
                                  batch_documents=options.batch_documents, shuffle_seed=options.shuffle_seed,
                                  threads=options.threads, fast=opts["encoder"] == "tiktoken",
                                  heldout_fraction=(opts.get("heldout") or {}).get("fraction", 0.0)))
+    policy = source.heldout or options.heldout
     return SourceBuild(source.name, key, folder, info, opts, tasks, pipeline, rebuild,
-                       category="multilingual" if source.multilingual else source.category)
+                       category="multilingual" if source.multilingual else source.category,
+                       heldout_max_fraction=policy.max_fraction if policy is not None else None)
 
 
 def phase_sources(phases: list[PhasePlan]) -> list[Source]:

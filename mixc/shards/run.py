@@ -96,6 +96,7 @@ class SourceResult:
     reused: bool
     finalized_only: bool = False  # every task had been tokenized by an earlier, interrupted run
     dropped: int = 0  # documents skipped for a null or empty text
+    heldout_missing: tuple[str, str] | None = None  # (kind, why) when a held-out split left it no document
 
 
 @dataclass
@@ -141,12 +142,31 @@ class BuildResult:
         dropped = sum(s.dropped for s in self.sources if not s.reused)
         if dropped:
             work += f"; {dropped:,} document(s) with a null or empty text dropped"
+        lines += self.heldout_lines()
         lines.append(
             f"{counts}; {work}; "
             f"shards in {self.store}/sources, phase manifests: "
             + (", ".join(str(p) for p in self.phase_manifests) or "none")
         )
         return "\n".join(lines)
+
+
+    MISSING_KINDS = {"small": "too small for its max_fraction (less than one document expected)",
+                     "chance": "by chance (one or more expected, no content hash fell below the threshold)",
+                     "off": "no split (heldout documents: 0, or built before held-out splits)"}
+
+    def heldout_lines(self) -> list[str]:
+        """Which sources have no held-out set, and why (each reason once, its sources named)."""
+        missing = [s for s in self.sources if s.heldout_missing]
+        if not missing:
+            return []
+        lines = [f"held-out: {len(missing)} of {len(self.sources)} source(s) have no held-out document, so no held-out "
+                 "figures (mixc eval lists them as 'no held-out'):"]
+        for kind, what in self.MISSING_KINDS.items():
+            names = [s.name for s in missing if s.heldout_missing[0] == kind]
+            if names:
+                lines.append(f"  {len(names)} {what}: {', '.join(names)}")
+        return lines
 
 
 class FinishBuild(PipelineStep):
@@ -297,7 +317,8 @@ def finish(context: BuildContext, ran: set[str] | None = None) -> tuple[list[Sou
             replace_folder(sb.build_path(store), folder)
         results[sb.name] = SourceResult(sb.name, sb.folder, int(manifest["documents"]), int(manifest["tokens"]), reused,
                                         finalized_only=not reused and ran is not None and sb.name not in ran,
-                                        dropped=int(manifest.get("dropped_documents", 0)))
+                                        dropped=int(manifest.get("dropped_documents", 0)),
+                                        heldout_missing=_missing_heldout(manifest, context.options))
     paths = []
     for phase in context.phases:
         paths.append(write_phase_manifest(store, context.recipe, phase.name, {
@@ -308,6 +329,14 @@ def finish(context: BuildContext, ran: set[str] | None = None) -> tuple[list[Sou
                         for name, share in phase.shares.items()],
         }))
     return [results[sb.name] for sb in context.sources], paths
+
+
+def _missing_heldout(manifest: dict, options: BuildOptions) -> tuple[str, str] | None:
+    """Why a source has no held-out document, when the build asked for a split and it has none."""
+    reason = heldout.missing_reason(manifest)
+    if reason is None or (reason[0] == "off" and not (options.heldout and options.heldout.documents)):
+        return None  # documents held out, or no split asked for anywhere: nothing to explain
+    return tuple(reason)
 
 
 def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
@@ -329,7 +358,8 @@ def _finalize(store: Path, context: BuildContext, sb: SourceBuild) -> dict:
         "dropped_documents": sum(int(s.get("dropped", 0)) for s in summaries),
     }
     if (sb.options.get("heldout") or {}).get("fraction"):
-        manifest["heldout"] = heldout.finalize(sb.build_path(store), summaries, sb.options["heldout"], sb.category)
+        manifest["heldout"] = heldout.finalize(sb.build_path(store), summaries, sb.options["heldout"], sb.category,
+                                               max_fraction=sb.heldout_max_fraction)
     return finalize_source(sb.build_path(store), summaries, manifest)
 
 

@@ -7,7 +7,10 @@ verify checks, per source folder: every file the manifest lists is present (.ds,
 .ds.metadata); a .ds holds tokens x token size bytes; its index is monotone and ends at the
 file's length; every token is below the vocabulary size; every document ends with EOS; the
 checksums, token and document counts match the manifest; the store's tokenizer file is the one
-the manifests fingerprint. A phase manifest must point at complete folders whose counts and
+the manifests fingerprint. The held-out shards (`heldout/`, never blended) get the same checks,
+plus their document-facts files: `.ds.bytes` and `.ds.hash` hold one uint64 per document, match
+their checksums, every hash lies below the split's threshold, and the byte counts add up to the
+manifest's. A phase manifest must point at complete folders whose counts and
 tokenizer it repeats correctly. Each token file is read once, in large chunks, hashed and
 range-checked from the same buffer; indices are memory-mapped.
 
@@ -28,6 +31,7 @@ from tokenizers import Tokenizer
 
 from ..errors import MixcError
 from ..store import (
+    DOCUMENT_FACTS_DTYPE,
     INDEX_DTYPE,
     MANIFEST,
     PHASE_FORMAT,
@@ -40,6 +44,7 @@ from ..store import (
     token_dtype,
     token_size_for,
 )
+from .heldout import FACTS_SUFFIXES, HELDOUT, threshold
 from .tokenizer import tokenizer_fingerprint
 
 CHUNK_BYTES = 1 << 24  # 16 MiB reads: large enough to stream at disk speed, small in memory
@@ -62,6 +67,8 @@ class VerifyResult:
     files: int = 0
     tokens: int = 0
     documents: int = 0
+    heldout_files: int = 0
+    heldout_documents: int = 0
     incomplete: list[Path] = field(default_factory=list)  # folders without a manifest (not checked)
     tokenizers: dict[tuple, str | None] = field(default_factory=dict)  # each tokenizer file is checked once
 
@@ -72,6 +79,8 @@ class VerifyResult:
     def summary(self) -> str:
         text = (f"{self.sources} source folder(s), {self.phases} phase manifest(s), {self.files} file(s), "
                 f"{self.tokens:,} tokens, {self.documents:,} documents")
+        if self.heldout_files:
+            text += f" (and {self.heldout_documents:,} held-out documents in {self.heldout_files} file(s))"
         if self.incomplete:
             text += f"; {len(self.incomplete)} unfinished folder(s) without a manifest skipped"
         return text
@@ -340,36 +349,14 @@ def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> N
         problems.append(Problem(manifest, f"EOS id {eos} is outside the vocabulary of {vocab}"))
     if (tok_problem := _check_tokenizer(_store_of_source(folder), m["tokenizer"], result)) is not None:
         problems.append(Problem(manifest, tok_problem))
-    dtype = token_dtype(token_size)
     total_tokens = total_docs = 0
     listed = set()
     for entry in files:
-        ds = folder / entry["path"]
-        listed.add(ds.name)
-        index = Path(f"{ds}.index")
+        listed.add(Path(entry["path"]).name)
         result.files += 1
         total_tokens += int(entry["tokens"])
         total_docs += int(entry["documents"])
-        missing = [p for p in (ds, index, Path(f"{ds}.metadata")) if not p.is_file()]
-        for p in missing:
-            problems.append(Problem(p, "missing"))
-        metadata = Path(f"{ds}.metadata")
-        if metadata not in missing and (what := _metadata_problem(metadata, token_size, int(entry["tokens"]))):
-            problems.append(Problem(metadata, what))
-        if ds in missing or index in missing:
-            continue
-        # Tokens: size, checksum, vocabulary range.
-        sha, nbytes, largest = _hash_and_max(ds, dtype) if full else (None, ds.stat().st_size, -1)
-        if nbytes != int(entry["tokens"]) * token_size:
-            problems.append(Problem(ds, f"{nbytes} bytes, expected {entry['tokens']} tokens x {token_size} = "
-                                        f"{int(entry['tokens']) * token_size} bytes"))
-        if full and sha != entry.get("sha256"):
-            problems.append(Problem(ds, "sha256 does not match the manifest"))
-        if largest >= vocab:
-            tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(nbytes // token_size,))
-            bad = np.flatnonzero(tokens >= vocab)
-            problems.append(Problem(ds, f"{bad.size} token(s) >= vocabulary size {vocab} (first at token {bad[0]}: id {tokens[bad[0]]})"))
-        problems.extend(_index_problems(ds, index, entry, nbytes // token_size, dtype, eos, full))
+        problems.extend(_shard_problems(folder, entry, token_size, vocab, eos, full))
     for ds in sorted(folder.glob("*.ds")):
         if ds.name not in listed:
             problems.append(Problem(ds, "shard file not listed in the manifest"))
@@ -379,6 +366,101 @@ def verify_source(folder: Path, result: VerifyResult, *, full: bool = True) -> N
         problems.append(Problem(manifest, f"documents {m['documents']}, but its files add up to {total_docs}"))
     result.tokens += total_tokens
     result.documents += total_docs
+    _verify_heldout(folder, m, result, token_size, vocab, eos, full)
+
+
+def _shard_problems(folder: Path, entry: dict, token_size: int, vocab: int, eos: int, full: bool) -> list[Problem]:
+    """One shard (.ds, .ds.index, .ds.metadata) against its manifest entry."""
+    dtype = token_dtype(token_size)
+    problems = []
+    ds = folder / entry["path"]
+    index = Path(f"{ds}.index")
+    metadata = Path(f"{ds}.metadata")
+    missing = [p for p in (ds, index, metadata) if not p.is_file()]
+    for p in missing:
+        problems.append(Problem(p, "missing"))
+    if metadata not in missing and (what := _metadata_problem(metadata, token_size, int(entry["tokens"]))):
+        problems.append(Problem(metadata, what))
+    if ds in missing or index in missing:
+        return problems
+    # Tokens: size, checksum, vocabulary range.
+    sha, nbytes, largest = _hash_and_max(ds, dtype) if full else (None, ds.stat().st_size, -1)
+    if nbytes != int(entry["tokens"]) * token_size:
+        problems.append(Problem(ds, f"{nbytes} bytes, expected {entry['tokens']} tokens x {token_size} = "
+                                    f"{int(entry['tokens']) * token_size} bytes"))
+    if full and sha != entry.get("sha256"):
+        problems.append(Problem(ds, "sha256 does not match the manifest"))
+    if largest >= vocab:
+        tokens = np.memmap(ds, dtype=dtype, mode="r", shape=(nbytes // token_size,))
+        bad = np.flatnonzero(tokens >= vocab)
+        problems.append(Problem(ds, f"{bad.size} token(s) >= vocabulary size {vocab} (first at token {bad[0]}: id {tokens[bad[0]]})"))
+    problems.extend(_index_problems(ds, index, entry, nbytes // token_size, dtype, eos, full))
+    return problems
+
+
+def _verify_heldout(folder: Path, m: dict, result: VerifyResult, token_size: int, vocab: int, eos: int, full: bool) -> None:
+    """The held-out shards of a source folder (see heldout.py): each checked as a training shard
+    is, its .bytes and .hash files against the manifest, and the "heldout" totals."""
+    info = m.get("heldout")
+    on_disk = sorted((folder / HELDOUT).glob("*.ds"))
+    manifest = folder / MANIFEST
+    if not info:
+        result.problems += [Problem(ds, "held-out shard file, but the manifest records no held-out split") for ds in on_disk]
+        return
+    try:
+        entries = list(info["files"])
+        limit = threshold(float(info["fraction"]))
+        recorded = {key: int(info[key]) for key in ("documents", "tokens", "bytes")}
+    except (KeyError, TypeError, ValueError) as exc:
+        result.problems.append(Problem(manifest, f"the \"heldout\" record lacks or garbles a field ({exc})"))
+        return
+    totals = {"documents": 0, "tokens": 0, "bytes": 0}
+    listed, all_sizes = set(), True
+    for entry in entries:
+        ds = folder / entry["path"]
+        listed.add(ds.resolve())
+        result.heldout_files += 1
+        totals["documents"] += int(entry["documents"])
+        totals["tokens"] += int(entry["tokens"])
+        result.problems.extend(_shard_problems(folder, entry, token_size, vocab, eos, full))
+        facts = {suffix: _facts_problem(Path(f"{ds}{suffix}"), entry, suffix, result.problems)
+                 for suffix in FACTS_SUFFIXES}
+        all_sizes &= facts[".bytes"] is not None
+        if (sizes := facts[".bytes"]) is not None:
+            totals["bytes"] += int(sizes.sum(dtype=np.uint64))
+            if (empty := np.flatnonzero(sizes == 0)).size:
+                result.problems.append(Problem(Path(f"{ds}.bytes"), f"document {empty[0]} (byte offset {8 * empty[0]}) "
+                                                                     "has 0 bytes of text"))
+        if (hashes := facts[".hash"]) is not None and limit < (1 << 64):
+            if (above := np.flatnonzero(hashes >= np.uint64(limit))).size:
+                k = int(above[0])
+                result.problems.append(Problem(Path(f"{ds}.hash"), f"{above.size} document hash(es) not below the split's "
+                                                                    f"threshold for fraction {info['fraction']} (first: "
+                                                                    f"document {k}, byte offset {8 * k}: {int(hashes[k]):#018x})"))
+    for ds in on_disk:
+        if ds.resolve() not in listed:
+            result.problems.append(Problem(ds, "held-out shard file not listed in the manifest"))
+    for key, total in totals.items():
+        if total != recorded[key] and (key != "bytes" or all_sizes):  # unreadable .bytes: reported above
+            result.problems.append(Problem(manifest, f"held-out {key} {recorded[key]}, but its files add up to {total}"))
+    result.heldout_documents += totals["documents"]
+
+
+def _facts_problem(path: Path, entry: dict, suffix: str, problems: list[Problem]) -> np.ndarray | None:
+    """A held-out shard's .ds.bytes or .ds.hash: one uint64 per document, its recorded checksum.
+    The values when intact enough to check further, else None (the problem recorded)."""
+    if not path.is_file():
+        problems.append(Problem(path, "missing"))
+        return None
+    raw = path.read_bytes()
+    documents = int(entry["documents"])
+    if len(raw) != documents * DOCUMENT_FACTS_DTYPE.itemsize:
+        problems.append(Problem(path, f"{len(raw)} bytes, expected {documents} documents x 8 = {documents * 8} bytes"))
+        return None
+    key = f"{suffix[1:]}_sha256"
+    if key in entry and hashlib.sha256(raw).hexdigest() != entry[key]:
+        problems.append(Problem(path, "sha256 does not match the manifest"))
+    return np.frombuffer(raw, dtype=DOCUMENT_FACTS_DTYPE)
 
 
 def check_store_for_training(store: str | Path, recipe_name: str, phase_names: list[str], *, full: bool = False) -> None:

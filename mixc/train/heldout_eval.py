@@ -50,6 +50,9 @@ class HeldoutEval:
         first = self.heldout(0)
         tokens = sum(s.tokens for s in first.sources)
         self.every = recipe.eval_every or auto_interval(tokens, recipe.global_batch_tokens, trainer.total)
+        if first.missing and trainer.world.main:
+            trainer.log(f"held-out: {len(first.sources)} source(s) evaluated; {len(first.missing)} have no held-out "
+                        f"document and no figures: {', '.join(first.missing)} (reasons: mixc eval, or the build summary)")
 
     def heldout(self, phase_index: int) -> HeldoutSet:
         """The held-out set at a phase's sequence length and weights (the documents read once)."""
@@ -74,7 +77,7 @@ class HeldoutEval:
         model = trainer.engine if trainer.fsdp else trainer.model
         with trainer.autocast:
             result = evaluate_model(model, self.heldout(p), world=trainer.world, step=step)
-        record["eval"] = {k: result[k] for k in ("categories", "mix", "sources")}
+        record["eval"] = {k: result[k] for k in ("categories", "mix", "sources", "no_heldout")}
         if trainer.world.main:
             mix = result["mix"]["bpb"] if result["mix"] else float("nan")
             cats = ", ".join(f"{name} {c['bpb']:.3f}" for name, c in result["categories"].items())
