@@ -6,12 +6,16 @@ rounds of evaluation seconds / the rest of the run's training seconds. Steps and
 interleave in one run, so a shared machine's load hits both alike. The same ratio in the
 process's CPU seconds is printed beside it (less sensitive to how busy the machine is).
 
+`--first-phase-steps N` trains a copy of the recipe cut to its first phase, stretched to N steps
+(the same store serves it): a run long enough for the default interval to decide, where the
+demo's 212 steps are not (its five phase ends force every evaluation it makes).
+
 `--ab` trains the same steps twice per round instead, with the hook and without it, alternating
 (the order flips every round); the figure is the median of (training seconds with) / (without) - 1.
 On a loaded machine the load changes between whole runs and swamps that figure.
 
     .venv/bin/python bench/bench_eval.py --shards demo-out/shards [--recipe recipes/smollm3-tiny.yaml]
-        [--steps 200] [--rounds 3]
+        [--steps 200] [--rounds 3] [--first-phase-steps 1000]
 """
 
 from __future__ import annotations
@@ -64,6 +68,21 @@ def in_run(recipe: str, shards: str, steps: int | None, threads: int) -> tuple[f
     return summary["train_seconds"] - sum(spent), sum(spent), len(spent), sum(cpu) / (run_cpu - sum(cpu))
 
 
+def first_phase_recipe(recipe: str, steps: int, folder: str) -> str:
+    """The recipe cut to its first phase, `steps` long (the schedule's decay moved to its end)."""
+    import yaml
+
+    data = yaml.safe_load(Path(recipe).read_text())
+    first = dict(data["phases"][0], steps=steps, mix=str((Path(recipe).parent / data["phases"][0]["mix"]).resolve()))
+    data["phases"] = [first]
+    schedule = data["schedule"]
+    if schedule.get("type") == "wsd":
+        schedule["decay_start_step"] = max(schedule.get("warmup_steps", 0) + 1, steps - schedule["decay_steps"] + 1)
+    out = Path(folder) / Path(recipe).name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="recipes/smollm3-tiny.yaml")
@@ -73,7 +92,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ab", action="store_true", help="whole runs with and without evaluation, alternating "
                     "(needs a quiet machine: load that changes between runs swamps the figure)")
+    ap.add_argument("--first-phase-steps", type=int, help="train the recipe's first phase only, stretched to this many steps")
     args = ap.parse_args()
+    folder = tempfile.mkdtemp()
+    if args.first_phase_steps:
+        args.recipe = first_phase_recipe(args.recipe, args.first_phase_steps, folder)
+        print(f"{args.recipe}: the first phase only, {args.first_phase_steps} steps", flush=True)
     if not args.ab:
         ratios, cpu_ratios = [], []
         for r in range(args.rounds):

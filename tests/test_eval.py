@@ -284,3 +284,21 @@ def test_packed_rows_and_cached_batches_give_the_one_document_per_row_figures(st
             assert packed["sources"][name]["bpb"] == pytest.approx(s["bpb"], abs=1e-6)
         again = evaluate_model(model, heldout, batch_tokens=1024)
         assert again == packed and prepared_batches(heldout, 1024, True) is prepared_batches(heldout, 1024, True)
+
+
+def test_the_default_interval_costs_the_budget_and_caps_the_count():
+    """eval_every 0: an interval whose forward-only passes over the held-out tokens cost about
+    AUTO_OVERHEAD of the training in between, never shorter than a run / AUTO_MAX_EVALS."""
+    from mixc.train.heldout_eval import AUTO_MAX_EVALS, AUTO_OVERHEAD, auto_interval
+
+    # 1M held-out tokens, 2.36M-token batches, 40 steps: every 5 steps costs ~3%.
+    every = auto_interval(1_000_000, 2_359_296, 40)
+    assert every == 5
+    assert 1_000_000 / 3 / (every * 2_359_296) <= AUTO_OVERHEAD < 1_000_000 / 3 / ((every - 1) * 2_359_296)
+    # the demo: 45k held-out tokens, 2,048-token batches, 212 steps: the cost rule alone (245) wins
+    assert auto_interval(45_000, 2_048, 212) == 245
+    # a held-out set small next to the run: the count rule keeps it to AUTO_MAX_EVALS evaluations
+    # (SmolLM3's 11T tokens are 4.7M steps of 2.36M tokens: ten evaluations, ~470k steps apart)
+    assert auto_interval(1_000_000, 2_359_296, 4_700_000) == 4_700_000 // AUTO_MAX_EVALS
+    assert auto_interval(100, 2_048, 1_000) == 1_000 // AUTO_MAX_EVALS
+    assert auto_interval(100, 2_048, 5) == 1

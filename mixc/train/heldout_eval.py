@@ -8,7 +8,8 @@ The result goes into that step's record in metrics.jsonl as "eval" (categories a
 The default interval (`eval_every: 0`) keeps the evaluation's cost near AUTO_OVERHEAD of training:
 an evaluation scores the held-out tokens forward only (about a third of a training step's work
 per token), so an interval of held-out tokens / (3 x AUTO_OVERHEAD x global batch tokens) steps
-costs AUTO_OVERHEAD; and at least AUTO_MIN_EVALS evaluations fit in a run (phase ends add theirs).
+costs AUTO_OVERHEAD; and no interval is shorter than a run / AUTO_MAX_EVALS, so a run whose
+held-out set is small next to its batch gets at most AUTO_MAX_EVALS of them (phase ends add theirs).
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from . import checkpoint
 from .export import model_from_checkpoint
 
 AUTO_OVERHEAD = 0.03
-AUTO_MIN_EVALS = 10
+AUTO_MAX_EVALS = 10
 
 
 def auto_interval(heldout_tokens: int, global_batch_tokens: int, total_steps: int) -> int:
     by_cost = math.ceil(heldout_tokens / (3 * AUTO_OVERHEAD * global_batch_tokens))
-    return max(1, by_cost, math.ceil(total_steps / AUTO_MIN_EVALS) if total_steps >= AUTO_MIN_EVALS else 1)
+    return max(1, by_cost, math.ceil(total_steps / AUTO_MAX_EVALS) if total_steps >= AUTO_MAX_EVALS else 1)
 
 
 class HeldoutEval:
