@@ -102,6 +102,10 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
+    """The attention's weights and the work on either side of its kernel: `project` before,
+    `output` after. The block calls the kernel (AttentionMask.attend) between them, so that
+    torch.compile can take both sides without the kernel (see Block)."""
+
     def __init__(self, config: SmolLM3Config, use_rope: bool):
         super().__init__()
         self.n_head = config.num_attention_heads
@@ -129,9 +133,6 @@ class Attention(nn.Module):
         """The attention kernel's [B, H, T, hd] output projected back to [B, T, hidden]."""
         B, _, T, _ = y.shape
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
-
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: AttentionMask) -> torch.Tensor:
-        return self.output(mask.attend(*self.project(x, rope)))
 
 
 class MLP(nn.Module):
