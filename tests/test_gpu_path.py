@@ -156,28 +156,7 @@ def test_gpu_check_smoke_runs_every_stage_on_cpu(tmp_path):
 def test_three_gloo_processes_with_unequal_shares_train_as_one_process(train_store, tmp_path):  # noqa: F811
     """`torchrun --nproc_per_node=3 mixc train` on steps of 8 and 4 samples (2/3/3 and 1/1/2
     per rank, one padding micro-batch): the losses and weights of one process."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
+    from test_train import torchrun_matches_one_process
 
-    from test_train import _env, metrics, run, weights
-
-    from mixc.train import checkpoint
-
-    recipe, store = train_store
-    run(train_store, tmp_path / "one", micro_batch_size=4)
-    mixc = Path(sys.executable).with_name("mixc")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3", str(mixc), "train",
-           str(recipe), "--shards", str(store), "--out", str(tmp_path / "three"), "--micro-batch-size", "1", "--threads", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "3 process(es)" in done.stdout
-    one, three = metrics(tmp_path / "one"), metrics(tmp_path / "three")
-    assert [r["step"] for r in three] == list(range(1, 12))
-    for a, b in zip(one, three):
-        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
-    w1, w3 = weights(tmp_path / "one"), weights(tmp_path / "three")
-    assert max((w1[k] - w3[k]).abs().max().item() for k in w1) < 1e-4
-    meta = json.loads((checkpoint.latest(tmp_path / "three" / "checkpoints") / "meta.json").read_text())
+    meta = torchrun_matches_one_process(train_store, tmp_path, 3, micro_batch_size=1, timeout=300)
     assert meta["world_size"] == 3 and meta["micro_batch_size"] == [1, 1, 1]

@@ -230,26 +230,33 @@ def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 
+def torchrun_matches_one_process(recipe_store, tmp_path, nproc: int, micro_batch_size: int, timeout: int) -> dict:
+    """`torchrun --nproc_per_node=nproc mixc train` against one process with micro-batches of 4:
+    the same losses at every step and the same final weights; returns the run's checkpoint meta."""
+    recipe, store = recipe_store
+    run(recipe_store, tmp_path / "one", micro_batch_size=4)
+    out = tmp_path / f"ranks-{nproc}"
+    mixc = Path(sys.executable).with_name("mixc")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(mixc), "train",
+           str(recipe), "--shards", str(store), "--out", str(out), "--micro-batch-size", str(micro_batch_size),
+           "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{nproc} process(es) on cpu" in done.stdout
+    one, many = metrics(tmp_path / "one"), metrics(out)
+    assert [r["step"] for r in many] == list(range(1, 12))
+    for a, b in zip(one, many):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+    w1, w2 = weights(tmp_path / "one"), weights(out)
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
+    return json.loads((checkpoint.latest(out / "checkpoints") / "meta.json").read_text())
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(recipe_store, tmp_path):
     """`torchrun --nproc_per_node=2 mixc train` (DDP over gloo): each rank trains 4 of the 8
     sequences of a step; the losses are those of one process training all 8."""
-    recipe, store = recipe_store
-    run(recipe_store, tmp_path / "one", micro_batch_size=4)
-    mixc = Path(sys.executable).with_name("mixc")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(mixc), "train",
-           str(recipe), "--shards", str(store), "--out", str(tmp_path / "two"), "--micro-batch-size", "4", "--threads", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "1 process" not in done.stdout and "2 process(es)" in done.stdout
-    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
-    assert [r["step"] for r in two] == list(range(1, 12))
-    for a, b in zip(one, two):
-        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
-    w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
-    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
-    meta = json.loads((checkpoint.latest(tmp_path / "two" / "checkpoints") / "meta.json").read_text())
-    assert meta["world_size"] == 2
+    assert torchrun_matches_one_process(recipe_store, tmp_path, 2, micro_batch_size=4, timeout=120)["world_size"] == 2
 
 
 KILLABLE = """\
