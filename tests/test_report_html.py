@@ -211,6 +211,22 @@ def browser():
         browser.close()
 
 
+def drag_slider(page, value) -> None:
+    """Move the scrub slider as a drag does: set its value, then fire its input event."""
+    page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
+                  " s.dispatchEvent(new Event('input', {bubbles: true})); }", value)
+
+
+def close_checked(page, screenshot: str, errors: list, requests: list) -> None:
+    """Keep a screenshot in artifacts/, then check that the page raised nothing and loaded only
+    its own file (no network), and close it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    assert not errors, errors
+    assert requests and all(url.startswith("file://") for url in requests), requests
+    page.close()
+
+
 def _shown(page) -> dict:
     """Everything the page displays at its cursor, read back from the DOM."""
     return page.evaluate("""() => {
@@ -313,19 +329,14 @@ def test_scrubbing_the_timeline_shows_the_reports_numbers(browser, page_file, pl
 
     # Dragging the slider: set a position and fire the input event, as the browser does.
     for position in (1234, 5000, 7777, 8100, 8365, 8800, 9123, 9650, 9999):
-        page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
-                      " s.dispatchEvent(new Event('input', {bubbles: true})); }", position)
+        drag_slider(page, position)
         at()
     assert {s["phase"] for s in seen} == {p.name for p in plan.phases}
     assert any(s["epochs"] for s in seen)  # some sources have known sizes in the catalog
 
     page.keyboard.press("3")
     page.evaluate("window.scrollTo(0, 0)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "timeline-smollm3-3b.png"), full_page=True)
-    assert not errors, errors
-    assert requests and all(url.startswith("file://") for url in requests), requests
-    page.close()
+    close_checked(page, "timeline-smollm3-3b.png", errors, requests)
 
 
 @pytest.mark.browser
@@ -417,23 +428,17 @@ def test_scrubbing_a_runs_timeline_shows_its_loss_and_heldout_bpb(browser, train
     page.keyboard.press("Tab")
     check(0)  # nothing trained yet
     # Dragging the slider to a quarter: one step of four done, no evaluation yet (the first is at phase one's end).
-    page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
-                  " s.dispatchEvent(new Event('input', {bubbles: true})); }", 2600)
+    drag_slider(page, 2600)
     assert check(gbs)["step"] == 2  # the cursor is on step 2; the loss shown is step 1's, the one finished
     page.keyboard.press("2")  # phase two starts where phase one's last step and its evaluation ended
     assert check(plan.phases[1].start_token)["bpbStep"] == 2
-    page.evaluate("(v) => { const s = document.getElementById('slider'); s.value = String(v);"
-                  " s.dispatchEvent(new Event('input', {bubbles: true})); }", 7600)
+    drag_slider(page, 7600)
     shown = check(3 * gbs)  # step 3's loss, and still phase one's last evaluation (step 2)
     assert (shown["lossStep"], shown["bpbStep"]) == (3, 2)
     page.keyboard.press("End")
     shown = check(plan.total_tokens)
     assert shown["lossStep"] == 4 and shown["bpbStep"] == 4 and None not in shown["deltas"].values()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "timeline-run.png"), full_page=True)
-    assert not errors, errors
-    assert requests and all(url.startswith("file://") for url in requests), requests
-    page.close()
+    close_checked(page, "timeline-run.png", errors, requests)
 
 
 @pytest.mark.browser
