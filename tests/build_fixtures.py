@@ -92,3 +92,18 @@ def wait_for(predicate, proc, timeout: float = 60) -> bool:
             return False
         time.sleep(0.01)
     return False
+
+
+def datatrove_tokenized(jsonl_folder: Path, out: Path, tokenizer_file: str | Path) -> Path:
+    """The reference: datatrove's own DocumentTokenizer over a folder of JSONL, unshuffled, in one
+    task (its shard is out/00000_unshuffled.ds). Builds compare their bytes with it."""
+    from datatrove.executor import LocalPipelineExecutor  # datatrove: heavy, only for the tests that compare
+    from datatrove.pipeline.readers import JsonlReader  # (the same)
+    from datatrove.pipeline.tokens import DocumentTokenizer  # (the same)
+
+    LocalPipelineExecutor([
+        JsonlReader(str(jsonl_folder)),
+        DocumentTokenizer(str(out), tokenizer_name_or_path=str(tokenizer_file), eos_token="<|endoftext|>",
+                          shuffle_documents=False, batch_size=1000),
+    ], tasks=1, workers=1, logging_dir=str(out.parent / f"{out.name}-logs")).run()
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from build_fixtures import texts, train_tokenizer, write_jsonl
+from build_fixtures import datatrove_tokenized, texts, train_tokenizer, write_jsonl
 
 from mixc.shards.tokenize import TokenizerRef, TokenizeStep, encode_documents, load_encoder, task_marker
 from mixc.shards.writer import ShardWriter
@@ -109,22 +109,13 @@ def test_a_task_sets_its_thread_count_while_it_runs_and_puts_it_back(tmp_path, m
 
 @pytest.mark.parametrize("fast", [False, True], ids=["hf-tokenizers", "tiktoken"])
 def test_byte_identical_to_datatrove_document_tokenizer(tmp_path, fast):
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.tokens import DocumentTokenizer
-
     from mixc.shards.fast_encoder import encoder_choice
     from mixc.shards.readers import StrictJsonlReader
 
     ref = _ref(tmp_path)
     write_jsonl(tmp_path / "in" / "part.jsonl", texts(5, 700))
     assert encoder_choice(ref, fast) == ("tiktoken" if fast else "hf")  # this byte-level BPE qualifies for tiktoken
-    reference = tmp_path / "datatrove"
-    LocalPipelineExecutor([
-        JsonlReader(str(tmp_path / "in")),
-        DocumentTokenizer(str(reference), tokenizer_name_or_path=ref.file, eos_token="<|endoftext|>",
-                          shuffle_documents=False, batch_size=1000),
-    ], tasks=1, workers=1, logging_dir=str(tmp_path / "dt-logs")).run()
+    reference = datatrove_tokenized(tmp_path / "in", tmp_path / "datatrove", ref.file)
     work = tmp_path / "work"
     step = TokenizeStep("s", ref, work, shard_tokens=10**9, batch_documents=128, fast=fast)  # other batching, same bytes
     for _ in step(StrictJsonlReader(str(tmp_path / "in"), source_name="s")(None, 0, 1), 0, 1):

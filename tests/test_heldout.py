@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from build_fixtures import texts, train_tokenizer, write_jsonl, write_project
+from build_fixtures import datatrove_tokenized, texts, train_tokenizer, write_jsonl, write_project
 
 from mixc.plan import plan_recipe
 from mixc.shards import heldout
@@ -50,9 +50,6 @@ def test_the_rule_depends_on_the_text_only():
 
 
 def test_train_part_is_datatrove_bytes_and_duplicates_of_heldout_stay_out(tmp_path, tokenizer_path):
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.tokens import DocumentTokenizer
     from tokenizers import Tokenizer
 
     from mixc.shards.readers import StrictJsonlReader
@@ -65,12 +62,7 @@ def test_train_part_is_datatrove_bytes_and_duplicates_of_heldout_stay_out(tmp_pa
     docs = docs + held[:5]  # exact duplicates of held-out documents, later in the input
     write_jsonl(tmp_path / "in" / "part.jsonl", docs)
     write_jsonl(tmp_path / "train-only" / "part.jsonl", [d for d in docs if not heldout.is_heldout(d, fraction)])
-    reference = tmp_path / "datatrove"
-    LocalPipelineExecutor([
-        JsonlReader(str(tmp_path / "train-only")),
-        DocumentTokenizer(str(reference), tokenizer_name_or_path=ref.file, eos_token="<|endoftext|>",
-                          shuffle_documents=False, batch_size=1000),
-    ], tasks=1, workers=1, logging_dir=str(tmp_path / "dt-logs")).run()
+    reference = datatrove_tokenized(tmp_path / "train-only", tmp_path / "datatrove", ref.file)
     work = tmp_path / "work"
     step = TokenizeStep("s", ref, work, shard_tokens=10**9, batch_documents=64, heldout_fraction=fraction)
     for _ in step(StrictJsonlReader(str(tmp_path / "in"), source_name="s")(None, 0, 1), 0, 1):
