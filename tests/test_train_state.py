@@ -60,6 +60,13 @@ def fresh_state(sharded: bool, **kw) -> checkpoint.TrainState:
                                  micro_batch_size=kw.pop("micro_batch_size", 4), **kw)
 
 
+def save(folder, model, optimizer, *, step: int, at: int, sharded: bool):
+    """A checkpoint of this model and optimizer at `step`, the loader `at` that sample (micro-batches of 4)."""
+    state = checkpoint.TrainState(model, optimizer, Position(at=at), Guard(), dist.World(), sharded=sharded,
+                                  micro_batch_size=4, step=step)
+    return checkpoint.save_train_state(folder, step, state, {"step": step})
+
+
 def assert_same(a, b, where=""):
     if isinstance(a, torch.Tensor):
         assert torch.equal(a, b), where
@@ -100,9 +107,7 @@ def test_train_state_round_trips_through_a_checkpoint(tmp_path, sharded):
 
 def test_another_micro_batch_size_seeks_the_step_instead(tmp_path):
     model, optimizer = trained(seed=5, steps=1)
-    saved = checkpoint.TrainState(model, optimizer, Position(at=24), Guard(), dist.World(), sharded=False,
-                                  micro_batch_size=4, step=6)
-    state, _ = checkpoint.load(checkpoint.save_train_state(tmp_path, 6, saved, {"step": 6}))
+    state, _ = checkpoint.load(save(tmp_path, model, optimizer, step=6, at=24, sharded=False))
     restored = fresh_state(False, micro_batch_size=2)
     restored.load_state_dict(state)
     assert (restored.loader.at, restored.loader.sought) == (0, 6)
@@ -110,9 +115,7 @@ def test_another_micro_batch_size_seeks_the_step_instead(tmp_path):
 
 def test_a_rollback_restores_weights_and_optimizer_but_not_the_loader_or_guard(tmp_path):
     model, optimizer = trained(seed=5, steps=2)
-    saved = checkpoint.TrainState(model, optimizer, Position(at=8), Guard(), dist.World(), sharded=True,
-                                  micro_batch_size=4, step=2)
-    state, _ = checkpoint.load(checkpoint.save_train_state(tmp_path, 2, saved, {"step": 2}))
+    state, _ = checkpoint.load(save(tmp_path, model, optimizer, step=2, at=8, sharded=True))
     later = fresh_state(True, step=5)
     later.loader.at, later.guard.rollbacks = 20, 1
     later.load_state_dict(state, parts=("model", "optimizer", "rng"))
@@ -122,8 +125,7 @@ def test_a_rollback_restores_weights_and_optimizer_but_not_the_loader_or_guard(t
 
 def test_a_sharded_checkpoint_missing_its_shards_is_named(tmp_path):
     model, optimizer = trained(seed=5, steps=1)
-    saved = checkpoint.TrainState(model, optimizer, Position(), Guard(), dist.World(), sharded=True, micro_batch_size=4)
-    folder = checkpoint.save_train_state(tmp_path, 1, saved, {"step": 1})
+    folder = save(tmp_path, model, optimizer, step=1, at=0, sharded=True)
     (folder / checkpoint.SHARDED_DIR / ".metadata").unlink()
     with pytest.raises(checkpoint.MixcError, match=r"sharded is incomplete \(no \.metadata\)"):
         checkpoint.load(folder)
