@@ -42,6 +42,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from .errors import MixcError
+from .packing import best_fit_decreasing
 from .shards.heldout import missing_reason, read_heldout
 from .store import phase_manifest, phase_share, read_manifest, read_phase_manifest, recipe_phase_manifests
 
@@ -147,21 +148,13 @@ def _rows(heldout: HeldoutSet) -> list[tuple[int, np.ndarray]]:
 
 
 def _packed_rows(windows: list[tuple[int, np.ndarray]], length: int) -> list[list[tuple[int, np.ndarray]]]:
-    """The windows packed into rows of at most `length` inputs, first fit, longest first (a
-    window's inputs are its row minus the last target). Deterministic: ties keep window order."""
-    order = sorted(range(len(windows)), key=lambda k: (-len(windows[k][1]), k))
-    rows: list[list[tuple[int, np.ndarray]]] = []
-    room: list[int] = []
-    for k in order:
-        n = len(windows[k][1]) - 1
-        slot = next((r for r, free in enumerate(room) if free >= n), None)
-        if slot is None:
-            rows.append([])
-            room.append(length)
-            slot = len(rows) - 1
-        rows[slot].append(windows[k])
-        room[slot] -= n
-    return rows
+    """The windows packed into rows of at most `length` inputs (a window's inputs are its tokens
+    minus the last target), by the training packer's best-fit decreasing over all of them at once.
+    Deterministic: ties keep window order."""
+    sizes = np.array([len(seq) - 1 for _, seq in windows], dtype=np.int64)
+    items, per_row = best_fit_decreasing(sizes, length, max(1, len(windows)), np.arange(len(windows)))
+    bounds = np.concatenate(([0], np.cumsum(per_row))).tolist()
+    return [[windows[k] for k in items[a:b].tolist()] for a, b in zip(bounds, bounds[1:])]
 
 
 def _batches(rows: list, batch_tokens: int, width=lambda row: len(row[1]) - 1) -> list[list]:
