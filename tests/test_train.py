@@ -427,3 +427,13 @@ def test_resuming_with_an_edited_recipe_warns(recipe_store, tmp_path):
     assert len(warned) == 1 and "schedule.peak_lr 0.003 -> 0.001" in warned[0], said
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1, 2, 3, 4]
     assert metrics(tmp_path / "run")[-1]["lr"] == pytest.approx(1.0e-3)  # step 4 is past the warmup: the new peak
+
+
+def test_run_json_keeps_absolute_paths_so_reports_work_from_anywhere(recipe_store, tmp_path, monkeypatch):
+    """Given relative paths, run.json still names the recipe and store absolutely: `mixc report RUN`
+    and `mixc eval RUN` read them from any working directory."""
+    recipe, store = recipe_store
+    monkeypatch.chdir(recipe.parent)
+    train(recipe.name, os.path.relpath(store), tmp_path / "run", max_steps=1, threads=1, log=lambda _m: None)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["recipe"] == str(recipe.resolve()) and info["shards"] == str(Path(store).resolve())
